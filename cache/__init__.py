@@ -1,0 +1,1 @@
+"""Publishing durable rollups to Redis: the key layout, encoding and the atomic switch."""

@@ -1,0 +1,247 @@
+"""Publish hourly rollups from the durable Parquet store to Redis, atomically.
+
+A publish writes each hour's new *build* under fresh keys, then switches the
+hours' entries in the pointer hash in one MULTI/EXEC and gives the superseded
+builds a short TTL, so a reader sees the previous state or the new one, never a
+mix. Build ids are content hashes: republishing unchanged data is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import redis
+
+from cache.keys import KeyLayout, hour_field, slice_id
+from tally.layout import format_hour, rollup_hour_dir, stats_hour_dir
+from tally.settings import Settings
+from tally.spec import MetricSpec, load_spec
+
+log = logging.getLogger(__name__)
+
+# New build keys carry this TTL until the switch persists them, so a publish
+# that dies half-way leaves nothing behind for long.
+UNSWITCHED_TTL_SECONDS = 24 * 3600
+
+
+class NotComputedError(RuntimeError):
+    """The hour has no complete rollup to publish."""
+
+
+@dataclass(frozen=True)
+class HourBuild:
+    """Everything one hour publishes: values and sketches per metric and slice."""
+
+    hour: datetime
+    build: str
+    values: dict[str, dict[str, float]]
+    sketches: dict[str, dict[str, bytes]]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    published: list[str]
+    unchanged: list[str]
+
+
+def build_id(values: dict[str, dict[str, float]], sketches: dict[str, dict[str, bytes]]) -> str:
+    """A content hash of an hour's published data (not of its statistics)."""
+    digest = hashlib.sha256()
+    for metric in sorted(values):
+        for slice_text in sorted(values[metric]):
+            digest.update(f"v|{metric}|{slice_text}|{values[metric][slice_text]!r}\n".encode())
+    for metric in sorted(sketches):
+        for slice_text in sorted(sketches[metric]):
+            digest.update(f"s|{metric}|{slice_text}|".encode())
+            digest.update(sketches[metric][slice_text])
+    return digest.hexdigest()[:16]
+
+
+def hour_build_from_rows(
+    hour: datetime, rows: Iterable[dict[str, Any]], dimensions: Sequence[str], stats: dict[str, Any]
+) -> HourBuild:
+    """Group rollup rows (metric, dimension columns, value, sketch) into a build."""
+    values: dict[str, dict[str, float]] = {}
+    sketches: dict[str, dict[str, bytes]] = {}
+    for row in rows:
+        labels = {dim: row[dim] for dim in dimensions if row.get(dim) is not None}
+        key = slice_id(labels)
+        values.setdefault(row["metric"], {})[key] = float(row["value"])
+        if row.get("sketch") is not None:
+            sketches.setdefault(row["metric"], {})[key] = bytes(row["sketch"])
+    return HourBuild(hour, build_id(values, sketches), values, sketches, stats)
+
+
+def read_hour_build(data_dir: Path, hour: datetime, spec: MetricSpec) -> HourBuild:
+    """Read one hour's rollup and statistics from the durable store."""
+    stats_dir = stats_hour_dir(data_dir, hour)
+    rollup_dir = rollup_hour_dir(data_dir, hour)
+    # The statistics are written after the rollup, so they mark it complete.
+    if not any(stats_dir.glob("*.parquet")) or not rollup_dir.is_dir():
+        raise NotComputedError(
+            f"hour {format_hour(hour)} has no complete rollup under {rollup_dir}; "
+            "run `tally run --hour` for it first"
+        )
+    stats_rows = pq.read_table(stats_dir).to_pylist()
+    stats = {k: v for k, v in stats_rows[0].items() if k not in ("dt", "hour")} if stats_rows else {}
+    stats = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in stats.items()}
+    rows = pq.read_table(rollup_dir).to_pylist()
+    return hour_build_from_rows(hour, rows, spec.dimensions, stats)
+
+
+def publish_builds(
+    client: redis.Redis,
+    layout: KeyLayout,
+    builds: Sequence[HourBuild],
+    *,
+    superseded_ttl: int,
+    now: datetime | None = None,
+) -> PublishReport:
+    """Make ``builds`` live in one atomic switch; unchanged hours are left alone."""
+    published_at = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    hours = [hour_field(b.hour) for b in builds]
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(layout.pointer())
+                current = dict(zip(hours, pipe.hmget(layout.pointer(), hours), strict=True))
+                changed = [b for b in builds if _live_build(current[hour_field(b.hour)]) != b.build]
+                if not changed:
+                    pipe.unwatch()
+                    return PublishReport(published=[], unchanged=[format_hour(b.hour) for b in builds])
+                new_keys = _write_build_keys(client, layout, changed, published_at)
+                old_keys = _superseded_keys(client, layout, changed, current)
+                pipe.multi()
+                for build in changed:
+                    pointer = json.dumps({"build": build.build, "published_at": published_at})
+                    pipe.hset(layout.pointer(), hour_field(build.hour), pointer)
+                for key in new_keys:
+                    pipe.persist(key)
+                for key in old_keys:
+                    pipe.expire(key, superseded_ttl)
+                pipe.hset(layout.meta(), "published_at", published_at)
+                _queue_advance_newest_hour(pipe, layout, max(hour_field(b.hour) for b in changed))
+                pipe.execute()
+                break
+            except redis.WatchError:
+                log.info("pointer changed during publish; retrying")
+    switched = {b.hour for b in changed}
+    return PublishReport(
+        published=[format_hour(b.hour) for b in changed],
+        unchanged=[format_hour(b.hour) for b in builds if b.hour not in switched],
+    )
+
+
+def _live_build(pointer_value: bytes | None) -> str | None:
+    return json.loads(pointer_value)["build"] if pointer_value else None
+
+
+def _write_build_keys(
+    client: redis.Redis, layout: KeyLayout, builds: Sequence[HourBuild], published_at: str
+) -> list[str]:
+    """Write the builds under their own keys (not yet visible); return the keys."""
+    written: list[str] = []
+    with client.pipeline(transaction=False) as pipe:
+        for build in builds:
+            hour = hour_field(build.hour)
+            manifest = {
+                "hour": format_hour(build.hour),
+                "build": build.build,
+                "published_at": published_at,
+                "metrics": {m: sorted(slices) for m, slices in build.values.items()},
+                "stats": build.stats,
+            }
+            keys_and_values: list[tuple[str, dict[str, Any]]] = []
+            for metric, slices in build.values.items():
+                keys_and_values.append((layout.values(build.build, hour, metric), slices))
+            for metric, slices in build.sketches.items():
+                keys_and_values.append((layout.sketches(build.build, hour, metric), slices))
+            for key, mapping in keys_and_values:
+                pipe.delete(key)
+                if mapping:
+                    pipe.hset(key, mapping={k: _encode(v) for k, v in mapping.items()})
+                    pipe.expire(key, UNSWITCHED_TTL_SECONDS)
+                    written.append(key)
+            manifest_key = layout.manifest(build.build, hour)
+            pipe.set(manifest_key, json.dumps(manifest, sort_keys=True), ex=UNSWITCHED_TTL_SECONDS)
+            written.append(manifest_key)
+        pipe.execute()
+    return written
+
+
+def _superseded_keys(
+    client: redis.Redis, layout: KeyLayout, builds: Sequence[HourBuild], current: dict[str, Any]
+) -> list[str]:
+    keys: list[str] = []
+    for build in builds:
+        hour = hour_field(build.hour)
+        old = _live_build(current[hour])
+        if old is None or old == build.build:
+            continue
+        manifest = client.get(layout.manifest(old, hour))
+        metrics = json.loads(manifest)["metrics"] if manifest else {}
+        keys.append(layout.manifest(old, hour))
+        for metric in metrics:
+            keys += [layout.values(old, hour, metric), layout.sketches(old, hour, metric)]
+    return keys
+
+
+def _queue_advance_newest_hour(pipe: Any, layout: KeyLayout, candidate: str) -> None:
+    # Hour fields sort as text; only move forward, whatever order hours publish in.
+    pipe.eval(
+        "local cur = redis.call('HGET', KEYS[1], 'newest_hour') "
+        "if (not cur) or cur < ARGV[1] then redis.call('HSET', KEYS[1], 'newest_hour', ARGV[1]) end",
+        1,
+        layout.meta(),
+        candidate,
+    )
+
+
+def _encode(value: float | bytes) -> bytes | str:
+    if isinstance(value, bytes):
+        return value
+    return repr(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def publish_hours(
+    client: redis.Redis,
+    layout: KeyLayout,
+    data_dir: Path,
+    spec: MetricSpec,
+    hours: Sequence[datetime],
+    *,
+    superseded_ttl: int,
+) -> PublishReport:
+    """Read the hours' rollups from the durable store and publish them in one switch.
+
+    Every hour must have a complete rollup (NotComputedError otherwise); nothing is
+    switched unless all of them can be read.
+    """
+    builds = [read_hour_build(data_dir, hour, spec) for hour in hours]
+    if not builds:
+        return PublishReport(published=[], unchanged=[])
+    return publish_builds(client, layout, builds, superseded_ttl=superseded_ttl)
+
+
+def publish_settings_hours(settings: Settings, hours: Sequence[datetime]) -> PublishReport:
+    """Publish computed hours using the configured Redis, prefix and spec."""
+    from cache.client import connect
+
+    spec = load_spec(settings.spec_path)
+    client = connect(settings.redis_url)
+    try:
+        return publish_hours(
+            client, KeyLayout(settings.redis_prefix), settings.data_dir, spec, hours,
+            superseded_ttl=settings.superseded_ttl_seconds,
+        )
+    finally:
+        client.close()

@@ -1,0 +1,49 @@
+"""The app factory: wires settings, spec, Redis client, middleware, errors and routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from dashboard_api.errors import install_error_handlers
+from dashboard_api.middleware import ReadOnlyMiddleware
+from dashboard_api.routes import build_router
+from dashboard_api.store import open_client
+from tally.settings import Settings, get_settings
+from tally.spec import load_spec
+
+DESCRIPTION = (
+    "Read-only access to Tally's hourly rollups. Only GET and HEAD are allowed; every "
+    'error is `{"error": {"code", "message"}}` with a stable code.'
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API; ``settings`` (tests) overrides :func:`get_settings` everywhere.
+
+    The spec is loaded here, so an invalid spec fails at startup (SpecError), not
+    on the first request.
+    """
+    resolved = settings or get_settings()
+    app = FastAPI(title="Tally", version="1", description=DESCRIPTION, lifespan=_lifespan)
+    app.state.settings = resolved
+    app.state.spec = load_spec(resolved.spec_path)
+    if settings is not None:
+        app.dependency_overrides[get_settings] = lambda: resolved
+    install_error_handlers(app)
+    app.add_middleware(ReadOnlyMiddleware)
+    app.include_router(build_router(app.state.spec))
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    # No ping here: the API must start while Redis is down and serve 503s until it is back.
+    client = open_client(app.state.settings.redis_url)
+    try:
+        yield {"redis": client}
+    finally:
+        client.close()

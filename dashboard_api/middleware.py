@@ -1,0 +1,49 @@
+"""The read-only rule, enforced before routing: only GET and HEAD reach the app.
+
+Any other method on any path, known or not, gets 405 with the JSON error body and
+``Allow: GET, HEAD``. HEAD is served as GET with the body dropped (RFC 9110:
+HEAD is GET without content), so every GET route, ``/docs`` included, answers
+HEAD without a second route declaration.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dashboard_api.errors import error_response
+
+ALLOWED_METHODS: tuple[str, ...] = ("GET", "HEAD")
+ALLOW_HEADER = ", ".join(ALLOWED_METHODS)
+
+
+class ReadOnlyMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"].upper()
+        if method not in ALLOWED_METHODS:
+            response = error_response(
+                "method_not_allowed",
+                f"{method} is not allowed: this API is read-only ({ALLOW_HEADER})",
+                headers={"Allow": ALLOW_HEADER},
+            )
+            await response(scope, receive, send)
+            return
+        if method == "HEAD":
+            await self.app({**scope, "method": "GET"}, receive, _without_body(send))
+            return
+        await self.app(scope, receive, send)
+
+
+def _without_body(send: Send) -> Send:
+    # Headers (Content-Length included) stay those of the GET, as HTTP requires.
+    async def send_headers_only(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_headers_only

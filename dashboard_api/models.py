@@ -1,0 +1,65 @@
+"""Response models: the shapes in the OpenAPI document are the API's contract."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable, machine-readable error code.")
+    message: str = Field(description="Human-readable explanation; wording may change.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class MetricInfo(BaseModel):
+    name: str
+    description: str
+    unit: str
+    kind: str = Field(description="count, sum, count_distinct or ratio.")
+    dimensions: list[str] = Field(description="Dimensions usable as filters and group_by.")
+    grains: list[str]
+
+
+class MetricsResponse(BaseModel):
+    metrics: list[MetricInfo]
+
+
+class Point(BaseModel):
+    ts: str = Field(description="Bucket start, UTC, e.g. 2026-11-27T10:00:00Z.")
+    value: int | float | None = Field(
+        description=(
+            "null when no hour of the bucket is computed; counts and distinct counts are "
+            "integers, sums and ratios numbers; a ratio is null when its denominator is 0."
+        )
+    )
+
+
+class Series(BaseModel):
+    labels: dict[str, str] = Field(description="The filters, plus the group_by value if any.")
+    points: list[Point] = Field(description="One point per bucket of [start, end), in order.")
+
+
+class SeriesResponse(BaseModel):
+    metric: str
+    grain: str
+    start: str
+    end: str
+    series: list[Series]
+    as_of: str | None = Field(
+        description="published_at of the newest build among the hours read; null if none."
+    )
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="ok")
+    redis: str = Field(description="ok")
+    newest_hour: str | None = Field(description="The newest published hour, if any.")
+    published_at: str | None = Field(description="When the last publish happened, if any.")
+
+
+class HealthUnavailableResponse(ErrorResponse):
+    status: str = Field(description="unavailable")
+    redis: str = Field(description="unreachable")

@@ -1,0 +1,173 @@
+"""The HTTP endpoints: metric catalogue, metric series, health.
+
+Handlers are thin: validate (:mod:`dashboard_api.params`), read
+(:mod:`dashboard_api.store`), compute (:mod:`dashboard_api.query`), shape the
+response (:mod:`dashboard_api.models`). They are plain ``def`` on purpose: the
+Redis client is synchronous, so FastAPI runs them in its thread pool.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import redis
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from cache.keys import slice_id
+from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep, SpecDep
+from dashboard_api.errors import ApiError, error_response, redis_down_message
+from dashboard_api.models import (
+    ErrorResponse,
+    HealthResponse,
+    HealthUnavailableResponse,
+    MetricInfo,
+    MetricsResponse,
+    Point,
+    Series,
+    SeriesResponse,
+)
+from dashboard_api.params import SeriesQuery, parse_series_query
+from dashboard_api.query import SeriesData, bucket_starts, build_series, hashes_needed, range_hours
+from dashboard_api.store import read_meta, read_snapshot
+from tally.layout import format_hour
+from tally.spec import Metric, MetricSpec
+
+# Every error shares one body; "default" also stops FastAPI advertising a 422 we never send.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid parameters."},
+    "default": {"model": ErrorResponse, "description": "Any other error, same body."},
+}
+SERIES_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    404: {"model": ErrorResponse, "description": "unknown_metric"},
+    503: {"model": ErrorResponse, "description": "redis_unavailable"},
+}
+
+
+def build_router(spec: MetricSpec) -> APIRouter:
+    """The routes; ``spec`` documents the dimension filters in OpenAPI."""
+    router = APIRouter()
+    router.add_api_route(
+        "/v1/metrics",
+        list_metrics,
+        methods=["GET"],
+        response_model=MetricsResponse,
+        responses=ERROR_RESPONSES,
+        summary="List the metrics",
+    )
+    router.add_api_route(
+        "/v1/metrics/{name}",
+        metric_series,
+        methods=["GET"],
+        response_model=SeriesResponse,
+        responses=SERIES_RESPONSES,
+        summary="One metric as time series",
+        openapi_extra={"parameters": filter_parameters(spec)},
+    )
+    router.add_api_route(
+        "/health",
+        health,
+        methods=["GET"],
+        response_model=HealthResponse,
+        responses={503: {"model": HealthUnavailableResponse, "description": "Redis unreachable"}},
+        summary="Liveness and freshness",
+    )
+    return router
+
+
+def filter_parameters(spec: MetricSpec) -> list[dict[str, Any]]:
+    """OpenAPI entries for the dimension filters, which are read from the raw query."""
+    return [
+        {
+            "name": dim,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "minLength": 1},
+            "description": f"Keep only {dim} = this value (metrics that have {dim} as a dimension).",
+        }
+        for dim in spec.dimensions
+    ]
+
+
+def list_metrics(spec: SpecDep) -> MetricsResponse:
+    return MetricsResponse(metrics=[metric_info(m) for m in spec.metrics])
+
+
+def metric_info(metric: Metric) -> MetricInfo:
+    return MetricInfo(
+        name=metric.name,
+        description=metric.description,
+        unit=metric.unit,
+        kind=metric.kind.value,
+        dimensions=list(metric.dimensions),
+        grains=list(metric.grains),
+    )
+
+
+def metric_series(
+    name: str,
+    request: Request,
+    spec: SpecDep,
+    settings: SettingsDep,
+    client: RedisDep,
+    layout: LayoutDep,
+    # Declared for OpenAPI and presence checks; parse_series_query reads the raw
+    # query string, because dimension filters are parameters too.
+    start: Annotated[str, Query(description="Inclusive ISO-8601 start (naive = UTC).")],
+    end: Annotated[str, Query(description="Exclusive ISO-8601 end (naive = UTC).")],
+    grain: Annotated[str, Query(description="hour or day.")] = "hour",
+    group_by: Annotated[str | None, Query(description="A dimension: one series per value.")] = None,
+) -> SeriesResponse:
+    metric = spec.get(name)
+    if metric is None:
+        raise ApiError("unknown_metric", f"no metric named {name!r}; GET /v1/metrics lists them")
+    limits = {"hour": settings.max_hour_buckets, "day": settings.max_day_buckets}
+    query = parse_series_query(metric, request.query_params.multi_items(), limits)
+    buckets = bucket_starts(query.start, query.end, query.grain)
+    # Without group_by the one slice is known, so only that field is read.
+    slices = None if query.group_by else [slice_id(query.filters)]
+    reads = hashes_needed(spec, metric, query.grain)
+    snapshot = read_snapshot(client, layout, range_hours(buckets, query.grain), reads, slices)
+    series = build_series(
+        spec, metric, snapshot, buckets, query.grain, query.filters, query.group_by
+    )
+    return series_response(metric, query, series, snapshot.as_of)
+
+
+def series_response(
+    metric: Metric, query: SeriesQuery, series: list[SeriesData], as_of: str | None
+) -> SeriesResponse:
+    return SeriesResponse(
+        metric=metric.name,
+        grain=query.grain,
+        start=format_hour(query.start),
+        end=format_hour(query.end),
+        series=[
+            Series(
+                labels=s.labels,
+                points=[Point(ts=format_hour(ts), value=value) for ts, value in s.points],
+            )
+            for s in series
+        ],
+        as_of=as_of,
+    )
+
+
+def health(
+    settings: SettingsDep, client: RedisDep, layout: LayoutDep
+) -> HealthResponse | JSONResponse:
+    try:
+        meta = read_meta(client, layout)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        return error_response(
+            "redis_unavailable",
+            redis_down_message(settings.redis_url, exc),
+            extra={"status": "unavailable", "redis": "unreachable"},
+        )
+    return HealthResponse(
+        status="ok",
+        redis="ok",
+        newest_hour=format_hour(meta.newest_hour) if meta.newest_hour else None,
+        published_at=meta.published_at,
+    )

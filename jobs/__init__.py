@@ -1,0 +1,1 @@
+"""The Spark job: raw events of an hour -> validated, de-duplicated, aggregated rollups."""

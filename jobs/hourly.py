@@ -1,0 +1,156 @@
+"""The hourly job's entry point: read hours, write rollups, quarantine and statistics.
+
+This is the only module of ``jobs`` that does I/O. ``run_hours`` is what
+``tally run``, ``tally backfill`` and the Airflow DAGs call; ``jobs/main.py`` is
+the same thing for ``spark-submit``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.source import HOUR_COLUMN, HourInput, InputError, check_footer, read_hours
+from jobs.transform import (
+    REASON,
+    aggregate,
+    deduplicate,
+    hour_stats,
+    valid_events,
+    with_hour_placeholders,
+    with_invalid_reason,
+)
+from tally.layout import (
+    QUARANTINE,
+    ROLLUPS_HOURLY,
+    ROLLUPS_STATS,
+    format_hour,
+    quarantine_hour_dir,
+    raw_hour_dir,
+    raw_parquet_files,
+)
+from tally.settings import Settings
+from tally.spec import MetricSpec, load_spec
+
+log = logging.getLogger(__name__)
+
+
+class HourNotArrivedError(RuntimeError):
+    """The hour's input folder does not exist yet; nothing is computed or published."""
+
+
+@dataclass
+class RunReport:
+    computed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    computed_hours: list[datetime] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def plan_inputs(data_dir: Path, hours: Sequence[datetime], report: RunReport) -> list[HourInput]:
+    """The hours that can run; missing and broken ones are recorded in ``report``."""
+    inputs = []
+    for hour in hours:
+        folder = raw_hour_dir(data_dir, hour)
+        if not folder.is_dir():
+            report.missing[format_hour(hour)] = f"input folder {folder} does not exist (hour not arrived)"
+            continue
+        files = tuple(raw_parquet_files(data_dir, hour))
+        try:
+            for path in files:
+                check_footer(path)
+        except InputError as exc:
+            report.failed[format_hour(hour)] = str(exc)
+            continue
+        inputs.append(HourInput(hour, files))
+    return inputs
+
+
+def run_hours(spark: SparkSession, data_dir: Path, spec: MetricSpec, hours: Sequence[datetime]) -> RunReport:
+    """Compute and durably write every hour in ``hours`` that has arrived and is valid."""
+    report = RunReport()
+    inputs = plan_inputs(data_dir, hours, report)
+    for hour, reason in report.failed.items():
+        log.error("hour %s failed: %s", hour, reason)
+    for hour, reason in report.missing.items():
+        log.warning("hour %s skipped: %s", hour, reason)
+    if not inputs:
+        return report
+    computed = [i.hour for i in inputs]
+    classified = with_invalid_reason(read_hours(spark, inputs)).persist()
+    try:
+        _write_quarantine(spark, data_dir, classified, computed)
+        rollup = aggregate(with_hour_placeholders(deduplicate(valid_events(classified)), computed), spec)
+        _overwrite_partitions(rollup, data_dir / ROLLUPS_HOURLY)
+        # Statistics are written last: their presence marks the hour's rollup complete.
+        stats = hour_stats(classified, computed)
+        stats_rows = stats.collect()  # one small row per hour
+        _overwrite_partitions(spark.createDataFrame(stats_rows, stats.schema), data_dir / ROLLUPS_STATS)
+    finally:
+        classified.unpersist()
+    files_per_hour = {format_hour(i.hour): len(i.files) for i in inputs}
+    for row in stats_rows:
+        stats_row = row.asDict()
+        hour_text = f"{stats_row.pop('dt')}T{stats_row.pop('hour')}:00:00Z"
+        stats_row["computed_at"] = stats_row["computed_at"].isoformat()
+        stats_row["input_files"] = files_per_hour[hour_text]
+        report.computed[hour_text] = stats_row
+    report.computed_hours = computed
+    return report
+
+
+def _overwrite_partitions(frame: DataFrame, path: Path) -> None:
+    # Dynamic partition overwrite (see jobs.session): only these hours are replaced.
+    frame.write.mode("overwrite").partitionBy("dt", "hour").parquet(str(path))
+
+
+def _write_quarantine(spark: SparkSession, data_dir: Path, classified: DataFrame, hours: Sequence[datetime]) -> None:
+    # An hour whose rerun has no invalid rows must not keep the old quarantine.
+    _delete_paths(spark, [quarantine_hour_dir(data_dir, h) for h in hours])
+    invalid = classified.where(F.col(REASON).isNotNull()).select(
+        *[c for c in classified.columns if c != HOUR_COLUMN],
+        F.date_format(HOUR_COLUMN, "yyyy-MM-dd").alias("dt"),
+        F.date_format(HOUR_COLUMN, "HH").alias("hour"),
+    )
+    invalid.write.mode("overwrite").partitionBy("dt", "hour").parquet(str(data_dir / QUARANTINE))
+
+
+def _delete_paths(spark: SparkSession, paths: Sequence[Path]) -> None:
+    """Delete folders through Hadoop's FileSystem, so object stores work too."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    for path in paths:
+        hadoop_path = jvm.org.apache.hadoop.fs.Path(str(path))
+        hadoop_path.getFileSystem(conf).delete(hadoop_path, True)
+
+
+def compute_hours(settings: Settings, hours: Sequence[datetime], *, app_name: str = "tally") -> RunReport:
+    """Run the job for ``hours`` in one Spark application (the CLI and DAG entry point)."""
+    from jobs.session import build_session
+
+    spec = load_spec(settings.spec_path)  # fail on a bad spec before starting Spark
+    spark = build_session(settings.spark_master, app_name=app_name)
+    try:
+        return run_hours(spark, settings.data_dir, spec, hours)
+    finally:
+        spark.stop()
+
+
+def require_complete(report: RunReport, hours: Sequence[datetime]) -> None:
+    """Raise when any requested hour was not computed (missing input or bad file)."""
+    problems = [f"{h}: {why}" for h, why in {**report.missing, **report.failed}.items()]
+    if problems:
+        if report.failed:
+            raise InputError("; ".join(problems))
+        raise HourNotArrivedError("; ".join(problems))

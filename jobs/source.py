@@ -1,0 +1,155 @@
+"""Reading an hour's raw event files, after checking each file against the contract.
+
+Every file's Parquet footer is checked on the driver (metadata only, never rows),
+so a missing column or unusable type fails the hour with a message naming the
+file and the column instead of a Spark stack trace. Files are then read in at
+most a few Spark scans, grouped by how their columns must be decoded.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from tally.events import REQUIRED_COLUMNS
+
+HOUR_COLUMN = "_hour"
+
+
+class InputError(ValueError):
+    """An input file breaks the contract; the message names the file and column."""
+
+
+@dataclass(frozen=True)
+class FileEncoding:
+    """How a file's columns are physically stored, where Spark needs to know."""
+
+    event_time_nanos: bool
+    amount_integer: bool
+
+
+@dataclass(frozen=True)
+class HourInput:
+    hour: datetime
+    files: tuple[Path, ...]
+
+
+def check_footer(path: Path) -> FileEncoding:
+    """Validate one file's schema against the contract."""
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # pyarrow raises several types for broken files
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+    names = schema.names
+    for column in REQUIRED_COLUMNS:
+        if column not in names:
+            raise InputError(f"{path}: missing required column {column!r}")
+        if names.count(column) > 1:
+            raise InputError(f"{path}: column {column!r} appears more than once")
+    for column, logical in REQUIRED_COLUMNS.items():
+        arrow_type = schema.field(column).type
+        if pa.types.is_dictionary(arrow_type):
+            arrow_type = arrow_type.value_type
+        if not _compatible(logical, arrow_type):
+            raise InputError(f"{path}: column {column!r} has type {arrow_type}, expected {logical}")
+    time_type = schema.field("event_time").type
+    amount_type = schema.field("amount").type
+    return FileEncoding(
+        event_time_nanos=pa.types.is_timestamp(time_type) and time_type.unit == "ns",
+        amount_integer=pa.types.is_integer(amount_type),
+    )
+
+
+def _compatible(logical: str, arrow_type: pa.DataType) -> bool:
+    if logical == "string":
+        return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+    if logical == "timestamp":
+        return pa.types.is_timestamp(arrow_type)
+    if logical == "double":
+        return pa.types.is_floating(arrow_type) or pa.types.is_integer(arrow_type)
+    raise AssertionError(logical)
+
+
+def _read_schema(encoding: FileEncoding) -> T.StructType:
+    fields = []
+    for column, logical in REQUIRED_COLUMNS.items():
+        spark_type: T.DataType = T.StringType()
+        if column == "event_time":
+            spark_type = T.LongType() if encoding.event_time_nanos else T.TimestampType()
+        elif column == "amount":
+            spark_type = T.LongType() if encoding.amount_integer else T.DoubleType()
+        fields.append(T.StructField(column, spark_type, nullable=True))
+    return T.StructType(fields)
+
+
+def _normalised(encoding: FileEncoding) -> list[Column]:
+    """Columns in contract types, whatever the file's physical encoding."""
+    event_time = F.col("event_time")
+    if encoding.event_time_nanos:
+        # Nanoseconds since the epoch -> microsecond timestamp (Spark's precision).
+        event_time = F.timestamp_micros(F.floor(event_time / 1000).cast("long"))
+    return [
+        F.col("event_id"),
+        event_time.cast("timestamp").alias("event_time"),
+        F.col("user_id"),
+        F.col("session_id"),
+        F.col("event_type"),
+        F.col("amount").cast("double").alias("amount"),
+        F.col("country"),
+        F.col("platform"),
+    ]
+
+
+def raw_schema() -> T.StructType:
+    """The contract's columns in their Spark types, plus the folder hour."""
+    return T.StructType(
+        [
+            T.StructField(c, T.TimestampType() if c == "event_time" else
+                          T.DoubleType() if c == "amount" else T.StringType())
+            for c in REQUIRED_COLUMNS
+        ]
+        + [T.StructField(HOUR_COLUMN, T.TimestampType(), nullable=False)]
+    )
+
+
+def read_hours(spark: SparkSession, inputs: Sequence[HourInput]) -> DataFrame:
+    """All rows of the given hours, in contract types, with the folder hour attached.
+
+    Raises InputError (naming the file) before any Spark work if a file is unusable.
+    """
+    groups: dict[FileEncoding, list[tuple[Path, datetime]]] = defaultdict(list)
+    for hour_input in inputs:
+        for path in hour_input.files:
+            groups[check_footer(path)].append((path, hour_input.hour))
+    frames = [_read_group(spark, encoding, files) for encoding, files in groups.items()]
+    if not frames:
+        return spark.createDataFrame([], raw_schema())
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+def folder_hour(file_path: Column) -> Column:
+    """The hour of the ``dt=YYYY-MM-DD/hour=HH`` folder a file sits in (any URI scheme)."""
+    dt = F.regexp_extract(file_path, _FOLDER_PATTERN, 1)
+    hour = F.regexp_extract(file_path, _FOLDER_PATTERN, 2)
+    return F.to_timestamp(F.concat(dt, F.lit(" "), hour), "yyyy-MM-dd HH")
+
+
+_FOLDER_PATTERN = r"dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/[^/]+$"
+
+
+def _read_group(spark: SparkSession, encoding: FileEncoding, files: list[tuple[Path, datetime]]) -> DataFrame:
+    frame = spark.read.schema(_read_schema(encoding)).parquet(*[str(p) for p, _ in files])
+    # The folder a row came from decides its hour (the contract), not event_time.
+    return frame.select(*_normalised(encoding), folder_hour(F.col("_metadata.file_path")).alias(HOUR_COLUMN))

@@ -1,0 +1,195 @@
+"""Pure DataFrame -> DataFrame steps of the hourly job. No I/O here.
+
+Pipeline: ``with_invalid_reason`` -> ``valid_events`` -> ``deduplicate`` ->
+``with_hour_placeholders`` -> ``aggregate``; ``hour_stats`` summarises the
+classified input for the run statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from jobs.source import HOUR_COLUMN
+from tally import events as ev
+from tally.spec import Kind, Metric, MetricSpec
+
+REASON = "reason"
+REAL = "_real"
+VALUE_COLUMNS = ("metric", "value", "sketch")
+
+
+def _blank(column: str) -> Column:
+    return F.col(column).isNull() | (F.col(column) == "")
+
+
+def with_invalid_reason(events: DataFrame) -> DataFrame:
+    """Add ``reason``: why a row is invalid (the first rule it breaks), or null."""
+    event_time, hour = F.col("event_time"), F.col(HOUR_COLUMN)
+    amount = F.col("amount")
+    is_purchase = F.col("event_type") == ev.PURCHASE
+    outside_hour = (event_time < hour) | (event_time >= hour + F.expr("INTERVAL 1 HOUR"))
+    bad_amount = amount.isNull() | F.isnan(amount) | (F.abs(amount) == float("inf")) | (amount < 0)
+    rules = [
+        (_blank("event_id"), ev.MISSING_EVENT_ID),
+        (_blank("user_id"), ev.MISSING_USER_ID),
+        (_blank("event_type"), ev.MISSING_EVENT_TYPE),
+        (event_time.isNull(), ev.MISSING_EVENT_TIME),
+        (outside_hour, ev.EVENT_TIME_OUTSIDE_HOUR),
+        (is_purchase & bad_amount, ev.INVALID_PURCHASE_AMOUNT),
+    ]
+    reason = reduce(lambda acc, rule: acc.when(rule[0], F.lit(rule[1])), rules[1:],
+                    F.when(rules[0][0], F.lit(rules[0][1])))
+    return events.select("*", reason.alias(REASON))
+
+
+def valid_events(classified: DataFrame) -> DataFrame:
+    """Valid rows in contract order, with null dimensions named ``unknown``."""
+    return classified.where(F.col(REASON).isNull()).select(
+        HOUR_COLUMN,
+        "event_id",
+        "event_time",
+        "user_id",
+        "session_id",
+        "event_type",
+        "amount",
+        F.coalesce("country", F.lit(ev.UNKNOWN)).alias("country"),
+        F.coalesce("platform", F.lit(ev.UNKNOWN)).alias("platform"),
+    )
+
+
+def deduplicate(valid: DataFrame) -> DataFrame:
+    """One row per (hour, event_id): at-least-once delivery counts once.
+
+    When copies differ, the smallest row (by event_time, then the other columns)
+    wins, so reruns are deterministic whatever order files are read in.
+    """
+    payload = [c for c in valid.columns if c not in (HOUR_COLUMN, "event_id")]
+    first = F.min(F.struct(*payload)).alias("row")
+    return valid.groupBy(HOUR_COLUMN, "event_id").agg(first).select(
+        HOUR_COLUMN, "event_id", *[F.col(f"row.{c}").alias(c) for c in payload]
+    )
+
+
+def with_hour_placeholders(events: DataFrame, hours: Sequence[datetime]) -> DataFrame:
+    """Add one placeholder row per hour so a quiet hour still yields zero totals.
+
+    Placeholders have ``_real`` false and null dimensions; ``aggregate`` counts
+    only real rows and drops the placeholder's own slices.
+    """
+    spark: SparkSession = events.sparkSession
+    schema = T.StructType([T.StructField(HOUR_COLUMN, T.TimestampType(), False)])
+    placeholders = spark.createDataFrame([(h,) for h in hours], schema)
+    real = events.select("*", F.lit(True).alias(REAL))
+    return real.unionByName(placeholders.select("*", F.lit(False).alias(REAL)), allowMissingColumns=True)
+
+
+def _matches(metric: Metric) -> Column:
+    condition = F.col(REAL)
+    for column, values in metric.filter:
+        condition = condition & F.col(column).isin(*values)
+    return condition
+
+
+def _aggregate_column(metric: Metric, lg_k: int) -> Column:
+    matches = _matches(metric)
+    if metric.kind is Kind.COUNT:
+        result = F.count(F.when(matches, F.lit(1))).cast("double")
+    elif metric.kind is Kind.SUM:
+        result = F.coalesce(F.sum(F.when(matches, F.col(metric.field))), F.lit(0.0))
+    elif metric.kind is Kind.COUNT_DISTINCT:
+        result = F.hll_sketch_agg(F.when(matches, F.col(metric.field)), lg_k)
+    else:
+        raise ValueError(f"{metric.name}: ratios are computed at read time")
+    return result.alias(metric.name)
+
+
+def _grouping_sets(spec: MetricSpec) -> list[tuple[str, ...]]:
+    sets = {dims for metric in spec.stored for dims in metric.slice_dimension_sets()}
+    return sorted(sets, key=lambda s: (len(s), s))
+
+
+def aggregate(events: DataFrame, spec: MetricSpec) -> DataFrame:
+    """One pass over the events: every stored metric for every slice of every hour.
+
+    Output (long): ``dt``, ``hour``, ``metric``, one column per dimension (null
+    where the slice does not split by it), ``value`` (count, sum or distinct
+    estimate) and ``sketch`` (HLL bytes for distinct counts, else null). Rows of a
+    non-total slice whose value is 0 are dropped: absent means zero.
+    """
+    dims = list(spec.dimensions)
+    sets = [[HOUR_COLUMN, *s] for s in _grouping_sets(spec)]
+    flags = [F.grouping(d).alias(f"_g_{d}") for d in dims]
+    wide = events.groupingSets(sets, HOUR_COLUMN, *dims).agg(
+        *[_aggregate_column(m, spec.sketch_lg_k) for m in spec.stored], *flags
+    )
+    # A grouped dimension can only be null on a placeholder row: drop those slices.
+    placeholder_slice = reduce(
+        lambda acc, d: acc | ((F.col(f"_g_{d}") == 0) & F.col(d).isNull()), dims, F.lit(False)
+    )
+    entries = F.array(*[_metric_entry(m, dims) for m in spec.stored])
+    long = (
+        wide.where(~placeholder_slice)
+        .select(HOUR_COLUMN, *dims, F.explode(entries).alias("entry"))
+        .where(F.col("entry").isNotNull())
+    )
+    is_total = reduce(lambda acc, d: acc & F.col(d).isNull(), dims, F.lit(True))
+    return long.where(is_total | (F.col("entry.value") != 0)).select(
+        F.date_format(HOUR_COLUMN, "yyyy-MM-dd").alias("dt"),
+        F.date_format(HOUR_COLUMN, "HH").alias("hour"),
+        F.col("entry.metric").alias("metric"),
+        *[F.col(d).cast("string").alias(d) for d in dims],
+        F.col("entry.value").cast("double").alias("value"),
+        F.col("entry.sketch").cast("binary").alias("sketch"),
+    )
+
+
+def _metric_entry(metric: Metric, dims: Sequence[str]) -> Column:
+    """The metric's (name, value, sketch) for slices it keeps, else null."""
+    kept = reduce(
+        lambda acc, d: acc & (F.col(f"_g_{d}") == 1),
+        [d for d in dims if d not in metric.dimensions],
+        F.lit(True),
+    )
+    aggregate_value = F.col(metric.name)
+    if metric.is_distinct:
+        value = F.hll_sketch_estimate(aggregate_value).cast("double")
+        sketch = aggregate_value
+    else:
+        value, sketch = aggregate_value.cast("double"), F.lit(None).cast("binary")
+    entry = F.struct(F.lit(metric.name).alias("metric"), value.alias("value"), sketch.alias("sketch"))
+    return F.when(kept, entry)
+
+
+def hour_stats(classified: DataFrame, hours: Sequence[datetime]) -> DataFrame:
+    """Per hour: rows read, valid, invalid by reason, duplicates, counted events.
+
+    Every hour in ``hours`` gets a row, zeros included (a quiet hour).
+    """
+    is_valid = F.col(REASON).isNull()
+    per_reason = [F.count(F.when(F.col(REASON) == r, 1)).alias(f"invalid_{r}") for r in ev.INVALID_REASONS]
+    counted = classified.groupBy(HOUR_COLUMN).agg(
+        F.count(F.lit(1)).alias("rows_read"),
+        F.count(F.when(is_valid, 1)).alias("valid_rows"),
+        F.count(F.when(~is_valid, 1)).alias("invalid_rows"),
+        F.count_distinct(F.when(is_valid, F.col("event_id"))).alias("counted_events"),
+        *per_reason,
+    )
+    spark = classified.sparkSession
+    schema = T.StructType([T.StructField(HOUR_COLUMN, T.TimestampType(), False)])
+    all_hours = spark.createDataFrame([(h,) for h in hours], schema)
+    numbers = ["rows_read", "valid_rows", "invalid_rows", "counted_events", *[f"invalid_{r}" for r in ev.INVALID_REASONS]]
+    joined = all_hours.join(counted, on=HOUR_COLUMN, how="left")
+    return joined.select(
+        F.date_format(HOUR_COLUMN, "yyyy-MM-dd").alias("dt"),
+        F.date_format(HOUR_COLUMN, "HH").alias("hour"),
+        *[F.coalesce(F.col(n), F.lit(0)).cast("long").alias(n) for n in numbers],
+        (F.coalesce(F.col("valid_rows"), F.lit(0)) - F.coalesce(F.col("counted_events"), F.lit(0)))
+        .cast("long").alias("duplicate_rows"),
+        F.current_timestamp().alias("computed_at"),
+    )

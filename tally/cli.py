@@ -1,0 +1,123 @@
+"""The ``tally`` command: generate sample data, run and backfill hours, serve the API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+from tally.layout import HourError, format_hour, hours_between, parse_hour, parse_instant
+from tally.settings import Settings, get_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    if getattr(args, "data_dir", None):
+        settings = settings.model_copy(update={"data_dir": Path(args.data_dir)})
+    try:
+        return args.handler(args, settings)
+    except (HourError, ValueError, RuntimeError, ConnectionError) as exc:
+        print(f"tally {args.command}: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, HourError) else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tally", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write sample raw events in the input contract")
+    gen.add_argument("--start", required=True, type=date.fromisoformat, help="first UTC day, YYYY-MM-DD")
+    gen.add_argument("--days", required=True, type=int)
+    gen.add_argument("--events-per-hour", required=True, type=int)
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--data-dir", help="overrides TALLY_DATA_DIR")
+    gen.set_defaults(handler=_generate)
+
+    run = sub.add_parser("run", help="aggregate and publish one hour (what tally_hourly runs)")
+    run.add_argument("--hour", required=True, help="UTC hour, e.g. 2026-11-27T10:00Z")
+    run.add_argument("--no-publish", action="store_true", help="write rollups only")
+    run.add_argument("--data-dir", help="overrides TALLY_DATA_DIR")
+    run.set_defaults(handler=_run)
+
+    backfill = sub.add_parser("backfill", help="aggregate and publish every hour in [start, end)")
+    backfill.add_argument("--start", required=True)
+    backfill.add_argument("--end", required=True)
+    backfill.add_argument("--no-publish", action="store_true", help="write rollups only")
+    backfill.add_argument("--data-dir", help="overrides TALLY_DATA_DIR")
+    backfill.set_defaults(handler=_backfill)
+
+    publish = sub.add_parser("publish", help="publish already computed hours in [start, end) to Redis")
+    publish.add_argument("--start", required=True)
+    publish.add_argument("--end", required=True)
+    publish.add_argument("--data-dir", help="overrides TALLY_DATA_DIR")
+    publish.set_defaults(handler=_publish)
+
+    serve = sub.add_parser("serve", help="serve the read-only metrics API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def _generate(args: argparse.Namespace, settings: Settings) -> int:
+    from tally.generate import generate
+
+    summary = generate(settings.data_dir, args.start, args.days, args.events_per_hour, seed=args.seed)
+    print(f"wrote {summary.rows} rows in {summary.files} files for {summary.hours} hours "
+          f"under {settings.data_dir / 'raw' / 'events'}")
+    return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    hour = parse_hour(args.hour, name="--hour")
+    return _compute_and_publish(settings, [hour], publish=not args.no_publish, strict=True)
+
+
+def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    start, end = parse_instant(args.start, name="--start"), parse_instant(args.end, name="--end")
+    hours = list(hours_between(start, end))
+    if not hours:
+        raise HourError("--start/--end: the range holds no whole hour")
+    return _compute_and_publish(settings, hours, publish=not args.no_publish, strict=False)
+
+
+def _compute_and_publish(settings: Settings, hours: list, *, publish: bool, strict: bool) -> int:
+    from jobs.hourly import compute_hours, require_complete
+
+    report = compute_hours(settings, hours)
+    print(json.dumps({"computed": report.computed, "missing": report.missing, "failed": report.failed}, indent=2))
+    if strict:
+        require_complete(report, hours)
+    if publish and report.computed_hours:
+        from cache.publish import publish_settings_hours
+
+        result = publish_settings_hours(settings, report.computed_hours)
+        print(f"published {len(result.published)} hour(s), {len(result.unchanged)} unchanged")
+    return 0 if report.ok else 1
+
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from cache.publish import publish_settings_hours
+
+    start, end = parse_instant(args.start, name="--start"), parse_instant(args.end, name="--end")
+    result = publish_settings_hours(settings, list(hours_between(start, end)))
+    print(f"published {', '.join(result.published) or 'nothing'}; unchanged: {len(result.unchanged)}")
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from dashboard_api.server import serve
+
+    serve(host=args.host, port=args.port, settings=settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Tally's settings: the one place configuration is read from the environment.
+
+Everything else takes plain arguments; callers get a :class:`Settings` from
+:func:`get_settings` (cached) or build one explicitly in tests.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SPEC_PATH = Path(__file__).with_name("metrics.yaml")
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Environment variables are named in each field."""
+
+    model_config = SettingsConfigDict(env_prefix="TALLY_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Root of raw events, rollups and quarantine (TALLY_DATA_DIR).",
+    )
+    spec_path: Path = Field(
+        default=DEFAULT_SPEC_PATH, description="The metric spec file (TALLY_SPEC_PATH)."
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "TALLY_REDIS_URL"),
+        description="Redis that holds the published metrics (REDIS_URL).",
+    )
+    redis_prefix: str = Field(
+        default="tally",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Prefix of every Redis key Tally owns (TALLY_REDIS_PREFIX).",
+    )
+    spark_master: str = Field(
+        default="local[*]",
+        validation_alias=AliasChoices("SPARK_MASTER", "TALLY_SPARK_MASTER"),
+        description="Spark master URL (SPARK_MASTER).",
+    )
+    superseded_ttl_seconds: int = Field(
+        default=600,
+        ge=1,
+        description="How long a replaced build stays readable for in-flight readers.",
+    )
+    max_hour_buckets: int = Field(
+        default=24 * 93, ge=1, description="Largest hour-grain range the API serves."
+    )
+    max_day_buckets: int = Field(
+        default=400, ge=1, description="Largest day-grain range the API serves."
+    )
+    input_wait_hours: float = Field(
+        default=6.0,
+        gt=0,
+        description="How long tally_hourly waits for an hour's input folder before failing.",
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
