@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import redis
 
 from cache.keys import KeyLayout, hour_field, slice_id
-from tally.layout import format_hour, rollup_hour_dir, stats_hour_dir
+from tally.layout import as_utc, format_hour, rollup_hour_dir, stats_hour_dir
 from tally.settings import Settings
 from tally.spec import MetricSpec, load_spec
 
@@ -226,7 +226,7 @@ def publish_hours(
     Every hour must have a complete rollup (NotComputedError otherwise); nothing is
     switched unless all of them can be read.
     """
-    builds = [read_hour_build(data_dir, hour, spec) for hour in hours]
+    builds = [read_hour_build(data_dir, as_utc(hour), spec) for hour in hours]
     if not builds:
         return PublishReport(published=[], unchanged=[])
     return publish_builds(client, layout, builds, superseded_ttl=superseded_ttl)

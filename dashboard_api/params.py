@@ -52,7 +52,8 @@ def parse_series_query(
 
 def _single_valued(items: Sequence[tuple[str, str]]) -> dict[str, str]:
     # A repeated parameter has no single meaning (OR? last wins?), so refuse it.
-    repeated = sorted(name for name, count in Counter(name for name, _ in items).items() if count > 1)
+    counts = Counter(name for name, _ in items)
+    repeated = sorted(name for name, count in counts.items() if count > 1)
     if repeated:
         raise ApiError("bad_parameter", f"parameter {repeated[0]!r} is given more than once")
     return dict(items)
@@ -76,7 +77,8 @@ def parse_grain(metric: Metric, text: str) -> Grain:
     if text not in metric.grains:
         raise ApiError(
             "bad_grain",
-            f"grain {text!r} is not served for metric {metric.name!r}; use one of {', '.join(metric.grains)}",
+            f"grain {text!r} is not served for metric {metric.name!r}; "
+            f"use one of {', '.join(metric.grains)}",
         )
     return cast(Grain, text)
 
@@ -111,7 +113,8 @@ def check_range(start: datetime, end: datetime, grain: Grain, max_buckets: int) 
     if count > max_buckets:
         raise ApiError(
             "range_too_large",
-            f"the range holds {count} {grain} buckets; at most {max_buckets} are served per request",
+            f"the range holds {count} {grain} buckets; "
+            f"at most {max_buckets} are served per request",
         )
 
 

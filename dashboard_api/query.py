@@ -152,9 +152,9 @@ def bucket_value(
 ) -> Number | None:
     """The served value of one slice in one bucket."""
     if metric.is_ratio:
-        numerator = bucket_value(spec, _part(spec, metric.numerator), snapshot, hours, grain, slice_text)
-        denominator = bucket_value(
-            spec, _part(spec, metric.denominator), snapshot, hours, grain, slice_text
+        numerator, denominator = (
+            bucket_value(spec, _part(spec, name), snapshot, hours, grain, slice_text)
+            for name in (metric.numerator, metric.denominator)
         )
         return divide(numerator, denominator)
     if metric.is_distinct and grain == "day":

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import redis
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from cache.keys import slice_id
 from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep, SpecDep
-from dashboard_api.errors import ApiError, error_response, redis_down_message
+from dashboard_api.errors import REDIS_DOWN_ERRORS, ApiError, error_response, redis_down_message
 from dashboard_api.models import (
     ErrorResponse,
     HealthResponse,
@@ -84,7 +83,7 @@ def filter_parameters(spec: MetricSpec) -> list[dict[str, Any]]:
             "in": "query",
             "required": False,
             "schema": {"type": "string", "minLength": 1},
-            "description": f"Keep only {dim} = this value (metrics that have {dim} as a dimension).",
+            "description": f"Keep only {dim} = this value (for metrics with dimension {dim}).",
         }
         for dim in spec.dimensions
     ]
@@ -116,7 +115,10 @@ def metric_series(
     # query string, because dimension filters are parameters too.
     start: Annotated[str, Query(description="Inclusive ISO-8601 start (naive = UTC).")],
     end: Annotated[str, Query(description="Exclusive ISO-8601 end (naive = UTC).")],
-    grain: Annotated[str, Query(description="hour or day.")] = "hour",
+    # An enum in the docs only: a wrong grain must be bad_grain, not a validation error.
+    grain: Annotated[
+        str, Query(description="Bucket size.", json_schema_extra={"enum": ["hour", "day"]})
+    ] = "hour",
     group_by: Annotated[str | None, Query(description="A dimension: one series per value.")] = None,
 ) -> SeriesResponse:
     metric = spec.get(name)
@@ -159,7 +161,7 @@ def health(
 ) -> HealthResponse | JSONResponse:
     try:
         meta = read_meta(client, layout)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except REDIS_DOWN_ERRORS as exc:
         return error_response(
             "redis_unavailable",
             redis_down_message(settings.redis_url, exc),

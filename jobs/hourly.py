@@ -29,6 +29,7 @@ from jobs.transform import (
 )
 from tally.layout import (
     QUARANTINE,
+    as_utc,
     ROLLUPS_HOURLY,
     ROLLUPS_STATS,
     format_hour,
@@ -80,6 +81,7 @@ def plan_inputs(data_dir: Path, hours: Sequence[datetime], report: RunReport) ->
 def run_hours(spark: SparkSession, data_dir: Path, spec: MetricSpec, hours: Sequence[datetime]) -> RunReport:
     """Compute and durably write every hour in ``hours`` that has arrived and is valid."""
     report = RunReport()
+    hours = [as_utc(h) for h in hours]
     inputs = plan_inputs(data_dir, hours, report)
     for hour, reason in report.failed.items():
         log.error("hour %s failed: %s", hour, reason)

@@ -46,6 +46,13 @@ def parse_hour(text: str, *, name: str = "hour") -> datetime:
     return value
 
 
+def as_utc(value: datetime) -> datetime:
+    """A plain ``datetime`` in UTC (Airflow hands out pendulum subclasses Spark rejects)."""
+    if value.tzinfo is None:
+        raise HourError(f"{value!r} has no time zone; Tally hours are UTC")
+    return datetime.fromtimestamp(value.timestamp(), tz=UTC)
+
+
 def floor_hour(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
@@ -103,3 +110,16 @@ def raw_parquet_files(data_dir: Path, hour: datetime) -> list[Path]:
     return sorted(
         p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith((".", "_"))
     )
+
+
+def parse_range_hours(start: str, end: str, *, max_hours: int) -> list[datetime]:
+    """The whole hours in [start, end), validated (ordered, non-empty, bounded)."""
+    first, last = parse_instant(start, name="start"), parse_instant(end, name="end")
+    if last <= first:
+        raise HourError(f"end {end!r} must be after start {start!r}")
+    hours = list(hours_between(first, last))
+    if not hours:
+        raise HourError(f"[{start}, {end}) holds no whole hour")
+    if len(hours) > max_hours:
+        raise HourError(f"[{start}, {end}) spans {len(hours)} hours; the limit is {max_hours}")
+    return hours

@@ -1,0 +1,91 @@
+"""
+### tally_hourly
+
+Every hour, for exactly the hour of its **data interval** (UTC):
+
+1. **wait_for_input**: waits (reschedule mode: no worker slot held) for the
+   hour's folder `raw/events/dt=YYYY-MM-DD/hour=HH` under `TALLY_DATA_DIR`.
+   If it has not appeared `TALLY_INPUT_WAIT_HOURS` (default 6) after the hour
+   ended, the task fails saying which folder is missing. Nothing is published
+   for an hour that never arrived.
+2. **aggregate**: one Spark application computes every metric and slice of the
+   hour and overwrites that hour's durable rollups (and quarantine, and run
+   statistics). Reruns give the same result.
+3. **publish**: makes the hour live in Redis in one atomic switch.
+
+Tasks retry with exponential backoff. `catchup` is off: enabling the DAG
+starts at the current hour. To fill history, trigger **tally_recompute** with a
+range (one Spark application) or run `tally backfill`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, CronDataIntervalTimetable, task
+
+DEFAULT_ARGS = {
+    "owner": "tally",
+    "retries": 3,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=20),
+}
+
+with DAG(
+    dag_id="tally_hourly",
+    # Airflow 3's plain cron schedule has no data interval; this timetable gives
+    # each run [hour, hour + 1h), which is exactly what the run processes.
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=3,
+    default_args=DEFAULT_ARGS,
+    doc_md=__doc__,
+    tags=["tally", "metrics", "hourly"],
+) as dag:
+
+    @task.sensor(task_id="wait_for_input", poke_interval=120, timeout=12 * 3600, mode="reschedule")
+    def wait_for_input(data_interval_start=None, data_interval_end=None) -> bool:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from tally.layout import format_hour, raw_hour_dir
+        from tally.settings import get_settings
+
+        settings = get_settings()
+        folder = raw_hour_dir(settings.data_dir, data_interval_start)
+        if folder.is_dir():
+            return True
+        waited = pendulum.now("UTC") - data_interval_end
+        if waited > timedelta(hours=settings.input_wait_hours):
+            raise AirflowFailException(
+                f"raw events for {format_hour(data_interval_start)} never arrived: {folder} does not exist "
+                f"{waited.total_seconds() / 3600:.1f} h after the hour ended "
+                f"(limit TALLY_INPUT_WAIT_HOURS={settings.input_wait_hours})"
+            )
+        print(f"waiting for {folder}")
+        return False
+
+    @task(task_id="aggregate")
+    def aggregate(data_interval_start=None) -> dict:
+        from jobs.hourly import compute_hours, require_complete
+        from tally.settings import get_settings
+
+        hours = [data_interval_start]
+        report = compute_hours(get_settings(), hours, app_name="tally_hourly")
+        require_complete(report, hours)
+        for hour, stats in report.computed.items():
+            print(f"run statistics for {hour}: {stats}")
+        return report.computed
+
+    @task(task_id="publish")
+    def publish(data_interval_start=None) -> dict:
+        from cache.publish import publish_settings_hours
+        from tally.settings import get_settings
+
+        result = publish_settings_hours(get_settings(), [data_interval_start])
+        print(f"published: {result.published}; unchanged: {result.unchanged}")
+        return {"published": result.published, "unchanged": result.unchanged}
+
+    wait_for_input() >> aggregate() >> publish()

@@ -1,0 +1,81 @@
+"""
+### tally_recompute
+
+Recomputes and republishes every hour in **[start, end)** (UTC) in one Spark
+application. Trigger it from the Airflow UI ("Trigger DAG" → fill *start* and
+*end*), or `airflow dags trigger tally_recompute -c '{"start": "...", "end": "..."}'`.
+
+Hours whose input folder does not exist are skipped (and listed in the log);
+an hour with a broken input file fails the run after the other hours are
+written, naming the file. Only computed hours are published, in one atomic
+switch.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+DEFAULT_ARGS = {
+    "owner": "tally",
+    "retries": 1,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": True,
+}
+
+with DAG(
+    dag_id="tally_recompute",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    doc_md=__doc__,
+    tags=["tally", "metrics", "backfill"],
+    params={
+        "start": Param(
+            "2026-11-27T00:00:00+00:00",
+            type="string",
+            format="date-time",
+            title="Start (inclusive, UTC)",
+            description="First hour to recompute.",
+        ),
+        "end": Param(
+            "2026-11-28T00:00:00+00:00",
+            type="string",
+            format="date-time",
+            title="End (exclusive, UTC)",
+            description="The hour after the last one to recompute.",
+        ),
+    },
+) as dag:
+
+    @task(task_id="aggregate_range")
+    def aggregate_range(params=None) -> list[str]:
+        from jobs.hourly import compute_hours
+        from tally.layout import format_hour, parse_range_hours
+        from tally.settings import get_settings
+
+        hours = parse_range_hours(params["start"], params["end"], max_hours=24 * 400)
+        report = compute_hours(get_settings(), hours, app_name="tally_recompute")
+        for hour, stats in report.computed.items():
+            print(f"run statistics for {hour}: {stats}")
+        for hour, why in report.missing.items():
+            print(f"skipped {hour}: {why}")
+        if report.failed:
+            raise RuntimeError("some hours failed: " + "; ".join(f"{h}: {w}" for h, w in report.failed.items()))
+        return [format_hour(h) for h in report.computed_hours]
+
+    @task(task_id="publish_range")
+    def publish_range(hours: list[str]) -> dict:
+        from cache.publish import publish_settings_hours
+        from tally.layout import parse_hour
+        from tally.settings import get_settings
+
+        result = publish_settings_hours(get_settings(), [parse_hour(h) for h in hours])
+        print(f"published: {result.published}; unchanged: {result.unchanged}")
+        return {"published": result.published, "unchanged": result.unchanged}
+
+    publish_range(aggregate_range())

@@ -1,0 +1,193 @@
+"""The local stack behind ``make demo``, ``make up`` and ``make down``.
+
+Runs everything from this checkout: Airflow with its SQLite metadata DB under
+``.airflow/``, a Redis when none answers at ``REDIS_URL`` (files under
+``.tally/redis``), and the API. Process ids live in ``.tally/run`` so ``down``
+can stop each process group (``airflow standalone`` ignores SIGTERM sent to its
+main pid alone).
+
+Usage: ``python -m tally.local {demo|up|down|airflow} [args...]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = ROOT / ".tally"
+RUN = STATE / "run"
+LOGS = STATE / "logs"
+AIRFLOW_PORT = 8080
+API_PORT = 8000
+
+
+def airflow_env(airflow_home: Path | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for Airflow commands run against this checkout's DAGs."""
+    env = dict(os.environ if base is None else base)
+    home = airflow_home or ROOT / ".airflow"
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(AIRFLOW_PORT),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            # Tasks run from Airflow's working directory: make the data path absolute.
+            "TALLY_DATA_DIR": str(Path(env.get("TALLY_DATA_DIR", ROOT / "data")).resolve()),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def airflow(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([_bin("airflow"), *args], env=env or airflow_env(), check=check)
+
+
+def _start_background(name: str, argv: list[str], env: dict[str, str]) -> int:
+    RUN.mkdir(parents=True, exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = open(LOGS / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+    (RUN / f"{name}.pid").write_text(str(process.pid))
+    return process.pid
+
+
+def _wait_http(url: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            time.sleep(1)
+    return False
+
+
+def _stop(name: str) -> None:
+    pid_file = RUN / f"{name}.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        for _ in range(50):
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            continue
+        break
+    pid_file.unlink(missing_ok=True)
+    print(f"stopped {name}")
+
+
+def ensure_redis(detached: bool) -> bool:
+    """Start a local Redis when nothing answers at REDIS_URL; True if we started one."""
+    from tally.services import start_local_redis
+    from tally.settings import get_settings
+
+    process = start_local_redis(get_settings().redis_url, STATE / "redis")
+    if process is None:
+        return False
+    RUN.mkdir(parents=True, exist_ok=True)
+    (RUN / "redis.pid").write_text(str(process.pid))
+    print(f"started a local Redis (pid {process.pid}) for {get_settings().redis_url}")
+    return True
+
+
+def demo() -> int:
+    """Sample data -> Airflow runs -> API in the foreground; Ctrl-C stops it all."""
+    from tally.settings import get_settings
+
+    started_redis = ensure_redis(detached=False)
+    try:
+        env = airflow_env()
+        data_dir = Path(env["TALLY_DATA_DIR"])
+        day = date.today() - timedelta(days=1)
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        end = start + timedelta(days=1)
+        subprocess.run([_bin("tally"), "generate", "--start", day.isoformat(), "--days", "1",
+                        "--events-per-hour", "2000", "--data-dir", str(data_dir)], check=True)
+        print("preparing Airflow's metadata DB (first time takes a minute) ...")
+        airflow("db", "migrate", env=env)
+        conf = json.dumps({"start": start.isoformat(), "end": (end - timedelta(hours=1)).isoformat()})
+        print(f"recomputing {start:%Y-%m-%d} 00:00-22:00 through Airflow (tally_recompute) ...")
+        airflow("dags", "test", "tally_recompute", "--conf", conf, env=env)
+        last = end - timedelta(hours=1)
+        print(f"running tally_hourly for {last:%Y-%m-%dT%H:00Z} through Airflow ...")
+        airflow("dags", "test", "tally_hourly", last.isoformat(), env=env)
+        base = f"http://127.0.0.1:{API_PORT}"
+        print(
+            "\nTally is serving the numbers it just computed:\n"
+            f"  API docs:   {base}/docs\n  metrics:    {base}/v1/metrics\n  health:     {base}/health\n"
+            f"  try:        curl '{base}/v1/metrics/revenue?grain=hour&start={start:%Y-%m-%dT%H:%MZ}"
+            f"&end={end:%Y-%m-%dT%H:%MZ}&group_by=platform'\n"
+            "Press Ctrl-C to stop.\n"
+        )
+        from dashboard_api.server import serve
+
+        serve(host="127.0.0.1", port=API_PORT, settings=get_settings())
+    finally:
+        if started_redis:
+            _stop("redis")
+    return 0
+
+
+def up() -> int:
+    """Airflow (UI + REST API on :8080), Redis if needed, and the API (:8000), in the background."""
+    ensure_redis(detached=True)
+    env = airflow_env()
+    airflow("db", "migrate", env=env)
+    _start_background("airflow", [_bin("airflow"), "standalone"], env)
+    _start_background("api", [_bin("tally"), "serve", "--port", str(API_PORT)], env)
+    print("waiting for Airflow on http://127.0.0.1:8080 ...")
+    airflow_ok = _wait_http(f"http://127.0.0.1:{AIRFLOW_PORT}/api/v2/monitor/health", 180)
+    api_ok = _wait_http(f"http://127.0.0.1:{API_PORT}/health", 60)
+    password_file = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+    password = json.loads(password_file.read_text()).get("admin") if password_file.exists() else None
+    print(
+        f"\nAirflow UI:  http://127.0.0.1:{AIRFLOW_PORT}  (user admin, password {password or 'see ' + str(password_file)})"
+        f"{'' if airflow_ok else '  [not answering yet: see .tally/logs/airflow.log]'}\n"
+        f"Tally API:   http://127.0.0.1:{API_PORT}/docs{'' if api_ok else '  [not answering: see .tally/logs/api.log]'}\n"
+        "Unpause and trigger tally_hourly, or trigger tally_recompute with a range. `make down` stops everything."
+    )
+    return 0 if airflow_ok and api_ok else 1
+
+
+def down() -> int:
+    for name in ("api", "airflow", "redis"):
+        _stop(name)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    commands = {"demo": demo, "up": up, "down": down}
+    if argv and argv[0] == "airflow":
+        return airflow(*argv[1:], check=False).returncode
+    if len(argv) != 1 or argv[0] not in commands:
+        print(f"usage: python -m tally.local {{{'|'.join(commands)}|airflow ...}}", file=sys.stderr)
+        return 2
+    return commands[argv[0]]()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
