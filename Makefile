@@ -1,0 +1,40 @@
+# Tally's entry points. `make demo` and `make test` are all a new user needs.
+# The environment is created on first use: uv (pinned) in .tools/, the project
+# and its locked dependencies in .venv/ (from uv.lock).
+
+UV_VERSION := 0.13.8
+PYTHON ?= python3
+UV := .tools/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: env test demo up down lock clean
+
+env: $(VENV)/.synced
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	@scripts/check-java
+	$(UV) sync --frozen
+	@touch $@
+
+test: env
+	$(PY) -m pytest
+
+demo: env
+	$(PY) -m tally.local demo
+
+up: env
+	$(PY) -m tally.local up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m tally.local down; fi
+
+lock: | $(UV)
+	$(UV) lock
+
+clean: down
+	rm -rf $(VENV) .tools .tally .airflow

@@ -1,0 +1,115 @@
+"""Shared fixtures: one Redis (started if none answers), one Spark session, raw-file helpers.
+
+Tests use their own Redis key prefix and delete only keys under it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import redis
+
+from cache.keys import KeyLayout
+from tally.layout import raw_hour_dir
+from tally.services import start_local_redis
+
+TEST_REDIS_URL = os.environ.get("TALLY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis at TEST_REDIS_URL: the running one, or one this session starts and stops."""
+    process: subprocess.Popen | None = start_local_redis(TEST_REDIS_URL, tmp_path_factory.mktemp("redis"))
+    yield TEST_REDIS_URL
+    if process is not None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_client(redis_server: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def layout(redis_client: redis.Redis) -> Iterator[KeyLayout]:
+    """A fresh key prefix for one test; its keys (and only those) are deleted afterwards."""
+    layout = KeyLayout(f"tally-test-{uuid.uuid4().hex[:12]}")
+    yield layout
+    delete_prefix(redis_client, layout)
+
+
+def delete_prefix(client: redis.Redis, layout: KeyLayout) -> None:
+    keys = list(client.scan_iter(match=layout.all_keys_pattern(), count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def dump_prefix(client: redis.Redis, layout: KeyLayout) -> dict[bytes, object]:
+    """A canonical dump of every key under the prefix (for before/after comparisons)."""
+    dump: dict[bytes, object] = {}
+    for key in sorted(client.scan_iter(match=layout.all_keys_pattern(), count=1000)):
+        kind = client.type(key)
+        if kind == b"hash":
+            dump[key] = dict(sorted(client.hgetall(key).items()))
+        elif kind == b"string":
+            dump[key] = client.get(key)
+        else:
+            dump[key] = kind
+    return dump
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the whole run (starting one costs ~10 s)."""
+    from jobs.session import build_session
+
+    session = build_session("local[2]", app_name="tally-tests", extra={"spark.sql.shuffle.partitions": "2"})
+    yield session
+    session.stop()
+
+
+def event(
+    event_id: str | None,
+    event_time: str | None,
+    user_id: str | None = "u1",
+    event_type: str | None = "page_view",
+    amount: float | None = None,
+    country: str | None = "US",
+    platform: str | None = "web",
+    session_id: str | None = "s1",
+) -> dict[str, object]:
+    """One raw event row (times are UTC)."""
+    return {
+        "event_id": event_id,
+        "event_time": pd.Timestamp(event_time, tz="UTC") if event_time else None,
+        "user_id": user_id,
+        "session_id": session_id,
+        "event_type": event_type,
+        "amount": amount,
+        "country": country,
+        "platform": platform,
+    }
+
+
+def write_events(data_dir: Path, hour: datetime, rows: list[dict[str, object]], name: str = "part-0.parquet",
+                 **to_parquet: object) -> Path:
+    """Write rows as one Parquet file of the hour's input folder (pandas defaults: ns timestamps)."""
+    folder = raw_hour_dir(data_dir, hour)
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows, columns=list(event("x", "2026-01-01").keys()))
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
+    frame["amount"] = frame["amount"].astype("float64")
+    path = folder / name
+    frame.to_parquet(path, index=False, **to_parquet)
+    return path

@@ -1,0 +1,93 @@
+"""The metric spec loader: the default spec, and clear errors for invalid ones."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tally.settings import DEFAULT_SPEC_PATH
+from tally.spec import Kind, SpecError, load_spec, parse_spec
+
+DEFAULT_NAMES = [
+    "events", "revenue", "orders", "avg_order_value", "signups",
+    "active_users", "sessions", "purchasers", "conversion_rate",
+]
+
+
+def default_document() -> dict:
+    return yaml.safe_load(DEFAULT_SPEC_PATH.read_text())
+
+
+def test_default_spec_has_the_public_metrics():
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    assert [m.name for m in spec.metrics] == DEFAULT_NAMES
+    assert spec.get("revenue").kind is Kind.SUM
+    assert spec.get("revenue").filter == (("event_type", ("purchase",)),)
+    assert spec.get("events").dimensions == ("event_type", "country", "platform")
+    assert spec.get("sessions").dimensions == ("platform",)
+    aov = spec.get("avg_order_value")
+    assert (aov.kind, aov.numerator, aov.denominator) == (Kind.RATIO, "revenue", "orders")
+    assert [m.name for m in spec.stored] == [n for n in DEFAULT_NAMES if n not in ("avg_order_value", "conversion_rate")]
+
+
+def test_slice_dimension_sets_cover_every_combination():
+    sets = load_spec(DEFAULT_SPEC_PATH).get("revenue").slice_dimension_sets()
+    assert sets == [(), ("country",), ("platform",), ("country", "platform")]
+
+
+def _mutate(metric: str, **changes) -> dict:
+    document = copy.deepcopy(default_document())
+    target = next(m for m in document["metrics"] if m["name"] == metric)
+    for key, value in changes.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
+    return document
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (_mutate("revenue", kind="median"), "metric 'revenue': field 'kind'"),
+        (_mutate("revenue", field="price"), "metric 'revenue': field 'field'"),
+        (_mutate("orders", dimensions=["country", "city"]), "metric 'orders': field 'dimensions': unknown dimension 'city'"),
+        (_mutate("orders", filter={"city": "Paris"}), "metric 'orders': field 'filter'"),
+        (_mutate("orders", description=None), "metric 'orders': field 'description'"),
+        (_mutate("orders", colour="red"), "metric 'orders': field 'colour': unknown field"),
+        (_mutate("avg_order_value", denominator="refunds"), "metric 'avg_order_value': field 'denominator': no metric named 'refunds'"),
+        (_mutate("sessions", grains=["minute"]), "metric 'sessions': field 'grains'"),
+        (_mutate("signups", name="Sign Ups"), "field 'name'"),
+        (_mutate("events", field="amount"), "metric 'events': field 'field': not allowed"),
+    ],
+)
+def test_invalid_spec_names_metric_and_field(document, expected):
+    with pytest.raises(SpecError) as info:
+        parse_spec(document, source="metrics.yaml")
+    assert expected in str(info.value)
+    assert str(info.value).startswith("metrics.yaml")
+
+
+def test_ratio_needs_its_dimensions_on_both_parts():
+    document = _mutate("conversion_rate", dimensions=["country", "platform", "event_type"])
+    with pytest.raises(SpecError, match="conversion_rate.*'numerator'.*lacks dimensions"):
+        parse_spec(document)
+
+
+def test_duplicate_metric_name_is_rejected():
+    document = default_document()
+    document["metrics"].append(copy.deepcopy(document["metrics"][0]))
+    with pytest.raises(SpecError, match="metric 'events': field 'name': defined more than once"):
+        parse_spec(document)
+
+
+def test_unreadable_spec_file_names_the_file(tmp_path: Path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("metrics: [ {name: x")
+    with pytest.raises(SpecError, match="broken.yaml: not valid YAML"):
+        load_spec(bad)
+    with pytest.raises(SpecError, match="missing.yaml: spec file not found"):
+        load_spec(tmp_path / "missing.yaml")
