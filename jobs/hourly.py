@@ -142,6 +142,10 @@ def compute_hours(settings: Settings, hours: Sequence[datetime], *, app_name: st
     from jobs.session import build_session
 
     spec = load_spec(settings.spec_path)  # fail on a bad spec before starting Spark
+    # Missing folders and broken files are found without Spark; skip its start-up when nothing can run.
+    preflight = RunReport()
+    if not plan_inputs(settings.data_dir, [as_utc(h) for h in hours], preflight):
+        return preflight
     spark = build_session(settings.spark_master, app_name=app_name)
     try:
         return run_hours(spark, settings.data_dir, spec, hours)

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
-from tally.layout import HourError, format_hour, hours_between, parse_hour, parse_instant
+import redis
+
+from tally.layout import HourError, hours_between, parse_hour, parse_instant
 from tally.settings import Settings, get_settings
 
 
@@ -23,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings.model_copy(update={"data_dir": Path(args.data_dir)})
     try:
         return args.handler(args, settings)
-    except (HourError, ValueError, RuntimeError, ConnectionError) as exc:
+    except (HourError, ValueError, RuntimeError, ConnectionError, redis.RedisError) as exc:
         print(f"tally {args.command}: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, HourError) else 1
 
@@ -91,6 +93,10 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
 def _compute_and_publish(settings: Settings, hours: list, *, publish: bool, strict: bool) -> int:
     from jobs.hourly import compute_hours, require_complete
 
+    if publish:  # fail before the Spark work if the results could not be published
+        from cache.client import connect
+
+        connect(settings.redis_url).close()
     report = compute_hours(settings, hours)
     print(json.dumps({"computed": report.computed, "missing": report.missing, "failed": report.failed}, indent=2))
     if strict:
