@@ -139,7 +139,8 @@ def present(value: float | None, kind: Kind) -> Number | None:
         return None
     if kind in (Kind.COUNT, Kind.COUNT_DISTINCT):
         return round(value)
-    return float(value)
+    # 12 significant digits drop binary noise from summing decimals (1983.3400000000001).
+    return float(f"{value:.12g}")
 
 
 def bucket_value(

@@ -66,6 +66,20 @@ def _start_background(name: str, argv: list[str], env: dict[str, str]) -> int:
     return process.pid
 
 
+def _logged(name: str, argv: list[str], env: dict[str, str]) -> None:
+    """Run a step with its (verbose) output in .tally/logs; show the tail if it fails."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log_path = LOGS / f"{name}.log"
+    with open(log_path, "wb") as log:
+        result = subprocess.run(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    text = log_path.read_text(errors="replace")
+    failed = result.returncode != 0 or "state=failed" in text or "DagRun failed" in text
+    if failed:
+        print("".join(text.splitlines(keepends=True)[-40:]), file=sys.stderr)
+        raise RuntimeError(f"{name} failed; full log: {log_path}")
+    print(f"  ok (log: {log_path.relative_to(ROOT)})")
+
+
 def _wait_http(url: str, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -100,7 +114,7 @@ def _stop(name: str) -> None:
     print(f"stopped {name}")
 
 
-def ensure_redis(detached: bool) -> bool:
+def ensure_redis() -> bool:
     """Start a local Redis when nothing answers at REDIS_URL; True if we started one."""
     from tally.services import start_local_redis
     from tally.settings import get_settings
@@ -118,7 +132,7 @@ def demo() -> int:
     """Sample data -> Airflow runs -> API in the foreground; Ctrl-C stops it all."""
     from tally.settings import get_settings
 
-    started_redis = ensure_redis(detached=False)
+    started_redis = ensure_redis()
     try:
         env = airflow_env()
         data_dir = Path(env["TALLY_DATA_DIR"])
@@ -127,14 +141,15 @@ def demo() -> int:
         end = start + timedelta(days=1)
         subprocess.run([_bin("tally"), "generate", "--start", day.isoformat(), "--days", "1",
                         "--events-per-hour", "2000", "--data-dir", str(data_dir)], check=True)
-        print("preparing Airflow's metadata DB (first time takes a minute) ...")
-        airflow("db", "migrate", env=env)
-        conf = json.dumps({"start": start.isoformat(), "end": (end - timedelta(hours=1)).isoformat()})
-        print(f"recomputing {start:%Y-%m-%d} 00:00-22:00 through Airflow (tally_recompute) ...")
-        airflow("dags", "test", "tally_recompute", "--conf", conf, env=env)
+        print("preparing Airflow's metadata DB ...")
+        _logged("airflow-db-migrate", [_bin("airflow"), "db", "migrate"], env)
         last = end - timedelta(hours=1)
-        print(f"running tally_hourly for {last:%Y-%m-%dT%H:00Z} through Airflow ...")
-        airflow("dags", "test", "tally_hourly", last.isoformat(), env=env)
+        conf = json.dumps({"start": start.isoformat(), "end": last.isoformat()})
+        print(f"recomputing {start:%Y-%m-%d} 00:00-{last:%H}:00 UTC through Airflow (tally_recompute) ...")
+        _logged("demo-tally_recompute", [_bin("airflow"), "dags", "test", "tally_recompute", "--conf", conf], env)
+        # A manual tally_hourly run processes the hour that ended at its logical date.
+        print(f"running tally_hourly for {last:%Y-%m-%d} {last:%H}:00 UTC through Airflow ...")
+        _logged("demo-tally_hourly", [_bin("airflow"), "dags", "test", "tally_hourly", end.isoformat()], env)
         base = f"http://127.0.0.1:{API_PORT}"
         print(
             "\nTally is serving the numbers it just computed:\n"
@@ -154,7 +169,7 @@ def demo() -> int:
 
 def up() -> int:
     """Airflow (UI + REST API on :8080), Redis if needed, and the API (:8000), in the background."""
-    ensure_redis(detached=True)
+    ensure_redis()
     env = airflow_env()
     airflow("db", "migrate", env=env)
     _start_background("airflow", [_bin("airflow"), "standalone"], env)
