@@ -44,6 +44,8 @@ def airflow_env(airflow_home: Path | None = None, base: dict[str, str] | None = 
             # Tasks run from Airflow's working directory: make the data path absolute.
             "TALLY_DATA_DIR": str(Path(env.get("TALLY_DATA_DIR", ROOT / "data")).resolve()),
             "PYTHONUNBUFFERED": "1",
+            # `airflow standalone` starts its components as `airflow` from PATH.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         }
     )
     return env
