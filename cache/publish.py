@@ -88,12 +88,11 @@ def read_hour_build(data_dir: Path, hour: datetime, spec: MetricSpec) -> HourBui
     # The statistics are written after the rollup, so they mark it complete.
     if not any(stats_dir.glob("*.parquet")) or not rollup_dir.is_dir():
         raise NotComputedError(
-            f"hour {format_hour(hour)} has no complete rollup under {rollup_dir}; "
-            "run `tally run --hour` for it first"
+            f"hour {format_hour(hour)} has no complete rollup under {rollup_dir}; run `tally run --hour` for it first"
         )
     stats_rows = pq.read_table(stats_dir).to_pylist()
     stats = {k: v for k, v in stats_rows[0].items() if k not in ("dt", "hour")} if stats_rows else {}
-    stats = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in stats.items()}
+    stats = {k: _plain(v) for k, v in stats.items()}
     rows = pq.read_table(rollup_dir).to_pylist()
     return hour_build_from_rows(hour, rows, spec.dimensions, stats)
 
@@ -139,6 +138,15 @@ def publish_builds(
         published=[format_hour(b.hour) for b in changed],
         unchanged=[format_hour(b.hour) for b in builds if b.hour not in switched],
     )
+
+
+def _plain(value: Any) -> Any:
+    """A statistics value as JSON-ready data (pyarrow gives maps as (key, value) lists)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list) and all(isinstance(x, tuple) and len(x) == 2 for x in value):
+        return dict(value)
+    return value
 
 
 def _live_build(pointer_value: bytes | None) -> str | None:
@@ -240,7 +248,11 @@ def publish_settings_hours(settings: Settings, hours: Sequence[datetime]) -> Pub
     client = connect(settings.redis_url)
     try:
         return publish_hours(
-            client, KeyLayout(settings.redis_prefix), settings.data_dir, spec, hours,
+            client,
+            KeyLayout(settings.redis_prefix),
+            settings.data_dir,
+            spec,
+            hours,
             superseded_ttl=settings.superseded_ttl_seconds,
         )
     finally:

@@ -110,9 +110,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("redis unavailable: %s", exc)
-    return error_response(
-        "redis_unavailable", redis_down_message(request.app.state.settings.redis_url, exc)
-    )
+    return error_response("redis_unavailable", redis_down_message(request.app.state.settings.redis_url, exc))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

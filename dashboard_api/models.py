@@ -48,9 +48,7 @@ class SeriesResponse(BaseModel):
     start: str
     end: str
     series: list[Series]
-    as_of: str | None = Field(
-        description="published_at of the newest build among the hours read; null if none."
-    )
+    as_of: str | None = Field(description="published_at of the newest build among the hours read; null if none.")
 
 
 class HealthResponse(BaseModel):

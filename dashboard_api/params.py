@@ -32,9 +32,7 @@ class SeriesQuery:
     group_by: str | None
 
 
-def parse_series_query(
-    metric: Metric, items: Sequence[tuple[str, str]], max_buckets: Mapping[str, int]
-) -> SeriesQuery:
+def parse_series_query(metric: Metric, items: Sequence[tuple[str, str]], max_buckets: Mapping[str, int]) -> SeriesQuery:
     """Validate a metric request; ``max_buckets`` maps each grain to its limit."""
     params = _single_valued(items)
     _reject_unknown(metric, params)
@@ -77,8 +75,7 @@ def parse_grain(metric: Metric, text: str) -> Grain:
     if text not in metric.grains:
         raise ApiError(
             "bad_grain",
-            f"grain {text!r} is not served for metric {metric.name!r}; "
-            f"use one of {', '.join(metric.grains)}",
+            f"grain {text!r} is not served for metric {metric.name!r}; use one of {', '.join(metric.grains)}",
         )
     return cast(Grain, text)
 
@@ -98,23 +95,18 @@ def parse_bound(params: Mapping[str, str], name: str, grain: Grain) -> datetime:
         ) from None
     if not is_aligned(instant, grain):
         boundary = "a whole UTC hour" if grain == "hour" else "a UTC midnight (a date)"
-        raise ApiError(
-            "bad_range", f"{name} {text!r} is not {boundary}; grain={grain} buckets start there"
-        )
+        raise ApiError("bad_range", f"{name} {text!r} is not {boundary}; grain={grain} buckets start there")
     return instant
 
 
 def check_range(start: datetime, end: datetime, grain: Grain, max_buckets: int) -> None:
     if end <= start:
-        raise ApiError(
-            "bad_range", f"end {format_hour(end)} must be after start {format_hour(start)}"
-        )
+        raise ApiError("bad_range", f"end {format_hour(end)} must be after start {format_hour(start)}")
     count = bucket_count(start, end, grain)
     if count > max_buckets:
         raise ApiError(
             "range_too_large",
-            f"the range holds {count} {grain} buckets; "
-            f"at most {max_buckets} are served per request",
+            f"the range holds {count} {grain} buckets; at most {max_buckets} are served per request",
         )
 
 

@@ -112,9 +112,7 @@ def sum_hours(values: HourValues, hours: Iterable[datetime], slice_text: str) ->
     return math.fsum(hour_values.get(slice_text, 0.0) for hour_values in computed)
 
 
-def union_hours(
-    sketches: HourSketches, hours: Iterable[datetime], slice_text: str, lg_k: int
-) -> float | None:
+def union_hours(sketches: HourSketches, hours: Iterable[datetime], slice_text: str, lg_k: int) -> float | None:
     """Distinct-count estimate of the union of the computed hours' sketches."""
     computed = [sketches[hour] for hour in hours if hour in sketches]
     if not computed:
@@ -195,9 +193,7 @@ def seen_slices(snapshot: Snapshot) -> set[str]:
     return {slice_text for table in tables for hour in table.values() for slice_text in hour}
 
 
-def group_values(
-    slice_texts: Iterable[str], filters: Mapping[str, str], group_by: str
-) -> list[str]:
+def group_values(slice_texts: Iterable[str], filters: Mapping[str, str], group_by: str) -> list[str]:
     """Sorted values of ``group_by`` among slices of exactly the filters plus ``group_by``."""
     wanted = set(filters) | {group_by}
     found: set[str] = set()
@@ -208,9 +204,7 @@ def group_values(
     return sorted(found)
 
 
-def series_labels(
-    snapshot: Snapshot, filters: Mapping[str, str], group_by: str | None
-) -> list[dict[str, str]]:
+def series_labels(snapshot: Snapshot, filters: Mapping[str, str], group_by: str | None) -> list[dict[str, str]]:
     """The labels of every series in the response, in order."""
     if group_by is None:
         return [dict(filters)]

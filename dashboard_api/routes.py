@@ -116,9 +116,7 @@ def metric_series(
     start: Annotated[str, Query(description="Inclusive ISO-8601 start (naive = UTC).")],
     end: Annotated[str, Query(description="Exclusive ISO-8601 end (naive = UTC).")],
     # An enum in the docs only: a wrong grain must be bad_grain, not a validation error.
-    grain: Annotated[
-        str, Query(description="Bucket size.", json_schema_extra={"enum": ["hour", "day"]})
-    ] = "hour",
+    grain: Annotated[str, Query(description="Bucket size.", json_schema_extra={"enum": ["hour", "day"]})] = "hour",
     group_by: Annotated[str | None, Query(description="A dimension: one series per value.")] = None,
 ) -> SeriesResponse:
     metric = spec.get(name)
@@ -131,15 +129,11 @@ def metric_series(
     slices = None if query.group_by else [slice_id(query.filters)]
     reads = hashes_needed(spec, metric, query.grain)
     snapshot = read_snapshot(client, layout, range_hours(buckets, query.grain), reads, slices)
-    series = build_series(
-        spec, metric, snapshot, buckets, query.grain, query.filters, query.group_by
-    )
+    series = build_series(spec, metric, snapshot, buckets, query.grain, query.filters, query.group_by)
     return series_response(metric, query, series, snapshot.as_of)
 
 
-def series_response(
-    metric: Metric, query: SeriesQuery, series: list[SeriesData], as_of: str | None
-) -> SeriesResponse:
+def series_response(metric: Metric, query: SeriesQuery, series: list[SeriesData], as_of: str | None) -> SeriesResponse:
     return SeriesResponse(
         metric=metric.name,
         grain=query.grain,
@@ -156,9 +150,7 @@ def series_response(
     )
 
 
-def health(
-    settings: SettingsDep, client: RedisDep, layout: LayoutDep
-) -> HealthResponse | JSONResponse:
+def health(settings: SettingsDep, client: RedisDep, layout: LayoutDep) -> HealthResponse | JSONResponse:
     try:
         meta = read_meta(client, layout)
     except REDIS_DOWN_ERRORS as exc:

@@ -63,9 +63,7 @@ def read_meta(client: redis.Redis, layout: KeyLayout) -> Meta:
     )
 
 
-def read_pointers(
-    client: redis.Redis, layout: KeyLayout, hours: Sequence[datetime]
-) -> dict[datetime, Pointer]:
+def read_pointers(client: redis.Redis, layout: KeyLayout, hours: Sequence[datetime]) -> dict[datetime, Pointer]:
     """The live build of every computed hour among ``hours`` (others are absent)."""
     if not hours:
         return {}

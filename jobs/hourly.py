@@ -29,9 +29,9 @@ from jobs.transform import (
 )
 from tally.layout import (
     QUARANTINE,
-    as_utc,
     ROLLUPS_HOURLY,
     ROLLUPS_STATS,
+    as_utc,
     format_hour,
     quarantine_hour_dir,
     raw_hour_dir,
@@ -103,7 +103,7 @@ def run_hours(spark: SparkSession, data_dir: Path, spec: MetricSpec, hours: Sequ
         classified.unpersist()
     files_per_hour = {format_hour(i.hour): len(i.files) for i in inputs}
     for row in stats_rows:
-        stats_row = row.asDict()
+        stats_row = row.asDict(recursive=True)
         hour_text = f"{stats_row.pop('dt')}T{stats_row.pop('hour')}:00:00Z"
         stats_row["computed_at"] = stats_row["computed_at"].isoformat()
         stats_row["input_files"] = files_per_hour[hour_text]

@@ -81,7 +81,7 @@ def _compatible(logical: str, arrow_type: pa.DataType) -> bool:
 
 def _read_schema(encoding: FileEncoding) -> T.StructType:
     fields = []
-    for column, logical in REQUIRED_COLUMNS.items():
+    for column, _logical in REQUIRED_COLUMNS.items():
         spark_type: T.DataType = T.StringType()
         if column == "event_time":
             spark_type = T.LongType() if encoding.event_time_nanos else T.TimestampType()
@@ -113,8 +113,9 @@ def raw_schema() -> T.StructType:
     """The contract's columns in their Spark types, plus the folder hour."""
     return T.StructType(
         [
-            T.StructField(c, T.TimestampType() if c == "event_time" else
-                          T.DoubleType() if c == "amount" else T.StringType())
+            T.StructField(
+                c, T.TimestampType() if c == "event_time" else T.DoubleType() if c == "amount" else T.StringType()
+            )
             for c in REQUIRED_COLUMNS
         ]
         + [T.StructField(HOUR_COLUMN, T.TimestampType(), nullable=False)]

@@ -43,8 +43,9 @@ def with_invalid_reason(events: DataFrame) -> DataFrame:
         (outside_hour, ev.EVENT_TIME_OUTSIDE_HOUR),
         (is_purchase & bad_amount, ev.INVALID_PURCHASE_AMOUNT),
     ]
-    reason = reduce(lambda acc, rule: acc.when(rule[0], F.lit(rule[1])), rules[1:],
-                    F.when(rules[0][0], F.lit(rules[0][1])))
+    reason = reduce(
+        lambda acc, rule: acc.when(rule[0], F.lit(rule[1])), rules[1:], F.when(rules[0][0], F.lit(rules[0][1]))
+    )
     return events.select("*", reason.alias(REASON))
 
 
@@ -71,8 +72,10 @@ def deduplicate(valid: DataFrame) -> DataFrame:
     """
     payload = [c for c in valid.columns if c not in (HOUR_COLUMN, "event_id")]
     first = F.min(F.struct(*payload)).alias("row")
-    return valid.groupBy(HOUR_COLUMN, "event_id").agg(first).select(
-        HOUR_COLUMN, "event_id", *[F.col(f"row.{c}").alias(c) for c in payload]
+    return (
+        valid.groupBy(HOUR_COLUMN, "event_id")
+        .agg(first)
+        .select(HOUR_COLUMN, "event_id", *[F.col(f"row.{c}").alias(c) for c in payload])
     )
 
 
@@ -129,9 +132,7 @@ def aggregate(events: DataFrame, spec: MetricSpec) -> DataFrame:
         *[_aggregate_column(m, spec.sketch_lg_k) for m in spec.stored], *flags
     )
     # A grouped dimension can only be null on a placeholder row: drop those slices.
-    placeholder_slice = reduce(
-        lambda acc, d: acc | ((F.col(f"_g_{d}") == 0) & F.col(d).isNull()), dims, F.lit(False)
-    )
+    placeholder_slice = reduce(lambda acc, d: acc | ((F.col(f"_g_{d}") == 0) & F.col(d).isNull()), dims, F.lit(False))
     entries = F.array(*[_metric_entry(m, dims) for m in spec.stored])
     long = (
         wide.where(~placeholder_slice)
@@ -167,29 +168,35 @@ def _metric_entry(metric: Metric, dims: Sequence[str]) -> Column:
 
 
 def hour_stats(classified: DataFrame, hours: Sequence[datetime]) -> DataFrame:
-    """Per hour: rows read, valid, invalid by reason, duplicates, counted events.
+    """Per hour: rows read, valid, invalid (and by reason), duplicates, counted events.
 
     Every hour in ``hours`` gets a row, zeros included (a quiet hour).
     """
     is_valid = F.col(REASON).isNull()
-    per_reason = [F.count(F.when(F.col(REASON) == r, 1)).alias(f"invalid_{r}") for r in ev.INVALID_REASONS]
     counted = classified.groupBy(HOUR_COLUMN).agg(
         F.count(F.lit(1)).alias("rows_read"),
         F.count(F.when(is_valid, 1)).alias("valid_rows"),
         F.count(F.when(~is_valid, 1)).alias("invalid_rows"),
         F.count_distinct(F.when(is_valid, F.col("event_id"))).alias("counted_events"),
-        *per_reason,
+        *[F.count(F.when(F.col(REASON) == r, 1)).alias(f"_reason_{r}") for r in ev.INVALID_REASONS],
     )
     spark = classified.sparkSession
     schema = T.StructType([T.StructField(HOUR_COLUMN, T.TimestampType(), False)])
     all_hours = spark.createDataFrame([(h,) for h in hours], schema)
-    numbers = ["rows_read", "valid_rows", "invalid_rows", "counted_events", *[f"invalid_{r}" for r in ev.INVALID_REASONS]]
     joined = all_hours.join(counted, on=HOUR_COLUMN, how="left")
+
+    def number(name: str) -> Column:
+        return F.coalesce(F.col(name), F.lit(0)).cast("long")
+
+    by_reason = F.create_map(*[x for r in ev.INVALID_REASONS for x in (F.lit(r), number(f"_reason_{r}"))])
     return joined.select(
         F.date_format(HOUR_COLUMN, "yyyy-MM-dd").alias("dt"),
         F.date_format(HOUR_COLUMN, "HH").alias("hour"),
-        *[F.coalesce(F.col(n), F.lit(0)).cast("long").alias(n) for n in numbers],
-        (F.coalesce(F.col("valid_rows"), F.lit(0)) - F.coalesce(F.col("counted_events"), F.lit(0)))
-        .cast("long").alias("duplicate_rows"),
+        number("rows_read").alias("rows_read"),
+        number("valid_rows").alias("valid_rows"),
+        number("invalid_rows").alias("invalid_rows"),
+        (number("valid_rows") - number("counted_events")).alias("duplicate_rows"),
+        number("counted_events").alias("counted_events"),
+        by_reason.alias("invalid_by_reason"),
         F.current_timestamp().alias("computed_at"),
     )

@@ -72,8 +72,10 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     from tally.generate import generate
 
     summary = generate(settings.data_dir, args.start, args.days, args.events_per_hour, seed=args.seed)
-    print(f"wrote {summary.rows} rows in {summary.files} files for {summary.hours} hours "
-          f"under {settings.data_dir / 'raw' / 'events'}")
+    print(
+        f"wrote {summary.rows} rows in {summary.files} files for {summary.hours} hours "
+        f"under {settings.data_dir / 'raw' / 'events'}"
+    )
     return 0
 
 

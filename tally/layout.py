@@ -107,9 +107,7 @@ def quarantine_hour_dir(data_dir: Path, hour: datetime) -> Path:
 def raw_parquet_files(data_dir: Path, hour: datetime) -> list[Path]:
     """The hour's input files, sorted; hidden and marker files are skipped."""
     folder = raw_hour_dir(data_dir, hour)
-    return sorted(
-        p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith((".", "_"))
-    )
+    return sorted(p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith((".", "_")))
 
 
 def parse_range_hours(start: str, end: str, *, max_hours: int) -> list[datetime]:

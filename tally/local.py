@@ -141,8 +141,21 @@ def demo() -> int:
         day = date.today() - timedelta(days=1)
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         end = start + timedelta(days=1)
-        subprocess.run([_bin("tally"), "generate", "--start", day.isoformat(), "--days", "1",
-                        "--events-per-hour", "2000", "--data-dir", str(data_dir)], check=True)
+        subprocess.run(
+            [
+                _bin("tally"),
+                "generate",
+                "--start",
+                day.isoformat(),
+                "--days",
+                "1",
+                "--events-per-hour",
+                "2000",
+                "--data-dir",
+                str(data_dir),
+            ],
+            check=True,
+        )
         print("preparing Airflow's metadata DB ...")
         _logged("airflow-db-migrate", [_bin("airflow"), "db", "migrate"], env)
         last = end - timedelta(hours=1)
@@ -181,10 +194,12 @@ def up() -> int:
     api_ok = _wait_http(f"http://127.0.0.1:{API_PORT}/health", 60)
     password_file = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
     password = json.loads(password_file.read_text()).get("admin") if password_file.exists() else None
+    password_text = password or f"see {password_file}"
+    airflow_note = "" if airflow_ok else "  [not answering yet: see .tally/logs/airflow.log]"
+    api_note = "" if api_ok else "  [not answering: see .tally/logs/api.log]"
     print(
-        f"\nAirflow UI:  http://127.0.0.1:{AIRFLOW_PORT}  (user admin, password {password or 'see ' + str(password_file)})"
-        f"{'' if airflow_ok else '  [not answering yet: see .tally/logs/airflow.log]'}\n"
-        f"Tally API:   http://127.0.0.1:{API_PORT}/docs{'' if api_ok else '  [not answering: see .tally/logs/api.log]'}\n"
+        f"\nAirflow UI:  http://127.0.0.1:{AIRFLOW_PORT}  (user admin, password {password_text}){airflow_note}\n"
+        f"Tally API:   http://127.0.0.1:{API_PORT}/docs{api_note}\n"
         "Unpause and trigger tally_hourly, or trigger tally_recompute with a range. `make down` stops everything."
     )
     return 0 if airflow_ok and api_ok else 1

@@ -43,8 +43,21 @@ def start_local_redis(url: str, state_dir: Path) -> subprocess.Popen | None:
         raise RuntimeError(f"nothing answers at {safe_url(url)}, and Tally only starts Redis on localhost")
     state_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(state_dir),
-         "--save", "", "--appendonly", "no", "--logfile", str(state_dir / "redis.log")],
+        [
+            redis_server_binary(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(state_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            str(state_dir / "redis.log"),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

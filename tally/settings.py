@@ -24,9 +24,7 @@ class Settings(BaseSettings):
         default=Path("data"),
         description="Root of raw events, rollups and quarantine (TALLY_DATA_DIR).",
     )
-    spec_path: Path = Field(
-        default=DEFAULT_SPEC_PATH, description="The metric spec file (TALLY_SPEC_PATH)."
-    )
+    spec_path: Path = Field(default=DEFAULT_SPEC_PATH, description="The metric spec file (TALLY_SPEC_PATH).")
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("REDIS_URL", "TALLY_REDIS_URL"),
@@ -47,12 +45,8 @@ class Settings(BaseSettings):
         ge=1,
         description="How long a replaced build stays readable for in-flight readers.",
     )
-    max_hour_buckets: int = Field(
-        default=24 * 93, ge=1, description="Largest hour-grain range the API serves."
-    )
-    max_day_buckets: int = Field(
-        default=400, ge=1, description="Largest day-grain range the API serves."
-    )
+    max_hour_buckets: int = Field(default=24 * 93, ge=1, description="Largest hour-grain range the API serves.")
+    max_day_buckets: int = Field(default=400, ge=1, description="Largest day-grain range the API serves.")
     input_wait_hours: float = Field(
         default=6.0,
         gt=0,

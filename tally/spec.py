@@ -24,8 +24,16 @@ SUMMABLE_FIELDS: tuple[str, ...] = ("amount",)
 DISTINCT_FIELDS: tuple[str, ...] = ("user_id", "session_id", "event_id")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _METRIC_KEYS = {
-    "name", "description", "unit", "kind", "field", "filter",
-    "dimensions", "numerator", "denominator", "grains",
+    "name",
+    "description",
+    "unit",
+    "kind",
+    "field",
+    "filter",
+    "dimensions",
+    "numerator",
+    "denominator",
+    "grains",
 }
 
 

@@ -102,8 +102,9 @@ def event(
     }
 
 
-def write_events(data_dir: Path, hour: datetime, rows: list[dict[str, object]], name: str = "part-0.parquet",
-                 **to_parquet: object) -> Path:
+def write_events(
+    data_dir: Path, hour: datetime, rows: list[dict[str, object]], name: str = "part-0.parquet", **to_parquet: object
+) -> Path:
     """Write rows as one Parquet file of the hour's input folder (pandas defaults: ns timestamps)."""
     folder = raw_hour_dir(data_dir, hour)
     folder.mkdir(parents=True, exist_ok=True)

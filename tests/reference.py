@@ -33,8 +33,13 @@ def valid_events(data_dir: Path, hours: list[datetime]) -> pd.DataFrame:
     amount = events["amount"]
     bad_amount = amount.isna() | amount.map(lambda a: a is not None and (math.isinf(a) or a < 0))
     invalid = (
-        blank("event_id") | blank("user_id") | blank("event_type") | time.isna()
-        | (time < start) | (time >= start + timedelta(hours=1)) | (purchase & bad_amount)
+        blank("event_id")
+        | blank("user_id")
+        | blank("event_type")
+        | time.isna()
+        | (time < start)
+        | (time >= start + timedelta(hours=1))
+        | (purchase & bad_amount)
     )
     valid = events[~invalid].copy()
     valid["country"] = valid["country"].fillna("unknown")

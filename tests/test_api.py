@@ -10,6 +10,7 @@ never through dashboard_api.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import socket
 import threading
@@ -79,8 +80,7 @@ class Event:
 def views(hour: datetime, first: int, last: int) -> list[Event]:
     """One view per user u{first}..u{last-1}, countries and platforms cycling."""
     return [
-        Event(hour, f"u{i:04d}", "view", ("US", "DE", "FR")[i % 3], ("web", "ios")[i % 2])
-        for i in range(first, last)
+        Event(hour, f"u{i:04d}", "view", ("US", "DE", "FR")[i % 3], ("web", "ios")[i % 2]) for i in range(first, last)
     ]
 
 
@@ -104,9 +104,7 @@ def rollup(hour: datetime, events: list[Event]) -> HourBuild:
     values: dict[str, dict[str, float]] = {}
     sketches: dict[str, dict[str, bytes]] = {}
     for metric in SPEC.stored:
-        matching = [
-            e for e in events if all(getattr(e, col) in allowed for col, allowed in metric.filter)
-        ]
+        matching = [e for e in events if all(getattr(e, col) in allowed for col, allowed in metric.filter)]
         for dims in metric.slice_dimension_sets():
             groups: dict[str, list[Event]] = defaultdict(list)
             for e in matching:
@@ -196,8 +194,15 @@ def hour_ts(day: int, hours: range) -> list[str]:
 def test_lists_metrics_in_spec_order(api: TestClient) -> None:
     body = api.get("/v1/metrics").json()
     assert [m["name"] for m in body["metrics"]] == [
-        "events", "revenue", "orders", "avg_order_value", "signups",
-        "active_users", "sessions", "purchasers", "conversion_rate",
+        "events",
+        "revenue",
+        "orders",
+        "avg_order_value",
+        "signups",
+        "active_users",
+        "sessions",
+        "purchasers",
+        "conversion_rate",
     ]
     revenue = body["metrics"][1]
     assert revenue == {
@@ -264,7 +269,9 @@ def test_hour_distinct_is_the_stored_estimate(api: TestClient) -> None:
 def test_day_grain_sums_computed_hours(api: TestClient) -> None:
     revenue = series(api, "revenue", grain="day", start="2026-11-27", end="2026-11-30")
     assert [p["ts"] for p in revenue["series"][0]["points"]] == [
-        "2026-11-27T00:00:00Z", "2026-11-28T00:00:00Z", "2026-11-29T00:00:00Z",
+        "2026-11-27T00:00:00Z",
+        "2026-11-28T00:00:00Z",
+        "2026-11-29T00:00:00Z",
     ]
     assert values(revenue) == [35.75 + 7.5, 100.0, None]
     assert revenue["as_of"] == AS_OF_E
@@ -274,9 +281,7 @@ def test_day_grain_sums_computed_hours(api: TestClient) -> None:
 
 
 def test_day_bounds_accept_offsets_and_naive_times(api: TestClient) -> None:
-    body = series(
-        api, "orders", grain="day", start="2026-11-27T01:00:00+01:00", end="2026-11-28T00:00:00"
-    )
+    body = series(api, "orders", grain="day", start="2026-11-27T01:00:00+01:00", end="2026-11-28T00:00:00")
     assert body["start"] == "2026-11-27T00:00:00Z" and values(body) == [4]
 
 
@@ -292,9 +297,7 @@ def test_day_distinct_is_a_union_not_a_sum(api: TestClient) -> None:
 
 
 def test_day_distinct_grouped_by_platform(api: TestClient) -> None:
-    day = series(
-        api, "active_users", grain="day", start="2026-11-27", end="2026-11-28", group_by="platform"
-    )
+    day = series(api, "active_users", grain="day", start="2026-11-27", end="2026-11-28", group_by="platform")
     assert [s["labels"] for s in day["series"]] == [{"platform": "ios"}, {"platform": "web"}]
     for index, platform in enumerate(("ios", "web")):
         exact = len({e.user_id for e in EVENTS_A + EVENTS_B + EVENTS_D if e.platform == platform})
@@ -329,9 +332,7 @@ def test_group_by_one_series_per_value_sorted(api: TestClient) -> None:
 
 
 def test_group_by_with_filter(api: TestClient) -> None:
-    body = series(
-        api, "revenue", **HOURS_10_TO_12, country="US", group_by="platform"
-    )
+    body = series(api, "revenue", **HOURS_10_TO_12, country="US", group_by="platform")
     assert [s["labels"] for s in body["series"]] == [{"country": "US", "platform": "web"}]
     assert values(body) == [15.25, 7.5]
 
@@ -345,16 +346,17 @@ def test_group_by_counts_per_value(api: TestClient) -> None:
 def test_group_by_without_values_is_empty(api: TestClient) -> None:
     body = series(api, "revenue", **HOURS_10_TO_12, country="JP", group_by="platform")
     assert body["series"] == []
-    uncomputed = series(
-        api, "revenue", start="2026-11-29T00:00:00Z", end="2026-11-29T02:00:00Z", group_by="platform"
-    )
+    uncomputed = series(api, "revenue", start="2026-11-29T00:00:00Z", end="2026-11-29T02:00:00Z", group_by="platform")
     assert uncomputed["series"] == []
 
 
 def test_several_filters(api: TestClient) -> None:
     body = series(
-        api, "events", **HOUR_10,
-        event_type="purchase", platform="web",
+        api,
+        "events",
+        **HOUR_10,
+        event_type="purchase",
+        platform="web",
     )
     assert body["series"][0]["labels"] == {"event_type": "purchase", "platform": "web"}
     web_purchases = [e for e in EVENTS_A if e.event_type == "purchase" and e.platform == "web"]
@@ -419,9 +421,7 @@ def test_only_get_and_head_are_allowed(api: TestClient, method: str, path: str) 
     assert response.json()["error"]["code"] == "method_not_allowed"
 
 
-@pytest.mark.parametrize(
-    "url", ["/v1/metrics", f"/v1/metrics/revenue?{H_RANGE}", "/health", "/openapi.json"]
-)
+@pytest.mark.parametrize("url", ["/v1/metrics", f"/v1/metrics/revenue?{H_RANGE}", "/health", "/openapi.json"])
 def test_head_is_get_without_body(api: TestClient, url: str) -> None:
     response = api.head(url)
     assert response.status_code == 200
@@ -440,9 +440,17 @@ def asgi_request(app: object, method: str, path: str) -> list[dict]:
         sent.append(message)
 
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "headers": [(b"host", b"test")], "client": ("127.0.0.1", 1),
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"test")],
+        "client": ("127.0.0.1", 1),
         "server": ("test", 80),
     }
     asyncio.run(app(scope, receive, send))  # type: ignore[operator]
@@ -476,9 +484,7 @@ def test_docs_and_openapi(api: TestClient) -> None:
     assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/SeriesResponse")
 
 
-def test_unexpected_error_is_a_generic_500(
-    settings: Settings, redis_client: redis.Redis, layout: KeyLayout
-) -> None:
+def test_unexpected_error_is_a_generic_500(settings: Settings, redis_client: redis.Redis, layout: KeyLayout) -> None:
     redis_client.hset(layout.pointer(), hour_field(CORRUPT_HOUR), "not json")
     with TestClient(create_app(settings), raise_server_exceptions=False) as api:
         response = api.get("/v1/metrics/events?start=2026-11-20T00:00Z&end=2026-11-20T01:00Z")
@@ -491,9 +497,7 @@ def test_unexpected_error_is_a_generic_500(
 # --- health and Redis outages ----------------------------------------------------
 
 
-def test_health_reports_newest_hour(
-    api: TestClient, redis_client: redis.Redis, layout: KeyLayout
-) -> None:
+def test_health_reports_newest_hour(api: TestClient, redis_client: redis.Redis, layout: KeyLayout) -> None:
     response = api.get("/health")
     assert response.status_code == 200
     body = response.json()
@@ -552,18 +556,14 @@ class SwitchableProxy:
             pass
         finally:
             for s in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def set_down(self) -> None:
         self.up = False
         for s in self.sockets:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self.sockets.clear()
 
     def close(self) -> None:
@@ -668,8 +668,12 @@ def test_divide_and_present() -> None:
 
 def test_group_values_matches_exact_slice_shape() -> None:
     slices = [
-        "_", "platform=web", "platform=ios", "country=US",
-        "country=US,platform=ios", "country=DE,platform=web",
+        "_",
+        "platform=web",
+        "platform=ios",
+        "country=US",
+        "country=US,platform=ios",
+        "country=DE,platform=web",
     ]
     assert q.group_values(slices, {}, "platform") == ["ios", "web"]
     assert q.group_values(slices, {"country": "US"}, "platform") == ["ios"]
@@ -683,13 +687,16 @@ def test_hashes_needed_follows_kind_and_grain() -> None:
     aov, conversion = SPEC.get("avg_order_value"), SPEC.get("conversion_rate")
     assert aov and conversion
     assert q.hashes_needed(SPEC, aov, "day") == [
-        q.HashRead("revenue", "values"), q.HashRead("orders", "values"),
+        q.HashRead("revenue", "values"),
+        q.HashRead("orders", "values"),
     ]
     assert q.hashes_needed(SPEC, conversion, "hour") == [
-        q.HashRead("purchasers", "values"), q.HashRead("active_users", "values"),
+        q.HashRead("purchasers", "values"),
+        q.HashRead("active_users", "values"),
     ]
     assert q.hashes_needed(SPEC, conversion, "day") == [
-        q.HashRead("purchasers", "sketches"), q.HashRead("active_users", "sketches"),
+        q.HashRead("purchasers", "sketches"),
+        q.HashRead("active_users", "sketches"),
     ]
 
 

@@ -37,8 +37,9 @@ print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "
 @pytest.fixture(scope="module")
 def dagbag(tmp_path_factory: pytest.TempPathFactory) -> dict:
     env = airflow_env(tmp_path_factory.mktemp("airflow-home"))
-    result = subprocess.run([sys.executable, "-c", INSPECT, str(ROOT / "dags")], env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", INSPECT, str(ROOT / "dags")], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

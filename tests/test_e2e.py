@@ -50,19 +50,27 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, redis_server: str):
     prefix = f"tally-test-e2e-{os.getpid()}"
     env = prepared_env(
         tmp_path_factory.mktemp("airflow-home"),
-        TALLY_DATA_DIR=str(data_dir), TALLY_REDIS_PREFIX=prefix, REDIS_URL=redis_server, SPARK_MASTER="local[2]",
+        TALLY_DATA_DIR=str(data_dir),
+        TALLY_REDIS_PREFIX=prefix,
+        REDIS_URL=redis_server,
+        SPARK_MASTER="local[2]",
     )
     # A manual tally_hourly run processes the hour that ended at its logical date.
     hourly = run_airflow(env, "dags", "test", "tally_hourly", (HOURS[2] + timedelta(hours=1)).isoformat())
     assert "DagRun Finished" in hourly.stdout + hourly.stderr and "state=success" in hourly.stdout + hourly.stderr, (
-        hourly.stdout[-4000:] + hourly.stderr[-4000:])
+        hourly.stdout[-4000:] + hourly.stderr[-4000:]
+    )
     conf = json.dumps({"start": HOURS[0].isoformat(), "end": HOURS[2].isoformat()})
     recompute = run_airflow(env, "dags", "test", "tally_recompute", "--conf", conf)
     assert "state=success" in recompute.stdout + recompute.stderr, recompute.stdout[-4000:] + recompute.stderr[-4000:]
 
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).with_name("tally")), "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("tally")), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -119,8 +127,15 @@ def test_day_values_union_their_hours(pipeline, metric):
 def test_group_by_and_filters_match_pandas(pipeline):
     base, data_dir = pipeline
     events = reference.valid_events(data_dir, [HOURS[1]])
-    body = series(base, "revenue", grain="hour", start="2026-11-26T01:00Z", end="2026-11-26T02:00Z",
-                  group_by="country", platform="web")
+    body = series(
+        base,
+        "revenue",
+        grain="hour",
+        start="2026-11-26T01:00Z",
+        end="2026-11-26T02:00Z",
+        group_by="country",
+        platform="web",
+    )
     got = {s["labels"]["country"]: s["points"][0]["value"] for s in body["series"]}
     assert all(s["labels"]["platform"] == "web" for s in body["series"])
     web = events[events["platform"] == "web"]

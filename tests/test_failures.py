@@ -31,8 +31,14 @@ def published(redis_client, layout):
 
 
 def tally(tmp_path: Path, layout, redis_url: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "TALLY_DATA_DIR": str(tmp_path), "TALLY_REDIS_PREFIX": layout.prefix,
-                "REDIS_URL": redis_url, "SPARK_MASTER": "local[1]", **env}
+    full_env = {
+        **os.environ,
+        "TALLY_DATA_DIR": str(tmp_path),
+        "TALLY_REDIS_PREFIX": layout.prefix,
+        "REDIS_URL": redis_url,
+        "SPARK_MASTER": "local[1]",
+        **env,
+    }
     return subprocess.run([TALLY, *args], env=full_env, capture_output=True, text=True, timeout=300)
 
 

@@ -29,19 +29,21 @@ def test_pyspark_client_is_not_installed():
 
 def test_java_check_explains_what_to_install(tmp_path: Path):
     env = {"PATH": str(tmp_path), "JAVA_HOME": ""}
-    result = subprocess.run(["/bin/bash", str(ROOT / "scripts" / "check-java")], env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["/bin/bash", str(ROOT / "scripts" / "check-java")], env=env, capture_output=True, text=True
+    )
     assert result.returncode == 1
     assert "Java 17+" in result.stderr and "openjdk-17" in result.stderr
 
 
 def test_java_check_rejects_an_old_java(tmp_path: Path):
     fake = tmp_path / "java"
-    fake.write_text('#!/bin/sh\necho \'openjdk version "11.0.2" 2019-01-15\' >&2\n')
+    fake.write_text("#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
     fake.chmod(0o755)
     env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "JAVA_HOME": ""}
-    result = subprocess.run(["/bin/bash", str(ROOT / "scripts" / "check-java")], env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["/bin/bash", str(ROOT / "scripts" / "check-java")], env=env, capture_output=True, text=True
+    )
     assert result.returncode == 1 and "is Java 11.0.2" in result.stderr
 
 

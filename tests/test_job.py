@@ -31,13 +31,24 @@ def totals(data_dir: Path, hour: datetime) -> dict[str, float]:
 def test_hour_is_computed_from_all_its_files_and_encodings(spark, tmp_path: Path):
     write_events(tmp_path, H10, [event("a", "2026-11-27T10:00:00", event_type="purchase", amount=4.0)])
     # A late file, written with microsecond timestamps instead of pandas' nanoseconds.
-    write_events(tmp_path, H10, [event("b", "2026-11-27T10:30:00", user_id="u2"), event("a", "2026-11-27T10:00:00",
-                 event_type="purchase", amount=4.0)], name="late.parquet", coerce_timestamps="us",
-                 allow_truncated_timestamps=True)
+    write_events(
+        tmp_path,
+        H10,
+        [
+            event("b", "2026-11-27T10:30:00", user_id="u2"),
+            event("a", "2026-11-27T10:00:00", event_type="purchase", amount=4.0),
+        ],
+        name="late.parquet",
+        coerce_timestamps="us",
+        allow_truncated_timestamps=True,
+    )
     # Integer amounts are numbers too.
     folder = raw_hour_dir(tmp_path, H10)
-    table = pq.read_table(folder / "part-0.parquet").set_column(
-        5, "amount", pa.array([7], pa.int64())).set_column(0, "event_id", pa.array(["c"]))
+    table = (
+        pq.read_table(folder / "part-0.parquet")
+        .set_column(5, "amount", pa.array([7], pa.int64()))
+        .set_column(0, "event_id", pa.array(["c"]))
+    )
     pq.write_table(table, folder / "ints.parquet")
     report = run_hours(spark, tmp_path, SPEC, [H10])
     assert report.ok and list(report.computed) == ["2026-11-27T10:00:00Z"]
@@ -62,9 +73,18 @@ def test_missing_required_column_fails_the_hour_naming_file_and_column(spark, tm
     ("table", "message"),
     [
         (pa.table({"event_id": [1]}), "missing required column 'event_time'"),
-        (pa.table({**{c: pa.array(["x"]) for c in ("event_id", "user_id", "session_id", "event_type", "country",
-                                                    "platform", "amount")}, "event_time": pa.array(["2026"])}),
-         "column 'event_time' has type string, expected timestamp"),
+        (
+            pa.table(
+                {
+                    **{
+                        c: pa.array(["x"])
+                        for c in ("event_id", "user_id", "session_id", "event_type", "country", "platform", "amount")
+                    },
+                    "event_time": pa.array(["2026"]),
+                }
+            ),
+            "column 'event_time' has type string, expected timestamp",
+        ),
     ],
 )
 def test_footer_check_names_the_problem(tmp_path: Path, table, message):

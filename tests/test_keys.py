@@ -25,8 +25,13 @@ def test_key_strings_are_pinned():
 
 def test_prefix_is_applied_everywhere():
     layout = KeyLayout("other")
-    keys = [layout.pointer(), layout.meta(), layout.manifest("b", "h"), layout.values("b", "h", "m"),
-            layout.sketches("b", "h", "m")]
+    keys = [
+        layout.pointer(),
+        layout.meta(),
+        layout.manifest("b", "h"),
+        layout.values("b", "h", "m"),
+        layout.sketches("b", "h", "m"),
+    ]
     assert all(k.startswith("other:") and "::" not in k for k in keys)
 
 

@@ -69,9 +69,13 @@ def test_publish_from_rollups_and_missing_rollup_leaves_live_state(spark, redis_
     run_hours(spark, tmp_path, SPEC, [H10])
     publish_hours(redis_client, layout, tmp_path, SPEC, [H10], superseded_ttl=60)
     assert live_value(redis_client, layout, H10, "active_users", "_") == b"2"
-    manifest = json.loads(redis_client.get(layout.manifest(
-        json.loads(redis_client.hget(layout.pointer(), hour_field(H10)))["build"], hour_field(H10))))
+    manifest = json.loads(
+        redis_client.get(
+            layout.manifest(json.loads(redis_client.hget(layout.pointer(), hour_field(H10)))["build"], hour_field(H10))
+        )
+    )
     assert manifest["stats"]["rows_read"] == 2 and "country=US" in manifest["metrics"]["events"]
+    assert manifest["stats"]["invalid_by_reason"]["missing_user_id"] == 0
     before = dump_prefix(redis_client, layout)
     # H11 was never computed: nothing is switched, not even H10 again.
     with pytest.raises(NotComputedError, match="2026-11-27T11:00:00Z has no complete rollup"):

@@ -50,7 +50,7 @@ def test_each_invalid_rule_gets_its_reason(spark):
         ("no_time", None, "u", "s", "page_view", None, "US", "web", H10),
         ("early", t(59, hour=9), "u", "s", "page_view", None, "US", "web", H10),
         ("late", t(0, hour=11), "u", "s", "page_view", None, "US", "web", H10),
-        ("last_us", datetime(2026, 11, 27, 10, 59, 59, 999999, tzinfo=UTC), "u", "s", "page_view", None, "US", "web", H10),
+        ("last_us", t(59).replace(second=59, microsecond=999999), "u", "s", "page_view", None, "US", "web", H10),
         ("nan", t(2), "u", "s", "purchase", float("nan"), "US", "web", H10),
         ("inf", t(2), "u", "s", "purchase", float("inf"), "US", "web", H10),
         ("neg", t(2), "u", "s", "purchase", -1.0, "US", "web", H10),
@@ -159,10 +159,19 @@ def test_hour_stats_count_reasons_and_duplicates(spark):
         ("e2", None, "u1", "s1", "page_view", None, "US", "web", H10),
         ("e3", t(1), "u1", "s1", "purchase", -3.0, "US", "web", H10),
     ]
-    stats = {r.hour: r.asDict() for r in hour_stats(with_invalid_reason(raw(spark, rows)), [H10, H11]).collect()}
+    frame = hour_stats(with_invalid_reason(raw(spark, rows)), [H10, H11])
+    stats = {r.hour: r.asDict(recursive=True) for r in frame.collect()}
     ten = stats["10"]
-    assert (ten["rows_read"], ten["valid_rows"], ten["invalid_rows"], ten["duplicate_rows"], ten["counted_events"]) == (4, 2, 2, 1, 1)
-    assert ten["invalid_missing_event_time"] == 1 and ten["invalid_invalid_purchase_amount"] == 1
+    counts = ("rows_read", "valid_rows", "invalid_rows", "duplicate_rows", "counted_events")
+    assert tuple(ten[c] for c in counts) == (4, 2, 2, 1, 1)
+    assert ten["invalid_by_reason"] == {
+        "missing_event_id": 0,
+        "missing_user_id": 0,
+        "missing_event_type": 0,
+        "missing_event_time": 1,
+        "event_time_outside_hour": 0,
+        "invalid_purchase_amount": 1,
+    }
     assert stats["11"]["rows_read"] == 0
 
 
