@@ -9,11 +9,15 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 
 from tally.layout import HourError, hours_between, parse_hour, parse_instant
 from tally.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # the job module imports pyspark; keep `tally --help` and `serve` light
+    from jobs.hourly import RunReport
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,7 +104,7 @@ def _compute_and_publish(settings: Settings, hours: list, *, publish: bool, stri
 
         connect(settings.redis_url).close()
     report = compute_hours(settings, hours)
-    print(json.dumps({"computed": report.computed, "missing": report.missing, "failed": report.failed}, indent=2))
+    _print_report(report, detailed=len(hours) == 1)
     if strict:
         require_complete(report, hours)
     if publish and report.computed_hours:
@@ -109,6 +113,19 @@ def _compute_and_publish(settings: Settings, hours: list, *, publish: bool, stri
         result = publish_settings_hours(settings, report.computed_hours)
         print(f"published {len(result.published)} hour(s), {len(result.unchanged)} unchanged")
     return 0 if report.ok else 1
+
+
+def _print_report(report: RunReport, *, detailed: bool) -> None:
+    if detailed:
+        print(json.dumps(report.computed, indent=2))
+    else:
+        keys = ("rows_read", "invalid_rows", "duplicate_rows")
+        totals = {k: sum(h[k] for h in report.computed.values()) for k in keys}
+        print(f"computed {len(report.computed)} hour(s): " + ", ".join(f"{k} {v}" for k, v in totals.items()))
+    for hour, why in report.missing.items():
+        print(f"not arrived {hour}: {why}")
+    for hour, why in report.failed.items():
+        print(f"FAILED {hour}: {why}", file=sys.stderr)
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
