@@ -22,17 +22,20 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STATE = ROOT / ".tally"
+# Where the local stack keeps its state and which ports it uses; overridable so a
+# second stack (e.g. the test of `make up`) can run beside yours.
+STATE = Path(os.environ.get("TALLY_LOCAL_STATE", ROOT / ".tally"))
 RUN = STATE / "run"
 LOGS = STATE / "logs"
-AIRFLOW_PORT = 8080
-API_PORT = 8000
+AIRFLOW_HOME = Path(os.environ.get("TALLY_AIRFLOW_HOME", ROOT / ".airflow"))
+AIRFLOW_PORT = int(os.environ.get("TALLY_AIRFLOW_PORT", "8080"))
+API_PORT = int(os.environ.get("TALLY_API_PORT", "8000"))
 
 
 def airflow_env(airflow_home: Path | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for Airflow commands run against this checkout's DAGs."""
     env = dict(os.environ if base is None else base)
-    home = airflow_home or ROOT / ".airflow"
+    home = airflow_home or AIRFLOW_HOME
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -40,6 +43,9 @@ def airflow_env(airflow_home: Path | None = None, base: dict[str, str] | None = 
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(AIRFLOW_PORT),
+            # Task workers reach the API server here; its default assumes port 8080.
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{AIRFLOW_PORT}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{AIRFLOW_PORT}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             # Tasks run from Airflow's working directory: make the data path absolute.
             "TALLY_DATA_DIR": str(Path(env.get("TALLY_DATA_DIR", ROOT / "data")).resolve()),
@@ -79,7 +85,7 @@ def _logged(name: str, argv: list[str], env: dict[str, str]) -> None:
     if failed:
         print("".join(text.splitlines(keepends=True)[-40:]), file=sys.stderr)
         raise RuntimeError(f"{name} failed; full log: {log_path}")
-    print(f"  ok (log: {log_path.relative_to(ROOT)})")
+    print(f"  ok (log: {log_path})")
 
 
 def _wait_http(url: str, seconds: float) -> bool:
@@ -186,17 +192,18 @@ def up() -> int:
     """Airflow (UI + REST API on :8080), Redis if needed, and the API (:8000), in the background."""
     ensure_redis()
     env = airflow_env()
-    airflow("db", "migrate", env=env)
+    print("preparing Airflow's metadata DB ...")
+    _logged("airflow-db-migrate", [_bin("airflow"), "db", "migrate"], env)
     _start_background("airflow", [_bin("airflow"), "standalone"], env)
     _start_background("api", [_bin("tally"), "serve", "--port", str(API_PORT)], env)
-    print("waiting for Airflow on http://127.0.0.1:8080 ...")
+    print(f"waiting for Airflow on http://127.0.0.1:{AIRFLOW_PORT} ...")
     airflow_ok = _wait_http(f"http://127.0.0.1:{AIRFLOW_PORT}/api/v2/monitor/health", 180)
     api_ok = _wait_http(f"http://127.0.0.1:{API_PORT}/health", 60)
     password_file = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
     password = json.loads(password_file.read_text()).get("admin") if password_file.exists() else None
     password_text = password or f"see {password_file}"
-    airflow_note = "" if airflow_ok else "  [not answering yet: see .tally/logs/airflow.log]"
-    api_note = "" if api_ok else "  [not answering: see .tally/logs/api.log]"
+    airflow_note = "" if airflow_ok else f"  [not answering yet: see {LOGS / 'airflow.log'}]"
+    api_note = "" if api_ok else f"  [not answering: see {LOGS / 'api.log'}]"
     print(
         f"\nAirflow UI:  http://127.0.0.1:{AIRFLOW_PORT}  (user admin, password {password_text}){airflow_note}\n"
         f"Tally API:   http://127.0.0.1:{API_PORT}/docs{api_note}\n"

@@ -1,0 +1,113 @@
+"""`make up` as a person uses it: Airflow's scheduler and REST API, the Tally API, then `make down`.
+
+Starts the local stack (`python -m tally.local up`, what `make up` runs) on free
+ports with its own Airflow home, state folder, data folder and Redis prefix.
+Through Airflow's REST API (what the UI's buttons call) it unpauses the DAGs,
+triggers `tally_recompute` over a range and `tally_hourly` for the last complete
+hour, and waits until the Tally API serves those hours' numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cache.keys import KeyLayout
+from tally.generate import generate
+from tally.layout import floor_hour, format_hour
+from tests.conftest import delete_prefix
+from tests.test_e2e import free_port
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def hour_values(api: str, metric: str, start: datetime, end: datetime) -> list:
+    response = httpx.get(f"{api}/v1/metrics/{metric}", params={"start": format_hour(start), "end": format_hour(end)})
+    assert response.status_code == 200, response.text
+    return [p["value"] for p in response.json()["series"][0]["points"]]
+
+
+@pytest.fixture
+def stack(tmp_path: Path, redis_server: str, redis_client):
+    prefix = f"tally-test-stack-{os.getpid()}"
+    env = {
+        **os.environ,
+        "TALLY_LOCAL_STATE": str(tmp_path / "state"),
+        "TALLY_AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "TALLY_AIRFLOW_PORT": str(free_port()),
+        "TALLY_API_PORT": str(free_port()),
+        "TALLY_DATA_DIR": str(tmp_path / "data"),
+        "TALLY_REDIS_PREFIX": prefix,
+        "REDIS_URL": redis_server,
+        "SPARK_MASTER": "local[2]",
+        # The scheduler only queues runs of DAGs it has parsed; parse quickly.
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+    }
+    local = [sys.executable, "-m", "tally.local"]
+    up = subprocess.run([*local, "up"], env=env, capture_output=True, text=True, timeout=400, cwd=ROOT)
+    try:
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        assert "password" in up.stdout and "see " not in up.stdout.split("password", 1)[1].split(")")[0]
+        yield env, tmp_path / "data"
+    finally:
+        down = subprocess.run([*local, "down"], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+        delete_prefix(redis_client, KeyLayout(prefix))
+        assert down.returncode == 0, down.stderr
+        for port in (env["TALLY_AIRFLOW_PORT"], env["TALLY_API_PORT"]):
+            with pytest.raises(httpx.TransportError):
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def test_trigger_from_airflow_and_see_numbers_in_the_api(stack):
+    env, data_dir = stack
+    airflow = f"http://127.0.0.1:{env['TALLY_AIRFLOW_PORT']}"
+    api = f"http://127.0.0.1:{env['TALLY_API_PORT']}"
+    last_hour = floor_hour(datetime.now(UTC)) - timedelta(hours=1)
+    day_start = last_hour.replace(hour=0) - timedelta(days=1)
+    generate(data_dir, day_start.date(), days=2, events_per_hour=200, seed=5, progress=False)
+    recompute_start, recompute_end = day_start, day_start + timedelta(hours=3)
+
+    password_file = Path(env["TALLY_AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+    password = json.loads(password_file.read_text())["admin"]
+    token = httpx.post(f"{airflow}/auth/token", json={"username": "admin", "password": password}).json()
+    client = httpx.Client(base_url=f"{airflow}/api/v2", headers={"Authorization": f"Bearer {token['access_token']}"})
+    wait_for(lambda: client.get("/dags/tally_recompute").status_code == 200, 180, "the DAGs to be parsed")
+    conf = {"start": recompute_start.isoformat(), "end": recompute_end.isoformat()}
+    triggered = client.post("/dags/tally_recompute/dagRuns", json={"logical_date": None, "conf": conf})
+    assert triggered.status_code == 200, triggered.text
+    for dag_id in ("tally_recompute", "tally_hourly"):  # unpausing tally_hourly schedules the last hour
+        assert client.patch(f"/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+
+    def published(start: datetime, end: datetime) -> list | None:
+        values = hour_values(api, "events", start, end)
+        return values if all(v is not None for v in values) else None
+
+    recomputed = wait_for(lambda: published(recompute_start, recompute_end), 420, "tally_recompute's hours")
+    hourly = wait_for(lambda: published(last_hour, last_hour + timedelta(hours=1)), 420, "tally_hourly's hour")
+    assert all(v > 0 for v in recomputed + hourly)
+    # Nothing outside what was triggered or scheduled is published.
+    assert hour_values(api, "events", recompute_end, recompute_end + timedelta(hours=1)) == [None]
+    runs = client.get("/dags/tally_hourly/dagRuns").json()["dag_runs"]
+    assert any(
+        r["state"] == "success" and r["data_interval_start"].startswith(last_hour.strftime("%Y-%m-%dT%H")) for r in runs
+    ), runs
