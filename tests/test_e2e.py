@@ -34,6 +34,13 @@ ADDITIVE = ("events", "orders", "revenue", "signups")
 DISTINCT = ("active_users", "sessions", "purchasers")
 
 
+PIPELINE_ENV: dict[str, dict[str, str]] = {}
+
+
+def pipeline_env(pipeline: tuple[str, Path]) -> dict[str, str]:
+    return PIPELINE_ENV[pipeline[0]]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -79,6 +86,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, redis_server: str):
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
+        PIPELINE_ENV[base] = env
         yield base, data_dir
     finally:
         server.terminate()
@@ -148,3 +156,16 @@ def test_health_reports_newest_hour(pipeline):
     base, _ = pipeline
     body = httpx.get(f"{base}/health").json()
     assert body["status"] == "ok" and body["newest_hour"] == "2026-11-26T02:00:00Z"
+
+
+def test_hour_that_never_arrived_fails_the_sensor_clearly_and_publishes_nothing(pipeline):
+    base, _ = pipeline
+    env = pipeline_env(pipeline)
+    # 2026-11-25T23:00 has no folder and ended long ago: the sensor gives up at once.
+    run = run_airflow(env, "dags", "test", "tally_hourly", "2026-11-26T00:00:00+00:00")
+    output = run.stdout + run.stderr
+    assert "state=failed" in output or "DagRun failed" in output, output[-3000:]
+    assert "raw events for 2026-11-25T23:00:00Z never arrived" in output
+    assert "dt=2026-11-25/hour=23 does not exist" in output
+    body = series(base, "events", grain="hour", start="2026-11-25T23:00Z", end="2026-11-26T00:00Z")
+    assert body["series"][0]["points"][0]["value"] is None

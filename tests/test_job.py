@@ -131,3 +131,42 @@ def test_rerun_replaces_exactly_the_hour_and_quarantine(spark, tmp_path: Path):
     assert totals(tmp_path, H11)["events"] == 1
     assert not (tmp_path / "quarantine" / "events" / "dt=2026-11-27" / "hour=10").exists()
     assert stats_hour_dir(tmp_path, H10).is_dir()
+
+
+def test_spark_submit_runs_the_job_unchanged(tmp_path: Path):
+    """The spark-submit entry point (what a cluster runs) computes the same rollups."""
+    import os
+    import subprocess
+    import sys
+
+    import pyspark
+
+    write_events(tmp_path, H10, [event("a", "2026-11-27T10:00:00"), event("b", "2026-11-27T10:01:00", user_id="u2")])
+    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    main = Path(__file__).resolve().parents[1] / "jobs" / "main.py"
+    env = {
+        **os.environ,
+        "TALLY_DATA_DIR": str(tmp_path),
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+    }
+    result = subprocess.run(
+        [
+            str(spark_submit),
+            "--master",
+            "local[1]",
+            str(main),
+            "--start",
+            "2026-11-27T10:00Z",
+            "--end",
+            "2026-11-27T11:00Z",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '"computed": ["2026-11-27T10:00:00Z"]' in result.stdout
+    got = totals(tmp_path, H10)
+    assert got["events"] == 2 and got["active_users"] == 2
