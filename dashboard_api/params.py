@@ -86,7 +86,7 @@ def parse_bound(params: Mapping[str, str], name: str, grain: Grain) -> datetime:
     if text is None:
         raise ApiError("bad_parameter", f"query parameter {name!r} is required")
     try:
-        instant = parse_instant(text, name=name)
+        instant = parse_instant(_restore_plus(text), name=name)
     except (HourError, OverflowError, ValueError):
         raise ApiError(
             "bad_parameter",
@@ -97,6 +97,13 @@ def parse_bound(params: Mapping[str, str], name: str, grain: Grain) -> datetime:
         boundary = "a whole UTC hour" if grain == "hour" else "a UTC midnight (a date)"
         raise ApiError("bad_range", f"{name} {text!r} is not {boundary}; grain={grain} buckets start there")
     return instant
+
+
+def _restore_plus(text: str) -> str:
+    # An unencoded "+00:00" offset arrives as " 00:00" (a "+" in a query string is a space).
+    if len(text) > 6 and text[-6] == " " and text[-5:-3].isdigit() and text[-3] == ":" and text[-2:].isdigit():
+        return f"{text[:-6]}+{text[-5:]}"
+    return text
 
 
 def check_range(start: datetime, end: datetime, grain: Grain, max_buckets: int) -> None:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ def demo() -> int:
     try:
         env = airflow_env()
         data_dir = Path(env["TALLY_DATA_DIR"])
-        day = date.today() - timedelta(days=1)
+        day = datetime.now(UTC).date() - timedelta(days=1)
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         end = start + timedelta(days=1)
         subprocess.run(

@@ -716,3 +716,10 @@ def test_build_series_ratio_of_sums() -> None:
     out = q.build_series(SPEC, aov, snapshot, [at(27, 0), at(28, 0)], "day", {}, None)
     assert out == [q.SeriesData(labels={}, points=[(at(27, 0), 10.0), (at(28, 0), None)])]
     assert snapshot.as_of == "2026-11-27T03:00:00.000000Z"
+
+
+def test_unencoded_plus_offset_is_understood(api: TestClient) -> None:
+    # Clients often forget to encode "+": "…T00:00:00+00:00" then arrives as "…T00:00:00 00:00".
+    raw = api.get("/v1/metrics/events?start=2026-11-27T00:00:00+00:00&end=2026-11-27T02:00:00+00:00")
+    assert raw.status_code == 200, raw.text
+    assert [p["ts"] for p in raw.json()["series"][0]["points"]] == ["2026-11-27T00:00:00Z", "2026-11-27T01:00:00Z"]
