@@ -18,28 +18,67 @@ key                                         type      content
                                                       estimates).
 ``{p}:b:{build}:{hour}:{metric}:sketches``  hash      slice -> serialized HLL sketch (DataSketches
                                                       format), distinct-count metrics only.
+``{p}:day:{day}:{metric}:values``           hash      slice -> the day's number: the sum of its
+                                                      hours (counts, sums) or the estimate of the
+                                                      union of their sketches (distinct counts);
+                                                      plus ``@builds`` (below).
+``{p}:day:{day}:{metric}:sketches``         hash      slice -> serialized HLL_8 union of the day's
+                                                      hourly sketches, distinct-count metrics
+                                                      only; plus ``@builds``.
+``{day key}:tmp:{token}``                   hash      a day hash being written; renamed over its
+                                                      day key, expires if the writer dies first.
 ==========================================  ========  ===============================================
 
 ``hour`` is the UTC hour as ``YYYY-MM-DDTHHZ`` (:func:`hour_field`); ``build`` is a
 content hash of the hour's rollup, so publishing the same data twice yields the
-same keys. A slice is ``_`` (all events) or ``dim=value`` pairs sorted by
-dimension and joined by ``,``, each value percent-encoded (see
-:func:`slice_id`), so no value can reach another key or slice.
+same keys. ``day`` is the UTC day as ``YYYY-MM-DD`` (:func:`day_field`). A slice
+is ``_`` (all events) or ``dim=value`` pairs sorted by dimension and joined by
+``,``, each value percent-encoded (see :func:`slice_id`), so no value can reach
+another key or slice.
+
+A day hash is a cache of its hours, never the source of truth. Its ``@builds``
+field (:data:`DAY_BUILDS_FIELD`, never a slice id) lists the builds of hours
+00..23 it was made from (:func:`day_builds_text`); a reader uses the day hash
+only if that text equals what the pointer hash holds for those hours now, and
+reads the hours otherwise. Day hashes are replaced whole by RENAME, never
+edited in place, and never expire.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import quote, unquote
 
 TOTAL_SLICE = "_"
+# The field of a day hash naming the hourly builds it aggregates (not a slice:
+# slice ids never start with "@").
+DAY_BUILDS_FIELD = "@builds"
+HOURS_PER_DAY = 24
 
 
 def hour_field(hour: datetime) -> str:
     """How an hour is written in keys and pointer fields: ``2026-11-27T10Z``."""
     return hour.astimezone(UTC).strftime("%Y-%m-%dT%HZ")
+
+
+def day_field(day: date) -> str:
+    """How a UTC day is written in keys: ``2026-11-27``."""
+    return day.strftime("%Y-%m-%d")
+
+
+def day_hours(day: date) -> list[datetime]:
+    """The day's UTC hours 00..23, in the order :func:`day_builds_text` lists them."""
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return [midnight + timedelta(hours=h) for h in range(HOURS_PER_DAY)]
+
+
+def day_builds_text(builds: Sequence[str | None]) -> str:
+    """The ``@builds`` text of a day: its 24 hours' live builds, ``-`` for an hour not computed."""
+    if len(builds) != HOURS_PER_DAY:
+        raise ValueError(f"a day has {HOURS_PER_DAY} hours, got {len(builds)} builds")
+    return ",".join("-" if build is None else build for build in builds)
 
 
 def slice_id(labels: Mapping[str, str]) -> str:
@@ -78,6 +117,17 @@ class KeyLayout:
 
     def sketches(self, build: str, hour: str, metric: str) -> str:
         return f"{self.prefix}:b:{build}:{hour}:{metric}:sketches"
+
+    def day_values(self, day: str, metric: str) -> str:
+        return f"{self.prefix}:day:{day}:{metric}:values"
+
+    def day_sketches(self, day: str, metric: str) -> str:
+        return f"{self.prefix}:day:{day}:{metric}:sketches"
+
+    @staticmethod
+    def temporary(key: str, token: str) -> str:
+        """Where ``key``'s next content is written before a RENAME makes it live."""
+        return f"{key}:tmp:{token}"
 
     def all_keys_pattern(self) -> str:
         """SCAN pattern matching every key under this prefix (tests and cleanup)."""

@@ -4,6 +4,12 @@ A publish writes each hour's new *build* under fresh keys, then switches the
 hours' entries in the pointer hash in one MULTI/EXEC and gives the superseded
 builds a short TTL, so a reader sees the previous state or the new one, never a
 mix. Build ids are content hashes: republishing unchanged data is a no-op.
+
+After a switch, the day hashes of the switched hours' UTC days are rebuilt from
+the days' live builds (:func:`rebuild_days`), so a reader can union a day's one
+sketch instead of its 24 hourly ones. A day hash names the builds it was made
+from; readers trust it only while those are still live, so a stale or missing
+day hash costs speed, never correctness.
 """
 
 from __future__ import annotations
@@ -11,16 +17,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import datasketches
 import pyarrow.parquet as pq
 import redis
 
-from cache.keys import KeyLayout, hour_field, slice_id
+from cache.keys import DAY_BUILDS_FIELD, KeyLayout, day_builds_text, day_field, day_hours, hour_field, slice_id
 from tally.layout import as_utc, format_hour, rollup_hour_dir, stats_hour_dir
 from tally.settings import Settings
 from tally.spec import MetricSpec, load_spec
@@ -30,6 +39,11 @@ log = logging.getLogger(__name__)
 # New build keys carry this TTL until the switch persists them, so a publish
 # that dies half-way leaves nothing behind for long.
 UNSWITCHED_TTL_SECONDS = 24 * 3600
+# A day hash is written under a temporary key with this TTL and renamed over the
+# live one; a rebuild that dies before the rename leaves nothing behind for long.
+STAGED_DAY_TTL_SECONDS = 600
+# Spark's hll_sketch_agg writes HLL_8; day sketches keep it so they union with hourly ones.
+DAY_SKETCH_TYPE = datasketches.tgt_hll_type.HLL_8
 
 
 class NotComputedError(RuntimeError):
@@ -104,8 +118,12 @@ def publish_builds(
     *,
     superseded_ttl: int,
     now: datetime | None = None,
+    spec: MetricSpec | None = None,
 ) -> PublishReport:
-    """Make ``builds`` live in one atomic switch; unchanged hours are left alone."""
+    """Make ``builds`` live in one atomic switch; unchanged hours are left alone.
+
+    With ``spec``, the day hashes of the switched hours' days are then rebuilt.
+    """
     published_at = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     hours = [hour_field(b.hour) for b in builds]
     with client.pipeline(transaction=True) as pipe:
@@ -133,11 +151,129 @@ def publish_builds(
                 break
             except redis.WatchError:
                 log.info("pointer changed during publish; retrying")
+    if spec is not None:
+        rebuild_days(client, layout, spec, {b.hour.astimezone(UTC).date() for b in changed})
     switched = {b.hour for b in changed}
     return PublishReport(
         published=[format_hour(b.hour) for b in changed],
         unchanged=[format_hour(b.hour) for b in builds if b.hour not in switched],
     )
+
+
+def rebuild_days(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, days: Iterable[date]) -> None:
+    """Recompute the day hashes of ``days`` from their hours' live builds, each day in one switch.
+
+    A day with no computed hour loses its day hashes.
+    """
+    for day in sorted(set(days)):
+        _rebuild_day(client, layout, spec, day)
+
+
+def _rebuild_day(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, day: date) -> None:
+    hours = [hour_field(hour) for hour in day_hours(day)]
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            staged: dict[str, str] = {}
+            try:
+                # If a pointer moves before the renames, they are not applied and the
+                # day is read again, so a concurrent publish cannot be overwritten by
+                # an older state of the day.
+                pipe.watch(layout.pointer())
+                builds = [_live_build(value) for value in pipe.hmget(layout.pointer(), hours)]
+                day_hashes = _aggregate_day(client, layout, spec, day, hours, builds) if any(builds) else {}
+                staged = _stage(client, layout, day_hashes)
+                pipe.multi()
+                for temporary, key in staged.items():
+                    pipe.rename(temporary, key)
+                    pipe.persist(key)  # RENAME keeps the temporary key's TTL
+                stale = [key for key in _day_keys(layout, spec, day) if key not in day_hashes]
+                if stale:
+                    pipe.delete(*stale)
+                pipe.execute()
+                return
+            except redis.WatchError:
+                if staged:
+                    client.delete(*staged)
+                log.info("pointer changed while rebuilding day %s; retrying", day_field(day))
+
+
+def _aggregate_day(
+    client: redis.Redis,
+    layout: KeyLayout,
+    spec: MetricSpec,
+    day: date,
+    hours: Sequence[str],
+    builds: Sequence[str | None],
+) -> dict[str, dict[str, str | bytes]]:
+    """The day's hashes (day key -> fields, ``@builds`` included) from the hours' builds."""
+    computed = [(hour, build) for hour, build in zip(hours, builds, strict=True) if build is not None]
+    with client.pipeline(transaction=False) as pipe:
+        for metric in spec.stored:
+            # Hourly distinct estimates cannot be combined; their sketches can.
+            key = layout.sketches if metric.is_distinct else layout.values
+            for hour, build in computed:
+                pipe.hgetall(key(build, hour, metric.name))
+        replies = pipe.execute()
+    builds_field = {DAY_BUILDS_FIELD: day_builds_text(builds)}
+    day_text = day_field(day)
+    hashes: dict[str, dict[str, str | bytes]] = {}
+    for index, metric in enumerate(spec.stored):
+        hour_hashes = replies[index * len(computed) : (index + 1) * len(computed)]
+        if metric.is_distinct:
+            estimates, sketches = _union_hours(hour_hashes, spec.sketch_lg_k)
+            hashes[layout.day_values(day_text, metric.name)] = {**estimates, **builds_field}
+            hashes[layout.day_sketches(day_text, metric.name)] = {**sketches, **builds_field}
+        else:
+            hashes[layout.day_values(day_text, metric.name)] = {**_sum_hours(hour_hashes), **builds_field}
+    return hashes
+
+
+def _sum_hours(hour_hashes: Sequence[dict[bytes, bytes]]) -> dict[str, str | bytes]:
+    """Slice -> encoded sum over the hours (fsum, as readers sum hours)."""
+    addends: dict[bytes, list[float]] = {}
+    for fields in hour_hashes:
+        for slice_text, value in fields.items():
+            addends.setdefault(slice_text, []).append(float(value))
+    return {slice_text.decode(): _encode(math.fsum(values)) for slice_text, values in addends.items()}
+
+
+def _union_hours(
+    hour_hashes: Sequence[dict[bytes, bytes]], lg_k: int
+) -> tuple[dict[str, str | bytes], dict[str, str | bytes]]:
+    """Slice -> union estimate (unrounded) and slice -> serialized union sketch."""
+    unions: dict[bytes, datasketches.hll_union] = {}
+    for fields in hour_hashes:
+        for slice_text, blob in fields.items():
+            if slice_text not in unions:
+                unions[slice_text] = datasketches.hll_union(lg_k)
+            unions[slice_text].update(datasketches.hll_sketch.deserialize(blob))
+    estimates: dict[str, str | bytes] = {}
+    sketches: dict[str, str | bytes] = {}
+    for slice_text, union in unions.items():
+        estimates[slice_text.decode()] = repr(float(union.get_estimate()))
+        sketches[slice_text.decode()] = union.get_result(DAY_SKETCH_TYPE).serialize_compact()
+    return estimates, sketches
+
+
+def _stage(client: redis.Redis, layout: KeyLayout, hashes: dict[str, dict[str, str | bytes]]) -> dict[str, str]:
+    """Write each hash under a temporary key that expires; return temporary key -> day key."""
+    token = secrets.token_hex(8)
+    staged = {layout.temporary(key, token): key for key in hashes}
+    with client.pipeline(transaction=False) as pipe:
+        for temporary, key in staged.items():
+            pipe.hset(temporary, mapping=hashes[key])
+            pipe.expire(temporary, STAGED_DAY_TTL_SECONDS)
+        pipe.execute()
+    return staged
+
+
+def _day_keys(layout: KeyLayout, spec: MetricSpec, day: date) -> list[str]:
+    """Every day key a spec's metrics could have (a kind change leaves the other one stale)."""
+    day_text = day_field(day)
+    keys = []
+    for metric in spec.stored:
+        keys += [layout.day_values(day_text, metric.name), layout.day_sketches(day_text, metric.name)]
+    return keys
 
 
 def _plain(value: Any) -> Any:
@@ -237,7 +373,7 @@ def publish_hours(
     builds = [read_hour_build(data_dir, as_utc(hour), spec) for hour in hours]
     if not builds:
         return PublishReport(published=[], unchanged=[])
-    return publish_builds(client, layout, builds, superseded_ttl=superseded_ttl)
+    return publish_builds(client, layout, builds, superseded_ttl=superseded_ttl, spec=spec)
 
 
 def publish_settings_hours(settings: Settings, hours: Sequence[datetime]) -> PublishReport:

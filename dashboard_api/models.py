@@ -20,7 +20,8 @@ class MetricInfo(BaseModel):
     unit: str
     kind: str = Field(description="count, sum, count_distinct or ratio.")
     dimensions: list[str] = Field(description="Dimensions usable as filters and group_by.")
-    grains: list[str]
+    grains: list[str] = Field(description="Grains this metric is served at (hour, day, week, month).")
+    max_window_days: int = Field(description="Largest window=<N>d this metric takes; 0 when it takes none.")
 
 
 class MetricsResponse(BaseModel):
@@ -28,7 +29,10 @@ class MetricsResponse(BaseModel):
 
 
 class Point(BaseModel):
-    ts: str = Field(description="Bucket start, UTC, e.g. 2026-11-27T10:00:00Z.")
+    ts: str = Field(
+        description="Bucket start: 2026-11-27T10:00:00Z in UTC, else local time with its offset "
+        "(2026-03-08T00:00:00-05:00)."
+    )
     value: int | float | None = Field(
         description=(
             "null when no hour of the bucket is computed; counts and distinct counts are "
@@ -39,12 +43,15 @@ class Point(BaseModel):
 
 class Series(BaseModel):
     labels: dict[str, str] = Field(description="The filters, plus the group_by value if any.")
+    other: bool = Field(default=False, description="True for the series aggregating values beyond limit.")
     points: list[Point] = Field(description="One point per bucket of [start, end), in order.")
 
 
 class SeriesResponse(BaseModel):
     metric: str
     grain: str
+    tz: str = Field(description="Time zone of the buckets.")
+    window: str | None = Field(default=None, description="The rolling window, if any (e.g. 7d).")
     start: str
     end: str
     series: list[Series]

@@ -8,44 +8,60 @@ part of the API.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import cast
+from zoneinfo import ZoneInfo
 
+from dashboard_api.calendar import (
+    Grain,
+    bucket_count,
+    first_fractional_offset,
+    is_aligned,
+    local_midnight,
+    parse_zone,
+)
 from dashboard_api.errors import ApiError
-from dashboard_api.query import Grain, bucket_count, is_aligned
-from tally.layout import HourError, format_hour, parse_instant
+from dashboard_api.query import SeriesRequest
+from tally.layout import format_hour
 from tally.spec import Metric
 
-KNOWN_PARAMETERS: tuple[str, ...] = ("grain", "start", "end", "group_by")
+KNOWN_PARAMETERS: tuple[str, ...] = ("grain", "start", "end", "group_by", "tz", "window", "limit")
 DEFAULT_GRAIN: Grain = "hour"
+MAX_LIMIT = 100
+_WINDOW = re.compile(r"^([0-9]{1,3})d$")
 
 
-@dataclass(frozen=True)
-class SeriesQuery:
-    grain: Grain
-    start: datetime
-    end: datetime
-    filters: dict[str, str]
-    group_by: str | None
-
-
-def parse_series_query(metric: Metric, items: Sequence[tuple[str, str]], max_buckets: Mapping[str, int]) -> SeriesQuery:
-    """Validate a metric request; ``max_buckets`` maps each grain to its limit."""
+def parse_series_query(metric: Metric, items: Sequence[tuple[str, str]], limits: Mapping[str, int]) -> SeriesRequest:
+    """Validate a metric request; ``limits`` maps ``hour``/``day`` to the largest bucket counts."""
     params = _single_valued(items)
     _reject_unknown(metric, params)
     grain = parse_grain(metric, params.get("grain", DEFAULT_GRAIN))
-    start = parse_bound(params, "start", grain)
-    end = parse_bound(params, "end", grain)
-    check_range(start, end, grain, max_buckets[grain])
+    tz = parse_tz(params.get("tz", "UTC"))
+    start = parse_bound(params, "start", grain, tz)
+    end = parse_bound(params, "end", grain, tz)
+    window_days = parse_window(metric, params.get("window"))
+    check_range(start, end, grain, limits)
+    check_whole_hours(tz, start, end, window_days)
     filters = {name: value for name, value in params.items() if name in metric.dimensions}
     for name, value in filters.items():
         if not value:
             raise ApiError("bad_parameter", f"filter {name!r} is empty; give a value")
     group_by = parse_group_by(metric, params.get("group_by"), filters)
-    return SeriesQuery(grain=grain, start=start, end=end, filters=filters, group_by=group_by)
+    limit = parse_limit(params.get("limit"), group_by)
+    return SeriesRequest(
+        metric=metric,
+        grain=grain,
+        tz=tz,
+        start=start,
+        end=end,
+        filters=filters,
+        group_by=group_by,
+        limit=limit,
+        window_days=window_days,
+    )
 
 
 def _single_valued(items: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -80,23 +96,47 @@ def parse_grain(metric: Metric, text: str) -> Grain:
     return cast(Grain, text)
 
 
-def parse_bound(params: Mapping[str, str], name: str, grain: Grain) -> datetime:
-    """Parse ``start``/``end``: ISO-8601, naive means UTC, aligned to the grain."""
+def parse_tz(text: str) -> ZoneInfo:
+    try:
+        return parse_zone(text)
+    except ValueError as exc:
+        raise ApiError("bad_timezone", f"tz: {exc}") from None
+
+
+def parse_bound(params: Mapping[str, str], name: str, grain: Grain, tz: ZoneInfo) -> datetime:
+    """Parse ``start``/``end``: ISO-8601; a date or a time without offset is local to ``tz``."""
     text = params.get(name)
     if text is None:
         raise ApiError("bad_parameter", f"query parameter {name!r} is required")
     try:
-        instant = parse_instant(_restore_plus(text), name=name)
-    except (HourError, OverflowError, ValueError):
+        instant = parse_local_instant(_restore_plus(text), tz)
+    except (OverflowError, ValueError):
         raise ApiError(
             "bad_parameter",
             f"query parameter {name!r}: {text!r} is not an ISO-8601 date or time "
             "(e.g. 2026-11-27 or 2026-11-27T10:00:00Z)",
         ) from None
-    if not is_aligned(instant, grain):
-        boundary = "a whole UTC hour" if grain == "hour" else "a UTC midnight (a date)"
+    if not is_aligned(instant, grain, tz):
+        boundary = {
+            "hour": "a whole hour",
+            "day": f"a midnight in {tz.key}",
+            "week": f"a Monday midnight in {tz.key}",
+            "month": f"the first of a month, midnight in {tz.key}",
+        }[grain]
         raise ApiError("bad_range", f"{name} {text!r} is not {boundary}; grain={grain} buckets start there")
     return instant
+
+
+def parse_local_instant(text: str, tz: ZoneInfo) -> datetime:
+    cleaned = text.strip()
+    if cleaned.endswith(("Z", "z")):
+        cleaned = cleaned[:-1] + "+00:00"
+    value = datetime.fromisoformat(cleaned)
+    if value.tzinfo is None:
+        if len(cleaned) == 10:  # a date: its first instant in tz
+            return local_midnight(value.date(), tz)
+        value = value.replace(tzinfo=tz)
+    return value.astimezone(UTC)
 
 
 def _restore_plus(text: str) -> str:
@@ -106,15 +146,47 @@ def _restore_plus(text: str) -> str:
     return text
 
 
-def check_range(start: datetime, end: datetime, grain: Grain, max_buckets: int) -> None:
+def parse_window(metric: Metric, text: str | None) -> int | None:
+    if text is None:
+        return None
+    match = _WINDOW.match(text)
+    if not metric.max_window_days:
+        raise ApiError("bad_window", f"window: metric {metric.name!r} does not take a window")
+    if not match or not 1 <= int(match.group(1)) <= metric.max_window_days:
+        raise ApiError(
+            "bad_window", f"window: {text!r} must be <N>d with N from 1 to {metric.max_window_days} (e.g. 7d)"
+        )
+    return int(match.group(1))
+
+
+def check_range(start: datetime, end: datetime, grain: Grain, limits: Mapping[str, int]) -> None:
     if end <= start:
         raise ApiError("bad_range", f"end {format_hour(end)} must be after start {format_hour(start)}")
-    count = bucket_count(start, end, grain)
-    if count > max_buckets:
+    if grain == "hour":
+        count, most = bucket_count(start, end, grain), limits["hour"]
+    else:
+        count, most = (end - start).days, limits["day"]
+    if count > most:
+        unit = "hour buckets" if grain == "hour" else "days"
+        raise ApiError("range_too_large", f"the range spans {count} {unit}; at most {most} are served per request")
+
+
+def check_whole_hours(tz: ZoneInfo, start: datetime, end: datetime, window_days: int | None) -> None:
+    first = start - timedelta(days=(window_days or 0) + 1)
+    bad = first_fractional_offset(tz, first, end)
+    if bad is not None:
+        offset = bad.astimezone(tz).utcoffset()
         raise ApiError(
-            "range_too_large",
-            f"the range holds {count} {grain} buckets; at most {max_buckets} are served per request",
+            "unsupported_timezone",
+            f"tz: {tz.key} is UTC{_offset_text(offset)} at {format_hour(bad)}, not a whole number of hours "
+            "from UTC; Tally's base grain is the UTC hour, so its buckets cannot start at that zone's midnights",
         )
+
+
+def _offset_text(offset: timedelta | None) -> str:
+    minutes = int((offset or timedelta()).total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def parse_group_by(metric: Metric, text: str | None, filters: Mapping[str, str]) -> str | None:
@@ -127,3 +199,13 @@ def parse_group_by(metric: Metric, text: str | None, filters: Mapping[str, str])
     if text in filters:
         raise ApiError("bad_parameter", f"{text!r} is both a filter and group_by; use one")
     return text
+
+
+def parse_limit(text: str | None, group_by: str | None) -> int | None:
+    if text is None:
+        return None
+    if group_by is None:
+        raise ApiError("bad_parameter", "limit: only with group_by (the N largest series plus 'other')")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        raise ApiError("bad_parameter", f"limit: {text!r} must be an integer from 1 to {MAX_LIMIT}")
+    return int(text)

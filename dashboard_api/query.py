@@ -1,15 +1,18 @@
-"""Pure query logic: buckets, per-bucket aggregation of published hours, and series.
+"""Pure query logic: what to read for a request, and turning what was read into series.
 
-Nothing here touches Redis or HTTP. :mod:`dashboard_api.store` fills a
-:class:`Snapshot` with the hours it read; the functions here turn it into series,
-following the metric's kind:
+Nothing here touches Redis or HTTP. A request becomes *spans* (UTC hour ranges):
+one per bucket, or per bucket's rolling window. :func:`plan_reads` lists the
+Redis hashes those spans need; :mod:`dashboard_api.store` reads them into a
+:class:`Snapshot`; :func:`build_series` evaluates every point from it:
 
-- count / sum: a bucket is the sum over its computed hours;
-- count_distinct: an hour is its stored estimate, a day the union of its hours' sketches;
-- ratio: numerator / denominator, each computed at the bucket first (never an
-  average of finer ratios).
+- count / sum: the sum of the span's hours (or of whole UTC days, when the day
+  aggregate was built from exactly the hourly builds that are live);
+- count_distinct: a single hour is its stored estimate; anything longer is the
+  union of hourly and daily sketches, never a sum;
+- ratio: each side evaluated over its own span first (a side may carry its own
+  window), then divided; null when the denominator is 0.
 
-A bucket with no computed hour is ``None`` (unknown); a computed hour without the
+A span with no computed hour is ``None`` (unknown); a computed hour without the
 slice counts as 0 (nothing happened).
 """
 
@@ -18,43 +21,87 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Literal
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import datasketches
 
 from cache.keys import slice_id, slice_labels
+from dashboard_api.calendar import Grain, bucket_bounds, days_back, utc_hours
 from tally.layout import ONE_HOUR
 from tally.spec import Kind, Metric, MetricSpec
 
-Grain = Literal["hour", "day"]
 Source = Literal["values", "sketches"]
 Number = int | float
-
-STEP: Mapping[str, timedelta] = {"hour": ONE_HOUR, "day": timedelta(days=1)}
-
-# metric's data per computed hour: hour -> slice id -> value (or serialized sketch).
-# An hour missing from the mapping was not computed.
-HourValues = Mapping[datetime, Mapping[str, float]]
-HourSketches = Mapping[datetime, Mapping[str, bytes]]
+OTHER = "other"
+ONE_DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
 class HashRead:
-    """One per-hour Redis hash a query needs: a metric's values or its sketches."""
+    """One kind of Redis hash a query needs: a metric's values or its sketches."""
 
     metric: str
     source: Source
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """What the store read for a range: every fetched hash of every computed hour."""
+class Span:
+    """A half-open range of whole UTC hours."""
 
-    values: Mapping[str, HourValues] = field(default_factory=dict)
-    sketches: Mapping[str, HourSketches] = field(default_factory=dict)
-    # hour -> published_at of its live build; holds exactly the computed hours.
-    published_at: Mapping[datetime, str] = field(default_factory=dict)
+    start: datetime
+    end: datetime
+
+    def split(self) -> tuple[list[date], list[datetime]]:
+        """The whole UTC days inside the span, and the hours outside them."""
+        first_midnight = self.start.replace(hour=0)
+        if first_midnight < self.start:
+            first_midnight += ONE_DAY
+        last_midnight = self.end.replace(hour=0)
+        if first_midnight >= last_midnight:
+            return [], utc_hours(self.start, self.end)
+        days = [(first_midnight + i * ONE_DAY).date() for i in range((last_midnight - first_midnight) // ONE_DAY)]
+        return days, utc_hours(self.start, first_midnight) + utc_hours(last_midnight, self.end)
+
+
+@dataclass(frozen=True)
+class SeriesRequest:
+    """A validated metric request."""
+
+    metric: Metric
+    grain: Grain
+    tz: ZoneInfo
+    start: datetime
+    end: datetime
+    filters: dict[str, str] = field(default_factory=dict)
+    group_by: str | None = None
+    limit: int | None = None
+    window_days: int | None = None
+
+    @property
+    def buckets(self) -> list[tuple[datetime, datetime]]:
+        return bucket_bounds(self.start, self.end, self.grain, self.tz)
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """What the store must read: pointers for every hour of the range, then data."""
+
+    start: datetime
+    end: datetime
+    hours: dict[HashRead, frozenset[datetime]]
+    days: dict[HashRead, frozenset[date]]
+    slices: tuple[str, ...] | None  # None: whole hashes (group_by)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the store read. Days appear only where their aggregate matches the live hours."""
+
+    published_at: Mapping[datetime, str] = field(default_factory=dict)  # exactly the computed hours
+    hours: Mapping[HashRead, Mapping[datetime, Mapping[str, Any]]] = field(default_factory=dict)
+    days: Mapping[HashRead, Mapping[date, Mapping[str, Any]]] = field(default_factory=dict)
 
     @property
     def as_of(self) -> str | None:
@@ -66,63 +113,144 @@ class Snapshot:
 class SeriesData:
     labels: dict[str, str]
     points: list[tuple[datetime, Number | None]]
+    other: bool = False
 
 
-# --- buckets -----------------------------------------------------------------
+# --- spans ---------------------------------------------------------------------
 
 
-def is_aligned(instant: datetime, grain: Grain) -> bool:
-    """Whether ``instant`` starts a bucket: a whole UTC hour, or a UTC midnight for days."""
-    utc = instant.astimezone(UTC)
-    floored = utc.replace(minute=0, second=0, microsecond=0)
-    if grain == "day":
-        floored = floored.replace(hour=0)
-    return utc == floored
+def point_spans(request: SeriesRequest) -> list[Span]:
+    """One span per bucket: the bucket itself, or the window ending at its end."""
+    spans = []
+    for start, end in request.buckets:
+        if request.window_days:
+            start = days_back(end, request.window_days, request.tz)
+        spans.append(Span(start, end))
+    return spans
 
 
-def bucket_count(start: datetime, end: datetime, grain: Grain) -> int:
-    """How many buckets [start, end) holds (checked before any list is built)."""
-    if end <= start:
-        return 0
-    return math.ceil((end - start) / STEP[grain])
+def part_span(span: Span, window_days: int | None, tz: ZoneInfo) -> Span:
+    return Span(days_back(span.end, window_days, tz), span.end) if window_days else span
 
 
-def bucket_starts(start: datetime, end: datetime, grain: Grain) -> list[datetime]:
-    """The start of every bucket in [start, end), in order."""
-    return [start + i * STEP[grain] for i in range(bucket_count(start, end, grain))]
+def stored_parts(spec: MetricSpec, metric: Metric) -> list[tuple[Metric, int | None]]:
+    """The stored metrics a metric reads, each with the window of its side."""
+    if not metric.is_ratio:
+        return [(metric, None)]
+    return [
+        (_part(spec, metric.numerator), metric.numerator_window_days),
+        (_part(spec, metric.denominator), metric.denominator_window_days),
+    ]
 
 
-def bucket_hours(bucket_start: datetime, grain: Grain) -> list[datetime]:
-    """The hours a bucket aggregates."""
-    return [bucket_start + i * ONE_HOUR for i in range(STEP[grain] // ONE_HOUR)]
+def _part(spec: MetricSpec, name: str | None) -> Metric:
+    part = spec.get(name or "")
+    if part is None:  # load_spec guarantees ratio parts exist
+        raise LookupError(f"ratio part {name!r} is not in the spec")
+    return part
 
 
-def range_hours(buckets: Sequence[datetime], grain: Grain) -> list[datetime]:
-    return [hour for bucket in buckets for hour in bucket_hours(bucket, grain)]
+def evaluation_spans(spec: MetricSpec, request: SeriesRequest) -> dict[str, list[Span]]:
+    """Every span each stored metric is evaluated over (points, and the ranking for limit)."""
+    spans = point_spans(request)
+    if request.limit:
+        spans.append(Span(request.start, request.end))
+    needed: dict[str, list[Span]] = {}
+    for part, window in stored_parts(spec, request.metric):
+        needed.setdefault(part.name, []).extend(part_span(s, window, request.tz) for s in spans)
+    return needed
 
 
-# --- one bucket of one slice ---------------------------------------------------
+def source_for(metric: Metric, spans: Sequence[Span], single_slice: bool) -> Source:
+    # Hourly distinct estimates are stored; only longer spans or merged slices need sketches.
+    if metric.is_distinct and (not single_slice or any(s.end - s.start > ONE_HOUR for s in spans)):
+        return "sketches"
+    return "values"
 
 
-def sum_hours(values: HourValues, hours: Iterable[datetime], slice_text: str) -> float | None:
-    """Sum of the slice over the computed hours; None if none is computed."""
-    computed = [values[hour] for hour in hours if hour in values]
-    if not computed:
-        return None
-    return math.fsum(hour_values.get(slice_text, 0.0) for hour_values in computed)
+def plan_reads(spec: MetricSpec, request: SeriesRequest) -> ReadPlan:
+    slices = None if request.group_by else (slice_id(request.filters),)
+    hours: dict[HashRead, set[datetime]] = {}
+    days: dict[HashRead, set[date]] = {}
+    start, end = request.start, request.end
+    for name, spans in evaluation_spans(spec, request).items():
+        metric = _part(spec, name)
+        read = HashRead(name, source_for(metric, spans, single_slice=request.limit is None))
+        for span in spans:
+            span_days, edge_hours = span.split()
+            days.setdefault(read, set()).update(span_days)
+            hours.setdefault(read, set()).update(edge_hours)
+            start, end = min(start, span.start), max(end, span.end)
+    return ReadPlan(
+        start=start,
+        end=end,
+        hours={r: frozenset(h) for r, h in hours.items()},
+        days={r: frozenset(d) for r, d in days.items()},
+        slices=slices,
+    )
 
 
-def union_hours(sketches: HourSketches, hours: Iterable[datetime], slice_text: str, lg_k: int) -> float | None:
-    """Distinct-count estimate of the union of the computed hours' sketches."""
-    computed = [sketches[hour] for hour in hours if hour in sketches]
-    if not computed:
-        return None
-    union = datasketches.hll_union(lg_k)
-    for hour_sketches in computed:
-        blob = hour_sketches.get(slice_text)
-        if blob is not None:
-            union.update(datasketches.hll_sketch.deserialize(blob))
-    return union.get_estimate()
+# --- evaluation -----------------------------------------------------------------
+
+
+class Evaluator:
+    """Values of metrics over spans and slice sets, from one snapshot (sketches decoded once)."""
+
+    def __init__(self, spec: MetricSpec, snapshot: Snapshot, reads: Iterable[HashRead], tz: ZoneInfo) -> None:
+        self.spec = spec
+        self.snapshot = snapshot
+        self.tz = tz
+        self.source = {read.metric: read.source for read in reads}
+        self._decoded: dict[int, Any] = {}
+
+    def value(self, metric: Metric, span: Span, slices: Sequence[str]) -> Number | None:
+        if metric.is_ratio:
+            (num, num_window), (den, den_window) = stored_parts(self.spec, metric)
+            numerator = self.value(num, part_span(span, num_window, self.tz), slices)
+            denominator = self.value(den, part_span(span, den_window, self.tz), slices)
+            return divide(numerator, denominator)
+        read = HashRead(metric.name, self.source[metric.name])
+        parts = self._parts(read, span)
+        if parts is None:
+            return None
+        if read.source == "sketches":
+            return present(self._union(parts, slices), metric.kind)
+        return present(math.fsum(table.get(s, 0.0) for table in parts for s in slices), metric.kind)
+
+    def _parts(self, read: HashRead, span: Span) -> list[Mapping[str, Any]] | None:
+        """The fetched hashes (day and hour) that make up the span's computed hours."""
+        computed = self.snapshot.published_at
+        day_data = self.snapshot.days.get(read, {})
+        hour_data = self.snapshot.hours.get(read, {})
+        span_days, edge_hours = span.split()
+        parts: list[Mapping[str, Any]] = []
+        any_computed = False
+        for day in span_days:
+            if day in day_data:
+                parts.append(day_data[day])
+                any_computed = True
+                continue
+            edge_hours.extend(datetime(day.year, day.month, day.day, h, tzinfo=UTC) for h in range(24))
+        for hour in edge_hours:
+            if hour in computed:
+                any_computed = True
+                parts.append(hour_data[hour])
+        return parts if any_computed else None
+
+    def _union(self, parts: Sequence[Mapping[str, Any]], slices: Sequence[str]) -> float:
+        union = datasketches.hll_union(self.spec.sketch_lg_k)
+        for table in parts:
+            for slice_text in slices:
+                blob = table.get(slice_text)
+                if blob is not None:
+                    union.update(self._decode(blob))
+        return union.get_estimate()
+
+    def _decode(self, blob: bytes) -> Any:
+        key = id(blob)
+        if key not in self._decoded:
+            self._decoded[key] = datasketches.hll_sketch.deserialize(blob)
+        return self._decoded[key]
 
 
 def divide(numerator: Number | None, denominator: Number | None) -> float | None:
@@ -141,56 +269,13 @@ def present(value: float | None, kind: Kind) -> Number | None:
     return float(f"{value:.12g}")
 
 
-def bucket_value(
-    spec: MetricSpec,
-    metric: Metric,
-    snapshot: Snapshot,
-    hours: Sequence[datetime],
-    grain: Grain,
-    slice_text: str,
-) -> Number | None:
-    """The served value of one slice in one bucket."""
-    if metric.is_ratio:
-        numerator, denominator = (
-            bucket_value(spec, _part(spec, name), snapshot, hours, grain, slice_text)
-            for name in (metric.numerator, metric.denominator)
-        )
-        return divide(numerator, denominator)
-    if metric.is_distinct and grain == "day":
-        sketches = snapshot.sketches.get(metric.name, {})
-        return present(union_hours(sketches, hours, slice_text, spec.sketch_lg_k), metric.kind)
-    values = snapshot.values.get(metric.name, {})
-    return present(sum_hours(values, hours, slice_text), metric.kind)
-
-
-def _part(spec: MetricSpec, name: str | None) -> Metric:
-    part = spec.get(name or "")
-    if part is None:  # load_spec guarantees ratio parts exist
-        raise LookupError(f"ratio part {name!r} is not in the spec")
-    return part
-
-
-# --- what to read, and the series ------------------------------------------------
-
-
-def hashes_needed(spec: MetricSpec, metric: Metric, grain: Grain) -> list[HashRead]:
-    """The per-hour hashes that answer ``metric`` at ``grain``, without duplicates."""
-    if metric.is_ratio:
-        parts = [_part(spec, metric.numerator), _part(spec, metric.denominator)]
-        reads = [read for part in parts for read in hashes_needed(spec, part, grain)]
-        return list(dict.fromkeys(reads))
-    # Hourly distinct estimates are stored; only a day needs the sketches to union.
-    source: Source = "sketches" if metric.is_distinct and grain == "day" else "values"
-    return [HashRead(metric.name, source)]
+# --- series -----------------------------------------------------------------------
 
 
 def seen_slices(snapshot: Snapshot) -> set[str]:
-    """Every slice id present in any fetched hash of any hour."""
-    tables: list[Mapping[datetime, Mapping[str, object]]] = [
-        *snapshot.values.values(),
-        *snapshot.sketches.values(),
-    ]
-    return {slice_text for table in tables for hour in table.values() for slice_text in hour}
+    """Every slice id present in any fetched hash."""
+    tables = [*snapshot.hours.values(), *snapshot.days.values()]
+    return {slice_text for table in tables for data in table.values() for slice_text in data}
 
 
 def group_values(slice_texts: Iterable[str], filters: Mapping[str, str], group_by: str) -> list[str]:
@@ -198,36 +283,51 @@ def group_values(slice_texts: Iterable[str], filters: Mapping[str, str], group_b
     wanted = set(filters) | {group_by}
     found: set[str] = set()
     for slice_text in slice_texts:
+        if slice_text.startswith("@"):
+            continue
         labels = slice_labels(slice_text)
         if labels.keys() == wanted and all(labels[d] == v for d, v in filters.items()):
             found.add(labels[group_by])
     return sorted(found)
 
 
-def series_labels(snapshot: Snapshot, filters: Mapping[str, str], group_by: str | None) -> list[dict[str, str]]:
-    """The labels of every series in the response, in order."""
-    if group_by is None:
-        return [dict(filters)]
-    values = group_values(seen_slices(snapshot), filters, group_by)
-    return [{**filters, group_by: value} for value in values]
+def ranked(evaluator: Evaluator, request: SeriesRequest, values: list[str]) -> tuple[list[str], list[str]]:
+    """The ``limit`` largest group values by their total over the range, and the rest."""
+    whole = Span(request.start, request.end)
+
+    def total(value: str) -> float:
+        result = evaluator.value(request.metric, whole, [slice_id({**request.filters, request.group_by: value})])
+        return -math.inf if result is None else result
+
+    order = sorted(values, key=lambda v: (-total(v), v))
+    return order[: request.limit], order[request.limit :]
 
 
-def build_series(
-    spec: MetricSpec,
-    metric: Metric,
-    snapshot: Snapshot,
-    buckets: Sequence[datetime],
-    grain: Grain,
-    filters: Mapping[str, str],
-    group_by: str | None,
-) -> list[SeriesData]:
-    hours_by_bucket = [(bucket, bucket_hours(bucket, grain)) for bucket in buckets]
-    series = []
-    for labels in series_labels(snapshot, filters, group_by):
-        slice_text = slice_id(labels)
-        points = [
-            (bucket, bucket_value(spec, metric, snapshot, hours, grain, slice_text))
-            for bucket, hours in hours_by_bucket
-        ]
-        series.append(SeriesData(labels=labels, points=points))
-    return series
+def build_series(spec: MetricSpec, request: SeriesRequest, plan: ReadPlan, snapshot: Snapshot) -> list[SeriesData]:
+    evaluator = Evaluator(spec, snapshot, [*plan.hours, *plan.days], request.tz)
+    spans = point_spans(request)
+    starts = [start for start, _ in request.buckets]
+    targets: list[tuple[dict[str, str], list[str], bool]]
+    if request.group_by is None:
+        targets = [(dict(request.filters), [slice_id(request.filters)], False)]
+    else:
+        values = group_values(seen_slices(snapshot), request.filters, request.group_by)
+        rest: list[str] = []
+        if request.limit is not None:
+            values, rest = ranked(evaluator, request, values)
+        labelled = [{**request.filters, request.group_by: v} for v in values]
+        targets = [(labels, [slice_id(labels)], False) for labels in labelled]
+        if rest:
+            rest_slices = [slice_id({**request.filters, request.group_by: v}) for v in rest]
+            targets.append(({**request.filters, request.group_by: OTHER}, rest_slices, True))
+    return [
+        SeriesData(
+            labels=labels,
+            points=[
+                (start, evaluator.value(request.metric, span, slices))
+                for start, span in zip(starts, spans, strict=True)
+            ],
+            other=other,
+        )
+        for labels, slices, other in targets
+    ]

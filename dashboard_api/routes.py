@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from cache.keys import slice_id
+from dashboard_api.calendar import format_ts
 from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep, SpecDep
 from dashboard_api.errors import REDIS_DOWN_ERRORS, ApiError, error_response, redis_down_message
 from dashboard_api.models import (
@@ -26,11 +26,11 @@ from dashboard_api.models import (
     Series,
     SeriesResponse,
 )
-from dashboard_api.params import SeriesQuery, parse_series_query
-from dashboard_api.query import SeriesData, bucket_starts, build_series, hashes_needed, range_hours
+from dashboard_api.params import parse_series_query
+from dashboard_api.query import SeriesData, SeriesRequest, build_series, plan_reads
 from dashboard_api.store import read_meta, read_snapshot
 from tally.layout import format_hour
-from tally.spec import Metric, MetricSpec
+from tally.spec import GRAINS, Metric, MetricSpec
 
 # Every error shares one body; "default" also stops FastAPI advertising a 422 we never send.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -101,6 +101,7 @@ def metric_info(metric: Metric) -> MetricInfo:
         kind=metric.kind.value,
         dimensions=list(metric.dimensions),
         grains=list(metric.grains),
+        max_window_days=metric.max_window_days,
     )
 
 
@@ -113,36 +114,43 @@ def metric_series(
     layout: LayoutDep,
     # Declared for OpenAPI and presence checks; parse_series_query reads the raw
     # query string, because dimension filters are parameters too.
-    start: Annotated[str, Query(description="Inclusive ISO-8601 start (naive = UTC).")],
-    end: Annotated[str, Query(description="Exclusive ISO-8601 end (naive = UTC).")],
-    # An enum in the docs only: a wrong grain must be bad_grain, not a validation error.
-    grain: Annotated[str, Query(description="Bucket size.", json_schema_extra={"enum": ["hour", "day"]})] = "hour",
+    start: Annotated[str, Query(description="Inclusive ISO-8601 start; a date or a time without offset is in tz.")],
+    end: Annotated[str, Query(description="Exclusive ISO-8601 end; a date or a time without offset is in tz.")],
+    # Enums in the docs only: a wrong value must be our 400 code, not a validation error.
+    grain: Annotated[str, Query(description="Bucket size.", json_schema_extra={"enum": list(GRAINS)})] = "hour",
+    tz: Annotated[str, Query(description="IANA time zone of the buckets, e.g. Europe/Berlin.")] = "UTC",
+    window: Annotated[
+        str | None, Query(description="<N>d: each point is the metric over the N days ending at its bucket's end.")
+    ] = None,
     group_by: Annotated[str | None, Query(description="A dimension: one series per value.")] = None,
+    limit: Annotated[
+        str | None, Query(description="With group_by: the N largest series over the range, plus 'other'.")
+    ] = None,
 ) -> SeriesResponse:
     metric = spec.get(name)
     if metric is None:
         raise ApiError("unknown_metric", f"no metric named {name!r}; GET /v1/metrics lists them")
     limits = {"hour": settings.max_hour_buckets, "day": settings.max_day_buckets}
     query = parse_series_query(metric, request.query_params.multi_items(), limits)
-    buckets = bucket_starts(query.start, query.end, query.grain)
-    # Without group_by the one slice is known, so only that field is read.
-    slices = None if query.group_by else [slice_id(query.filters)]
-    reads = hashes_needed(spec, metric, query.grain)
-    snapshot = read_snapshot(client, layout, range_hours(buckets, query.grain), reads, slices)
-    series = build_series(spec, metric, snapshot, buckets, query.grain, query.filters, query.group_by)
-    return series_response(metric, query, series, snapshot.as_of)
+    plan = plan_reads(spec, query)
+    snapshot = read_snapshot(client, layout, plan)
+    series = build_series(spec, query, plan, snapshot)
+    return series_response(query, series, snapshot.as_of)
 
 
-def series_response(metric: Metric, query: SeriesQuery, series: list[SeriesData], as_of: str | None) -> SeriesResponse:
+def series_response(query: SeriesRequest, series: list[SeriesData], as_of: str | None) -> SeriesResponse:
     return SeriesResponse(
-        metric=metric.name,
+        metric=query.metric.name,
         grain=query.grain,
-        start=format_hour(query.start),
-        end=format_hour(query.end),
+        tz=query.tz.key,
+        window=f"{query.window_days}d" if query.window_days else None,
+        start=format_ts(query.start, query.tz),
+        end=format_ts(query.end, query.tz),
         series=[
             Series(
                 labels=s.labels,
-                points=[Point(ts=format_hour(ts), value=value) for ts, value in s.points],
+                other=s.other,
+                points=[Point(ts=format_ts(ts, query.tz), value=value) for ts, value in s.points],
             )
             for s in series
         ],

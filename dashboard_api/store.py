@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cache.keys import KeyLayout, hour_field
-from dashboard_api.query import HashRead, Snapshot
+from cache.keys import DAY_BUILDS_FIELD, KeyLayout, day_builds_text, day_field, hour_field
+from dashboard_api.calendar import utc_hours
+from dashboard_api.query import HashRead, ReadPlan, Snapshot
 
 # Short, so a dead Redis costs a request about a second, not a hung worker.
 CONNECT_TIMEOUT_SECONDS = 1.0
@@ -76,35 +77,71 @@ def _pointer(value: bytes) -> Pointer:
     return Pointer(build=document["build"], published_at=document["published_at"])
 
 
-def read_snapshot(
+def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Snapshot:
+    """Read what ``plan`` needs: pointers once, then day aggregates and hours in one pipeline.
+
+    A day aggregate is used only when its ``@builds`` equals the builds the pointer
+    read says are live for that day; otherwise that day's hours are read instead
+    (a third round trip, only then).
+    """
+    pointers = read_pointers(client, layout, utc_hours(plan.start, plan.end))
+    builds = {hour: pointer.build for hour, pointer in pointers.items()}
+    day_requests = [(read, day) for read, days in plan.days.items() for day in sorted(days)]
+    hour_requests = [(read, hour) for read, hours in plan.hours.items() for hour in sorted(hours) if hour in builds]
+    day_replies, hour_replies = _fetch(client, layout, plan.slices, builds, day_requests, hour_requests)
+    days: dict[HashRead, dict[date, dict[str, Any]]] = {}
+    stale: list[tuple[HashRead, datetime]] = []
+    for (read, day), fields in zip(day_requests, day_replies, strict=True):
+        recorded = fields.pop(DAY_BUILDS_FIELD, None)
+        live = day_builds_text([builds.get(h) for h in _day_hours(day)])
+        if recorded is not None and recorded.decode() == live:
+            days.setdefault(read, {})[day] = _decoded(read, fields)
+        else:
+            stale += [(read, h) for h in _day_hours(day) if h in builds]
+    hours: dict[HashRead, dict[datetime, dict[str, Any]]] = {}
+    for (read, hour), fields in zip(hour_requests, hour_replies, strict=True):
+        hours.setdefault(read, {})[hour] = _decoded(read, fields)
+    if stale:
+        _, stale_replies = _fetch(client, layout, plan.slices, builds, [], stale)
+        for (read, hour), fields in zip(stale, stale_replies, strict=True):
+            hours.setdefault(read, {})[hour] = _decoded(read, fields)
+    published_at = {hour: pointer.published_at for hour, pointer in pointers.items()}
+    return Snapshot(published_at=published_at, hours=hours, days=days)
+
+
+def _day_hours(day: date) -> list[datetime]:
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return [midnight + timedelta(hours=h) for h in range(24)]
+
+
+def _fetch(
     client: redis.Redis,
     layout: KeyLayout,
-    hours: Sequence[datetime],
-    reads: Sequence[HashRead],
     slices: Sequence[str] | None,
-) -> Snapshot:
-    """Read ``reads`` for every computed hour: only ``slices``, or whole hashes if None."""
-    pointers = read_pointers(client, layout, hours)
-    plan = [(read, hour, pointer) for read in reads for hour, pointer in pointers.items()]
+    builds: dict[datetime, str],
+    day_requests: Sequence[tuple[HashRead, date]],
+    hour_requests: Sequence[tuple[HashRead, datetime]],
+) -> tuple[list[dict[str, bytes]], list[dict[str, bytes]]]:
+    """One pipeline: each day hash (with its @builds) and each hour hash, as field dicts."""
+    if not day_requests and not hour_requests:
+        return [], []
+    day_fields = None if slices is None else [DAY_BUILDS_FIELD, *slices]
     with client.pipeline(transaction=False) as pipe:
-        for read, hour, pointer in plan:
-            key = _hash_key(layout, read, pointer.build, hour)
-            if slices is None:
-                pipe.hgetall(key)
-            else:
-                pipe.hmget(key, list(slices))
-        replies = pipe.execute() if plan else []
-    values: dict[str, dict[datetime, dict[str, float]]] = {}
-    sketches: dict[str, dict[datetime, dict[str, bytes]]] = {}
-    # Every computed hour gets an entry, even an empty one: empty means 0, absent unknown.
-    for (read, hour, _), reply in zip(plan, replies, strict=True):
-        fields = _fields(reply, slices)
-        if read.source == "values":
-            values.setdefault(read.metric, {})[hour] = {k: float(v) for k, v in fields.items()}
-        else:
-            sketches.setdefault(read.metric, {})[hour] = fields
-    published_at = {hour: pointer.published_at for hour, pointer in pointers.items()}
-    return Snapshot(values=values, sketches=sketches, published_at=published_at)
+        for read, day in day_requests:
+            key = (layout.day_values if read.source == "values" else layout.day_sketches)(day_field(day), read.metric)
+            pipe.hgetall(key) if day_fields is None else pipe.hmget(key, day_fields)
+        for read, hour in hour_requests:
+            key = _hash_key(layout, read, builds[hour], hour)
+            pipe.hgetall(key) if slices is None else pipe.hmget(key, list(slices))
+        replies = pipe.execute()
+    fields = [_fields(reply, day_fields if i < len(day_requests) else slices) for i, reply in enumerate(replies)]
+    return fields[: len(day_requests)], fields[len(day_requests) :]
+
+
+def _decoded(read: HashRead, fields: dict[str, bytes]) -> dict[str, Any]:
+    if read.source == "values":
+        return {k: float(v) for k, v in fields.items()}
+    return fields
 
 
 def _hash_key(layout: KeyLayout, read: HashRead, build: str, hour: datetime) -> str:
@@ -114,7 +151,7 @@ def _hash_key(layout: KeyLayout, read: HashRead, build: str, hour: datetime) -> 
 
 
 def _fields(reply: Any, slices: Sequence[str] | None) -> dict[str, bytes]:
-    """Slice id -> raw field value, from an HGETALL dict or an HMGET list."""
+    """Field -> raw value, from an HGETALL dict or an HMGET list."""
     if slices is None:
         return {key.decode(): value for key, value in reply.items()}
     return {s: value for s, value in zip(slices, reply, strict=True) if value is not None}

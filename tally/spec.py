@@ -19,7 +19,8 @@ import yaml
 
 from tally.events import DIMENSION_COLUMNS
 
-GRAINS: tuple[str, ...] = ("hour", "day")
+GRAINS: tuple[str, ...] = ("hour", "day", "week", "month")
+MAX_WINDOW_DAYS = 90
 SUMMABLE_FIELDS: tuple[str, ...] = ("amount",)
 DISTINCT_FIELDS: tuple[str, ...] = ("user_id", "session_id", "event_id")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -34,6 +35,7 @@ _METRIC_KEYS = {
     "numerator",
     "denominator",
     "grains",
+    "max_window_days",
 }
 
 
@@ -61,6 +63,11 @@ class Metric:
     filter: tuple[tuple[str, tuple[str, ...]], ...] = ()
     numerator: str | None = None
     denominator: str | None = None
+    # A ratio's side may be read over a rolling window of its own (e.g. DAU / 30-day actives).
+    numerator_window_days: int | None = None
+    denominator_window_days: int | None = None
+    # Largest `window=<N>d` a request may ask for; 0 means no windows.
+    max_window_days: int = MAX_WINDOW_DAYS
 
     @property
     def is_ratio(self) -> bool:
@@ -174,13 +181,14 @@ def _parse_metric(raw: Any, *, index: int, source: str) -> Metric:
     event_filter = _parse_filter(raw.get("filter"), fail)
     if kind is Kind.RATIO and event_filter:
         raise fail("filter", "a ratio takes the filters of its parts")
-    numerator, denominator = raw.get("numerator"), raw.get("denominator")
-    if kind is Kind.RATIO:
-        for part, value in (("numerator", numerator), ("denominator", denominator)):
-            if not isinstance(value, str):
-                raise fail(part, "a ratio needs the name of another metric")
-    elif numerator is not None or denominator is not None:
-        raise fail("numerator" if numerator is not None else "denominator", "only for kind ratio")
+    numerator, numerator_window = _parse_ratio_part(raw.get("numerator"), "numerator", kind, fail)
+    denominator, denominator_window = _parse_ratio_part(raw.get("denominator"), "denominator", kind, fail)
+    has_part_window = numerator_window is not None or denominator_window is not None
+    max_window = raw.get("max_window_days", 0 if has_part_window else MAX_WINDOW_DAYS)
+    if not isinstance(max_window, int) or isinstance(max_window, bool) or not 0 <= max_window <= MAX_WINDOW_DAYS:
+        raise fail("max_window_days", f"must be an integer from 0 to {MAX_WINDOW_DAYS}")
+    if has_part_window and max_window:
+        raise fail("max_window_days", "must be 0 when a side of the ratio has its own window")
 
     return Metric(
         name=name,
@@ -193,7 +201,28 @@ def _parse_metric(raw: Any, *, index: int, source: str) -> Metric:
         filter=event_filter,
         numerator=numerator,
         denominator=denominator,
+        numerator_window_days=numerator_window,
+        denominator_window_days=denominator_window,
+        max_window_days=max_window,
     )
+
+
+def _parse_ratio_part(raw: Any, part: str, kind: Kind, fail: Any) -> tuple[str | None, int | None]:
+    """A ratio side: a metric name, or ``{metric: name, window_days: N}``."""
+    if kind is not Kind.RATIO:
+        if raw is not None:
+            raise fail(part, "only for kind ratio")
+        return None, None
+    if isinstance(raw, str):
+        return raw, None
+    if isinstance(raw, Mapping) and isinstance(raw.get("metric"), str) and set(raw) <= {"metric", "window_days"}:
+        window = raw.get("window_days")
+        if window is not None and (
+            not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= MAX_WINDOW_DAYS
+        ):
+            raise fail(part, f"window_days must be an integer from 1 to {MAX_WINDOW_DAYS}")
+        return raw["metric"], window
+    raise fail(part, "a ratio needs another metric's name, or {metric: name, window_days: N}")
 
 
 def _parse_filter(raw: Any, fail: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:

@@ -18,7 +18,8 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import datasketches
 import pytest
@@ -27,6 +28,7 @@ from fastapi.testclient import TestClient
 
 from cache.keys import KeyLayout, hour_field, slice_id
 from cache.publish import HourBuild, build_id, publish_builds
+from dashboard_api import calendar as cal
 from dashboard_api import create_app
 from dashboard_api import query as q
 from tally.settings import DEFAULT_SPEC_PATH, Settings
@@ -203,6 +205,7 @@ def test_lists_metrics_in_spec_order(api: TestClient) -> None:
         "sessions",
         "purchasers",
         "conversion_rate",
+        "stickiness",
     ]
     revenue = body["metrics"][1]
     assert revenue == {
@@ -211,8 +214,11 @@ def test_lists_metrics_in_spec_order(api: TestClient) -> None:
         "unit": "currency",
         "kind": "sum",
         "dimensions": ["country", "platform"],
-        "grains": ["hour", "day"],
+        "grains": ["hour", "day", "week", "month"],
+        "max_window_days": 90,
     }
+    stickiness = body["metrics"][-1]
+    assert stickiness["grains"] == ["day"] and stickiness["max_window_days"] == 0
 
 
 # --- hour grain -------------------------------------------------------------------
@@ -374,7 +380,21 @@ H_RANGE = "start=2026-11-27T10:00:00Z&end=2026-11-27T12:00:00Z"
         (f"/v1/metrics/nope?{H_RANGE}", 404, "unknown_metric"),
         ("/nope", 404, "not_found"),
         ("/v1/metric", 404, "not_found"),
-        (f"/v1/metrics/revenue?grain=week&{H_RANGE}", 400, "bad_grain"),
+        (f"/v1/metrics/revenue?grain=minute&{H_RANGE}", 400, "bad_grain"),
+        (f"/v1/metrics/stickiness?grain=hour&{H_RANGE}", 400, "bad_grain"),
+        (f"/v1/metrics/revenue?grain=week&{H_RANGE}", 400, "bad_range"),
+        ("/v1/metrics/revenue?grain=week&start=2026-11-24&end=2026-12-08", 400, "bad_range"),
+        ("/v1/metrics/revenue?grain=month&start=2026-11-02&end=2026-12-01", 400, "bad_range"),
+        (f"/v1/metrics/revenue?tz=Mars/Olympus&{H_RANGE}", 400, "bad_timezone"),
+        (f"/v1/metrics/revenue?tz=../../etc/passwd&{H_RANGE}", 400, "bad_timezone"),
+        ("/v1/metrics/revenue?grain=day&tz=Asia/Kolkata&start=2026-11-27&end=2026-11-28", 400, "unsupported_timezone"),
+        (f"/v1/metrics/revenue?window=7&{H_RANGE}", 400, "bad_window"),
+        (f"/v1/metrics/revenue?window=91d&{H_RANGE}", 400, "bad_window"),
+        (f"/v1/metrics/revenue?window=0d&{H_RANGE}", 400, "bad_window"),
+        ("/v1/metrics/stickiness?grain=day&window=7d&start=2026-11-27&end=2026-11-28", 400, "bad_window"),
+        (f"/v1/metrics/revenue?limit=3&{H_RANGE}", 400, "bad_parameter"),
+        (f"/v1/metrics/revenue?group_by=country&limit=0&{H_RANGE}", 400, "bad_parameter"),
+        (f"/v1/metrics/revenue?group_by=country&limit=x&{H_RANGE}", 400, "bad_parameter"),
         (f"/v1/metrics/revenue?grain=&{H_RANGE}", 400, "bad_grain"),
         ("/v1/metrics/revenue?end=2026-11-27T12:00:00Z", 400, "bad_parameter"),
         ("/v1/metrics/revenue?start=2026-11-27T10:00:00Z", 400, "bad_parameter"),
@@ -619,42 +639,83 @@ def hll(*items: str) -> bytes:
     return sketch.serialize_compact()
 
 
+NY = ZoneInfo("America/New_York")
+
+
 def test_is_aligned() -> None:
-    assert q.is_aligned(at(27, 10), "hour")
-    assert not q.is_aligned(at(27, 10) + timedelta(minutes=1), "hour")
-    assert not q.is_aligned(at(27, 10) + timedelta(microseconds=1), "hour")
-    assert q.is_aligned(at(27, 0), "day")
-    assert not q.is_aligned(at(27, 10), "day")
+    assert cal.is_aligned(at(27, 10), "hour", cal.UTC_ZONE)
+    assert not cal.is_aligned(at(27, 10) + timedelta(minutes=1), "hour", cal.UTC_ZONE)
+    assert cal.is_aligned(at(27, 0), "day", cal.UTC_ZONE)
+    assert not cal.is_aligned(at(27, 10), "day", cal.UTC_ZONE)
+    assert cal.is_aligned(at(27, 5), "day", NY) and not cal.is_aligned(at(27, 0), "day", NY)
+    assert cal.is_aligned(datetime(2026, 11, 23, tzinfo=UTC), "week", cal.UTC_ZONE)  # a Monday
+    assert not cal.is_aligned(datetime(2026, 11, 24, tzinfo=UTC), "week", cal.UTC_ZONE)
+    assert cal.is_aligned(datetime(2026, 11, 1, tzinfo=UTC), "month", cal.UTC_ZONE)
 
 
-def test_buckets() -> None:
-    assert q.bucket_starts(at(27, 22), at(28, 1), "hour") == [at(27, 22), at(27, 23), at(28, 0)]
-    assert q.bucket_starts(at(27, 0), at(29, 0), "day") == [at(27, 0), at(28, 0)]
-    assert q.bucket_count(at(27, 0), at(27, 0), "hour") == 0
-    year_start, next_year = datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
-    assert q.bucket_count(year_start, next_year, "day") == 365
-    assert q.bucket_hours(at(27, 5), "hour") == [at(27, 5)]
-    day = q.bucket_hours(at(27, 0), "day")
-    assert len(day) == 24 and day[0] == at(27, 0) and day[-1] == at(27, 23)
+def test_buckets_follow_the_local_calendar() -> None:
+    hours = cal.bucket_bounds(at(27, 22), at(28, 1), "hour", cal.UTC_ZONE)
+    assert [start for start, _ in hours] == [at(27, 22), at(27, 23), at(28, 0)]
+    days = cal.bucket_bounds(at(27, 0), at(29, 0), "day", cal.UTC_ZONE)
+    assert days == [(at(27, 0), at(28, 0)), (at(28, 0), at(29, 0))]
+    # New York's spring-forward day has 23 hours, its fall-back day 25.
+    spring = cal.bucket_bounds(datetime(2026, 3, 8, 5, tzinfo=UTC), datetime(2026, 3, 9, 4, tzinfo=UTC), "day", NY)
+    assert [(end - start).total_seconds() / 3600 for start, end in spring] == [23]
+    fall = cal.bucket_bounds(datetime(2026, 11, 1, 4, tzinfo=UTC), datetime(2026, 11, 2, 5, tzinfo=UTC), "day", NY)
+    assert [(end - start).total_seconds() / 3600 for start, end in fall] == [25]
+    months = cal.bucket_bounds(
+        datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC), "month", cal.UTC_ZONE
+    )
+    assert [end.date().isoformat() for _, end in months] == ["2026-02-01", "2026-03-01", "2026-04-01"]
+    assert cal.format_ts(datetime(2026, 3, 8, 5, tzinfo=UTC), NY) == "2026-03-08T00:00:00-05:00"
+    assert cal.format_ts(at(27, 5), cal.UTC_ZONE) == "2026-11-27T05:00:00Z"
 
 
-def test_sum_hours_null_zero_and_sum() -> None:
-    data = {at(27, 1): {"_": 2.0, "platform=web": 1.5}, at(27, 2): {"_": 3.0}}
-    assert q.sum_hours(data, [at(27, 0)], "_") is None
-    assert q.sum_hours(data, [at(27, 2)], "platform=web") == 0
-    assert q.sum_hours(data, [at(27, 0), at(27, 1), at(27, 2)], "_") == 5.0
-    assert q.sum_hours(data, [at(27, 1), at(27, 2)], "platform=web") == 1.5
+def test_fractional_offsets_are_found() -> None:
+    kolkata = ZoneInfo("Asia/Kolkata")
+    assert cal.first_fractional_offset(kolkata, at(27, 0), at(28, 0)) == at(27, 0)
+    assert cal.first_fractional_offset(NY, at(27, 0), at(28, 0)) is None
 
 
-def test_union_hours_deduplicates() -> None:
-    sketches = {
-        at(27, 1): {"_": hll(*(f"u{i}" for i in range(100)))},
-        at(27, 2): {"_": hll(*(f"u{i}" for i in range(50, 150)))},
-        at(27, 3): {},
-    }
-    assert q.union_hours(sketches, [at(27, 0)], "_", LG_K) is None
-    assert q.union_hours(sketches, [at(27, 3)], "_", LG_K) == 0
-    assert round(q.union_hours(sketches, list(sketches), "_", LG_K)) == 150
+def test_span_splits_into_whole_days_and_edge_hours() -> None:
+    days, hours = q.Span(at(26, 22), at(28, 2)).split()
+    assert days == [date(2026, 11, 27)]
+    assert hours == [at(26, 22), at(26, 23), at(28, 0), at(28, 1)]
+    assert q.Span(at(27, 1), at(27, 3)).split() == ([], [at(27, 1), at(27, 2)])
+
+
+def test_evaluator_sums_hours_and_consistent_days() -> None:
+    read = q.HashRead("revenue", "values")
+    snapshot = q.Snapshot(
+        published_at={at(26, 23): "p", at(27, 0): "p", at(27, 5): "p", at(28, 0): "p"},
+        hours={read: {at(26, 23): {"_": 1.0}, at(28, 0): {"_": 4.0, "platform=web": 4.0}}},
+        days={read: {date(2026, 11, 27): {"_": 10.0}}},
+    )
+    evaluator = q.Evaluator(SPEC, snapshot, [read], cal.UTC_ZONE)
+    revenue = SPEC.get("revenue")
+    assert evaluator.value(revenue, q.Span(at(26, 23), at(28, 1)), ["_"]) == 15.0
+    assert evaluator.value(revenue, q.Span(at(28, 0), at(28, 1)), ["platform=web"]) == 4.0
+    assert evaluator.value(revenue, q.Span(at(26, 23), at(27, 0)), ["platform=web"]) == 0  # computed, no slice
+    assert evaluator.value(revenue, q.Span(at(26, 0), at(26, 5)), ["_"]) is None  # nothing computed
+
+
+def test_evaluator_unions_sketches_never_sums() -> None:
+    read = q.HashRead("active_users", "sketches")
+    snapshot = q.Snapshot(
+        published_at={at(27, 1): "p", at(27, 2): "p", at(27, 3): "p"},
+        hours={
+            read: {
+                at(27, 1): {"_": hll(*(f"u{i}" for i in range(100)))},
+                at(27, 2): {"_": hll(*(f"u{i}" for i in range(50, 150)))},
+                at(27, 3): {},
+            }
+        },
+    )
+    evaluator = q.Evaluator(SPEC, snapshot, [read], cal.UTC_ZONE)
+    users = SPEC.get("active_users")
+    assert evaluator.value(users, q.Span(at(27, 1), at(27, 4)), ["_"]) == 150
+    assert evaluator.value(users, q.Span(at(27, 3), at(27, 4)), ["_"]) == 0
+    assert evaluator.value(users, q.Span(at(27, 5), at(27, 6)), ["_"]) is None
 
 
 def test_divide_and_present() -> None:
@@ -683,37 +744,42 @@ def test_group_values_matches_exact_slice_shape() -> None:
     assert q.group_values(["platform=web", "country=US,platform=ios"], {}, "platform") == ["web"]
 
 
-def test_hashes_needed_follows_kind_and_grain() -> None:
-    aov, conversion = SPEC.get("avg_order_value"), SPEC.get("conversion_rate")
-    assert aov and conversion
-    assert q.hashes_needed(SPEC, aov, "day") == [
-        q.HashRead("revenue", "values"),
-        q.HashRead("orders", "values"),
-    ]
-    assert q.hashes_needed(SPEC, conversion, "hour") == [
-        q.HashRead("purchasers", "values"),
-        q.HashRead("active_users", "values"),
-    ]
-    assert q.hashes_needed(SPEC, conversion, "day") == [
-        q.HashRead("purchasers", "sketches"),
-        q.HashRead("active_users", "sketches"),
-    ]
+def test_plan_reads_follows_kind_grain_and_windows() -> None:
+    def request(metric: str, grain: str, end: datetime, **extra: object) -> q.SeriesRequest:
+        return q.SeriesRequest(metric=SPEC.get(metric), grain=grain, tz=cal.UTC_ZONE, start=at(27, 0), end=end, **extra)
+
+    aov = q.plan_reads(SPEC, request("avg_order_value", "day", at(28, 0)))
+    assert set(aov.hours) == {q.HashRead("revenue", "values"), q.HashRead("orders", "values")}
+    assert aov.days[q.HashRead("revenue", "values")] == {date(2026, 11, 27)}
+    hourly = q.plan_reads(SPEC, request("conversion_rate", "hour", at(27, 3)))
+    assert set(hourly.hours) == {q.HashRead("purchasers", "values"), q.HashRead("active_users", "values")}
+    assert hourly.slices == ("_",)
+    daily = q.plan_reads(SPEC, request("conversion_rate", "day", at(28, 0)))
+    assert set(daily.days) == {q.HashRead("purchasers", "sketches"), q.HashRead("active_users", "sketches")}
+    windowed = q.plan_reads(SPEC, request("active_users", "day", at(28, 0), window_days=7))
+    assert windowed.start == at(21, 0) and len(windowed.days[q.HashRead("active_users", "sketches")]) == 7
+    sticky = q.plan_reads(SPEC, request("stickiness", "day", at(28, 0)))
+    assert sticky.start == datetime(2026, 10, 29, tzinfo=UTC)  # the 30-day denominator
+    grouped = q.plan_reads(SPEC, request("revenue", "hour", at(27, 2), group_by="country", limit=2))
+    assert grouped.slices is None
 
 
 def test_build_series_ratio_of_sums() -> None:
     aov = SPEC.get("avg_order_value")
-    assert aov
+    request = q.SeriesRequest(metric=aov, grain="day", tz=cal.UTC_ZONE, start=at(27, 0), end=at(29, 0))
+    plan = q.plan_reads(SPEC, request)
+    revenue, orders = q.HashRead("revenue", "values"), q.HashRead("orders", "values")
     snapshot = q.Snapshot(
-        values={
-            "revenue": {at(27, 1): {"_": 10.0}, at(27, 2): {"_": 30.0}},
-            "orders": {at(27, 1): {"_": 1.0}, at(27, 2): {"_": 3.0}},
+        hours={
+            revenue: {at(27, 1): {"_": 10.0}, at(27, 2): {"_": 30.0}},
+            orders: {at(27, 1): {"_": 1.0}, at(27, 2): {"_": 3.0}},
         },
         published_at={
             at(27, 1): "2026-11-27T02:00:00.000000Z",
             at(27, 2): "2026-11-27T03:00:00.000000Z",
         },
     )
-    out = q.build_series(SPEC, aov, snapshot, [at(27, 0), at(28, 0)], "day", {}, None)
+    out = q.build_series(SPEC, request, plan, snapshot)
     assert out == [q.SeriesData(labels={}, points=[(at(27, 0), 10.0), (at(28, 0), None)])]
     assert snapshot.as_of == "2026-11-27T03:00:00.000000Z"
 

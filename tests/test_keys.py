@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
-from cache.keys import TOTAL_SLICE, KeyLayout, hour_field, slice_id, slice_labels
+from cache.keys import (
+    DAY_BUILDS_FIELD,
+    TOTAL_SLICE,
+    KeyLayout,
+    day_field,
+    day_hours,
+    hour_field,
+    slice_id,
+    slice_labels,
+)
 
 HOUR = datetime(2026, 11, 27, 10, tzinfo=UTC)
 
@@ -21,6 +30,15 @@ def test_key_strings_are_pinned():
     assert layout.values("abc123", hour, "revenue") == "tally:b:abc123:2026-11-27T10Z:revenue:values"
     assert layout.sketches("abc123", hour, "active_users") == "tally:b:abc123:2026-11-27T10Z:active_users:sketches"
     assert layout.all_keys_pattern() == "tally:*"
+    day = day_field(date(2026, 11, 27))
+    assert day == "2026-11-27"
+    assert layout.day_values(day, "revenue") == "tally:day:2026-11-27:revenue:values"
+    assert layout.day_sketches(day, "active_users") == "tally:day:2026-11-27:active_users:sketches"
+    assert (
+        layout.temporary("tally:day:2026-11-27:revenue:values", "ab12")
+        == "tally:day:2026-11-27:revenue:values:tmp:ab12"
+    )
+    assert DAY_BUILDS_FIELD == "@builds"
 
 
 def test_prefix_is_applied_everywhere():
@@ -31,6 +49,8 @@ def test_prefix_is_applied_everywhere():
         layout.manifest("b", "h"),
         layout.values("b", "h", "m"),
         layout.sketches("b", "h", "m"),
+        layout.day_values("d", "m"),
+        layout.day_sketches("d", "m"),
     ]
     assert all(k.startswith("other:") and "::" not in k for k in keys)
 
@@ -40,6 +60,13 @@ def test_hour_field_uses_utc():
 
     local = datetime(2026, 11, 27, 11, tzinfo=timezone(timedelta(hours=1)))
     assert hour_field(local) == "2026-11-27T10Z"
+
+
+def test_day_hours_are_the_utc_hours_of_the_day():
+    hours = day_hours(date(2026, 11, 27))
+    assert [hour_field(h) for h in (hours[0], hours[23])] == ["2026-11-27T00Z", "2026-11-27T23Z"]
+    assert len(hours) == len({hour_field(h) for h in hours}) == 24
+    assert all(h.tzinfo is UTC for h in hours)
 
 
 def test_slice_ids_are_canonical():

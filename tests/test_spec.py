@@ -21,6 +21,7 @@ DEFAULT_NAMES = [
     "sessions",
     "purchasers",
     "conversion_rate",
+    "stickiness",
 ]
 
 
@@ -37,8 +38,16 @@ def test_default_spec_has_the_public_metrics():
     assert spec.get("sessions").dimensions == ("platform",)
     aov = spec.get("avg_order_value")
     assert (aov.kind, aov.numerator, aov.denominator) == (Kind.RATIO, "revenue", "orders")
-    ratios = ("avg_order_value", "conversion_rate")
+    ratios = ("avg_order_value", "conversion_rate", "stickiness")
     assert [m.name for m in spec.stored] == [n for n in DEFAULT_NAMES if n not in ratios]
+
+
+def test_ratio_sides_can_carry_their_own_window():
+    sticky = load_spec(DEFAULT_SPEC_PATH).get("stickiness")
+    assert (sticky.numerator, sticky.numerator_window_days) == ("active_users", None)
+    assert (sticky.denominator, sticky.denominator_window_days) == ("active_users", 30)
+    assert sticky.grains == ("day",) and sticky.max_window_days == 0
+    assert load_spec(DEFAULT_SPEC_PATH).get("revenue").max_window_days == 90
 
 
 def test_slice_dimension_sets_cover_every_combination():
@@ -76,6 +85,12 @@ def _mutate(metric: str, **changes) -> dict:
         (_mutate("sessions", grains=["minute"]), "metric 'sessions': field 'grains'"),
         (_mutate("signups", name="Sign Ups"), "field 'name'"),
         (_mutate("events", field="amount"), "metric 'events': field 'field': not allowed"),
+        (
+            _mutate("stickiness", denominator={"metric": "active_users", "window_days": 91}),
+            "metric 'stickiness': field 'denominator': window_days must be an integer from 1 to 90",
+        ),
+        (_mutate("stickiness", max_window_days=7), "metric 'stickiness': field 'max_window_days': must be 0"),
+        (_mutate("revenue", max_window_days=120), "metric 'revenue': field 'max_window_days'"),
     ],
 )
 def test_invalid_spec_names_metric_and_field(document, expected):

@@ -1,0 +1,135 @@
+"""Local calendars on top of UTC hours: buckets, alignment, windows, timestamps.
+
+Tally stores whole UTC hours, so a bucket of any zone is the set of UTC hours
+between two local boundaries. That works wherever the zone's offset is a whole
+number of hours; :func:`first_fractional_offset` finds where it is not.
+All functions are pure; instants are timezone-aware datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tally.layout import ONE_HOUR, floor_hour
+
+Grain = Literal["hour", "day", "week", "month"]
+UTC_ZONE = ZoneInfo("UTC")
+
+
+def parse_zone(name: str) -> ZoneInfo:
+    """An IANA zone; ValueError for anything else (including path tricks)."""
+    if not name or len(name) > 64 or name.startswith(("/", ".")) or ".." in name:
+        raise ValueError(f"{name!r} is not an IANA time zone name")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone name (e.g. Europe/Berlin)") from None
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    """The first instant (UTC) of a local calendar day.
+
+    Where midnight does not exist (a DST jump at 00:00), ``fold=0`` applies the
+    earlier offset, which lands on the first instant that does exist.
+    """
+    return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
+
+
+def _period_start(day: date, grain: Grain) -> date:
+    if grain == "week":
+        return day - timedelta(days=day.weekday())  # ISO weeks start on Monday
+    if grain == "month":
+        return day.replace(day=1)
+    return day
+
+
+def _next_period(day: date, grain: Grain) -> date:
+    if grain == "day":
+        return day + timedelta(days=1)
+    if grain == "week":
+        return day + timedelta(days=7)
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def is_aligned(instant: datetime, grain: Grain, tz: ZoneInfo) -> bool:
+    """Whether ``instant`` starts a bucket of ``grain`` in ``tz``."""
+    if grain == "hour":
+        return instant == floor_hour(instant)
+    local_day = instant.astimezone(tz).date()
+    return _period_start(local_day, grain) == local_day and local_midnight(local_day, tz) == instant
+
+
+def bucket_bounds(start: datetime, end: datetime, grain: Grain, tz: ZoneInfo) -> list[tuple[datetime, datetime]]:
+    """[start, end) split into buckets: (UTC start, UTC end) pairs, in order."""
+    if grain == "hour":
+        hours = utc_hours(start, end)
+        return [(h, h + ONE_HOUR) for h in hours]
+    bounds = []
+    day = start.astimezone(tz).date()
+    while (bucket_start := local_midnight(day, tz)) < end:
+        day = _next_period(day, grain)
+        bounds.append((bucket_start, min(local_midnight(day, tz), end)))
+    return bounds
+
+
+def bucket_count(start: datetime, end: datetime, grain: Grain) -> int:
+    """An upper bound of the buckets in [start, end), cheap enough to check first."""
+    span = end - start
+    per = {"hour": ONE_HOUR, "day": timedelta(hours=23), "week": timedelta(days=7) - ONE_HOUR}
+    if grain == "month":
+        return span.days // 28 + 1
+    return int(span / per[grain]) + 1
+
+
+def utc_hours(start: datetime, end: datetime) -> list[datetime]:
+    """Every whole UTC hour in [start, end)."""
+    hour = floor_hour(start)
+    if hour < start:
+        hour += ONE_HOUR
+    hours = []
+    while hour < end:
+        hours.append(hour)
+        hour += ONE_HOUR
+    return hours
+
+
+def days_back(instant: datetime, days: int, tz: ZoneInfo) -> datetime:
+    """The same local wall-clock time ``days`` calendar days earlier, as a whole UTC hour."""
+    wall = instant.astimezone(tz).replace(tzinfo=None) - timedelta(days=days)
+    return floor_hour(wall.replace(tzinfo=tz).astimezone(UTC))
+
+
+def first_fractional_offset(tz: ZoneInfo, start: datetime, end: datetime) -> datetime | None:
+    """The first sampled UTC hour in [start, end) where ``tz`` is not a whole number of hours from UTC.
+
+    Offsets are sampled every 3 hours: no zone keeps a fractional offset for less
+    than that, and a per-hour scan of a long range would cost more than the query.
+    """
+    if tz.key == "UTC":
+        return None
+    for hour in [*utc_hours(start, end)[::3], floor_hour(end - timedelta(microseconds=1))]:
+        offset = hour.astimezone(tz).utcoffset()
+        if offset is not None and offset % ONE_HOUR:
+            return hour
+    return None
+
+
+def full_utc_days(start: datetime, end: datetime) -> list[date]:
+    """UTC dates whose 24 hours all lie in [start, end)."""
+    first = floor_hour(start).replace(hour=0)
+    if first < start:
+        first += timedelta(days=1)
+    days = []
+    while first + timedelta(days=1) <= end:
+        days.append(first.date())
+        first += timedelta(days=1)
+    return days
+
+
+def format_ts(instant: datetime, tz: ZoneInfo) -> str:
+    """``2026-11-27T10:00:00Z`` in UTC; the local time with its offset elsewhere."""
+    if tz.key == "UTC":
+        return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return instant.astimezone(tz).isoformat()
