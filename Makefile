@@ -8,7 +8,7 @@ UV := .tools/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: env test demo up down lock clean
+.PHONY: env test bench demo up down lock clean
 
 env: $(VENV)/.synced
 
@@ -23,6 +23,9 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 test: env
 	$(PY) -m pytest
+
+bench: env
+	$(PY) -m bench.window_latency
 
 demo: env
 	$(PY) -m tally.local demo

@@ -8,9 +8,11 @@ first and become visible only when the pointer hash switches to it.
 key                                         type      content
 ==========================================  ========  ===============================================
 ``{p}:pointer``                             hash      hour -> JSON ``{"build", "published_at"}``:
-                                                      the live build of every published hour. The
-                                                      only key a publish switches; readers resolve
-                                                      every hour through it in one HMGET.
+                                                      the live build of every published hour.
+``{p}:days``                                hash      day -> ``{builds text}|{newest published_at}``:
+                                                      the same pointers, a day per field, switched
+                                                      in the same MULTI/EXEC as ``{p}:pointer``, so
+                                                      a long range resolves in one field per day.
 ``{p}:meta``                                hash      ``newest_hour``, ``published_at`` of the
                                                       newest publish.
 ``{p}:b:{build}:{hour}:manifest``           string    JSON: metrics, their slices, run statistics.
@@ -41,7 +43,9 @@ field (:data:`DAY_BUILDS_FIELD`, never a slice id) lists the builds of hours
 00..23 it was made from (:func:`day_builds_text`); a reader uses the day hash
 only if that text equals what the pointer hash holds for those hours now, and
 reads the hours otherwise. Day hashes are replaced whole by RENAME, never
-edited in place, and never expire.
+edited in place, and never expire. ``{p}:days`` holds that same builds text per
+day (:func:`day_index_value`), so a reader can check a whole day without reading
+its 24 pointers.
 """
 
 from __future__ import annotations
@@ -60,12 +64,25 @@ HOURS_PER_DAY = 24
 
 def hour_field(hour: datetime) -> str:
     """How an hour is written in keys and pointer fields: ``2026-11-27T10Z``."""
-    return hour.astimezone(UTC).strftime("%Y-%m-%dT%HZ")
+    utc = hour.astimezone(UTC)
+    # Formatted by hand: readers build thousands of these per request, and strftime is slow.
+    return f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}Z"
 
 
 def day_field(day: date) -> str:
     """How a UTC day is written in keys: ``2026-11-27``."""
     return day.strftime("%Y-%m-%d")
+
+
+def day_index_value(builds_text: str, published_at: str) -> str:
+    """A ``{p}:days`` field value: the day's builds text and its newest publish time."""
+    return f"{builds_text}|{published_at}"
+
+
+def parse_day_index_value(value: str) -> tuple[str, str]:
+    """Inverse of :func:`day_index_value`: (builds text, newest published_at)."""
+    builds_text, _, published_at = value.rpartition("|")
+    return builds_text, published_at
 
 
 def day_hours(day: date) -> list[datetime]:
@@ -108,6 +125,9 @@ class KeyLayout:
 
     def meta(self) -> str:
         return f"{self.prefix}:meta"
+
+    def day_index(self) -> str:
+        return f"{self.prefix}:days"
 
     def manifest(self, build: str, hour: str) -> str:
         return f"{self.prefix}:b:{build}:{hour}:manifest"

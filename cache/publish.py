@@ -29,7 +29,16 @@ import datasketches
 import pyarrow.parquet as pq
 import redis
 
-from cache.keys import DAY_BUILDS_FIELD, KeyLayout, day_builds_text, day_field, day_hours, hour_field, slice_id
+from cache.keys import (
+    DAY_BUILDS_FIELD,
+    KeyLayout,
+    day_builds_text,
+    day_field,
+    day_hours,
+    day_index_value,
+    hour_field,
+    slice_id,
+)
 from tally.layout import as_utc, format_hour, rollup_hour_dir, stats_hour_dir
 from tally.settings import Settings
 from tally.spec import MetricSpec, load_spec
@@ -137,10 +146,12 @@ def publish_builds(
                     return PublishReport(published=[], unchanged=[format_hour(b.hour) for b in builds])
                 new_keys = _write_build_keys(client, layout, changed, published_at)
                 old_keys = _superseded_keys(client, layout, changed, current)
+                day_index = _day_index_after(pipe, layout, changed, published_at)
                 pipe.multi()
                 for build in changed:
                     pointer = json.dumps({"build": build.build, "published_at": published_at})
                     pipe.hset(layout.pointer(), hour_field(build.hour), pointer)
+                pipe.hset(layout.day_index(), mapping=day_index)
                 for key in new_keys:
                     pipe.persist(key)
                 for key in old_keys:
@@ -158,6 +169,31 @@ def publish_builds(
         published=[format_hour(b.hour) for b in changed],
         unchanged=[format_hour(b.hour) for b in builds if b.hour not in switched],
     )
+
+
+def _day_index_after(pipe: Any, layout: KeyLayout, changed: Sequence[HourBuild], published_at: str) -> dict[str, str]:
+    """The ``{p}:days`` fields of the changed hours' days as they will be after the switch.
+
+    Read under the caller's WATCH of the pointer hash, so they match the switch exactly.
+    """
+    new_build = {hour_field(b.hour): b.build for b in changed}
+    fields: dict[str, str] = {}
+    for day in sorted({b.hour.astimezone(UTC).date() for b in changed}):
+        hours = [hour_field(hour) for hour in day_hours(day)]
+        builds: list[str | None] = []
+        times: list[str] = []
+        for hour, value in zip(hours, pipe.hmget(layout.pointer(), hours), strict=True):
+            if hour in new_build:
+                builds.append(new_build[hour])
+                times.append(published_at)
+            elif value:
+                pointer = json.loads(value)
+                builds.append(pointer["build"])
+                times.append(pointer["published_at"])
+            else:
+                builds.append(None)
+        fields[day_field(day)] = day_index_value(day_builds_text(builds), max(times))
+    return fields
 
 
 def rebuild_days(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, days: Iterable[date]) -> None:

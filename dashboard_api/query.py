@@ -26,8 +26,10 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import datasketches
+import numpy as np
 
 from cache.keys import slice_id, slice_labels
+from dashboard_api import hll
 from dashboard_api.calendar import Grain, bucket_bounds, days_back, utc_hours
 from tally.layout import ONE_HOUR
 from tally.spec import Kind, Metric, MetricSpec
@@ -102,11 +104,13 @@ class Snapshot:
     published_at: Mapping[datetime, str] = field(default_factory=dict)  # exactly the computed hours
     hours: Mapping[HashRead, Mapping[datetime, Mapping[str, Any]]] = field(default_factory=dict)
     days: Mapping[HashRead, Mapping[date, Mapping[str, Any]]] = field(default_factory=dict)
+    # Newest publish time of each whole day read through the day index.
+    day_published_at: Mapping[date, str] = field(default_factory=dict)
 
     @property
     def as_of(self) -> str | None:
         # published_at is fixed-width ISO text, so text order is time order.
-        return max(self.published_at.values(), default=None)
+        return max([*self.published_at.values(), *self.day_published_at.values()], default=None)
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,72 @@ class Evaluator:
             return present(self._union(parts, slices), metric.kind)
         return present(math.fsum(table.get(s, 0.0) for table in parts for s in slices), metric.kind)
 
+    def values_over(self, metric: Metric, spans: Sequence[Span], slices: Sequence[str]) -> list[Number | None]:
+        """``value`` for many spans at once; equal-length windows of whole days share work."""
+        if metric.is_ratio:
+            (num, num_window), (den, den_window) = stored_parts(self.spec, metric)
+            numerators = self.values_over(num, [part_span(s, num_window, self.tz) for s in spans], slices)
+            denominators = self.values_over(den, [part_span(s, den_window, self.tz) for s in spans], slices)
+            return [divide(n, d) for n, d in zip(numerators, denominators, strict=True)]
+        if self.source[metric.name] == "sketches":
+            sliding = self._sliding_unions(metric, spans, slices)
+            if sliding is not None:
+                return [present(v, metric.kind) for v in sliding]
+        return [self.value(metric, span, slices) for span in spans]
+
+    def _sliding_unions(
+        self, metric: Metric, spans: Sequence[Span], slices: Sequence[str]
+    ) -> list[float | None] | None:
+        """Unions of equal-length runs of whole UTC days, by van Herk/Gil-Werman block maxima.
+
+        A rolling 30-day window over 90 days would otherwise union 2,700 day
+        sketches. Day unions are register arrays here (see dashboard_api.hll), so
+        every window costs one element-wise maximum and one estimate. Returns None
+        when the spans are not runs of whole days of one length, or a day is not dense.
+        """
+        runs = [span.split() for span in spans]
+        lengths = {len(days) for days, _ in runs}
+        if len(spans) < 3 or len(lengths) != 1 or any(hours for _, hours in runs) or 0 in lengths:
+            return None
+        length, lg_k = lengths.pop(), self.spec.sketch_lg_k
+        first = min(days[0] for days, _ in runs)
+        count = (max(days[-1] for days, _ in runs) - first).days + 1
+        blobs = [self._day_unit(metric, first + timedelta(days=i), slices) for i in range(count)]
+        registers = [None if b is None else hll.dense_registers(b, lg_k) for b in blobs]
+        if any(r is None and b is not None for r, b in zip(registers, blobs, strict=True)):
+            return None
+        units = np.stack([np.zeros(1 << lg_k, np.uint8) if r is None else r for r in registers])
+        nonempty = np.concatenate([[0], np.cumsum([b is not None for b in blobs])])
+        prefix, suffix = hll.rolling_maxima(units, length)
+        results: list[float | None] = []
+        for days, _ in runs:
+            i = (days[0] - first).days
+            j = i + length - 1
+            contributing = int(nonempty[j + 1] - nonempty[i])
+            if contributing == 0:
+                results.append(None)
+            elif contributing == 1:  # one sketch keeps its own estimator: ask the library
+                only = next(b for b in blobs[i : j + 1] if b is not None)
+                results.append(datasketches.hll_sketch.deserialize(only).get_estimate())
+            else:
+                window = prefix[j] if i % length == 0 else np.maximum(suffix[i], prefix[j])
+                results.append(hll.estimate(window, lg_k))
+        return results
+
+    def _day_unit(self, metric: Metric, day: date, slices: Sequence[str]) -> bytes | None:
+        """One UTC day's sketch over ``slices`` (serialized); None when no hour of it is computed."""
+        read = HashRead(metric.name, "sketches")
+        parts = self._parts(read, Span(_midnight(day), _midnight(day) + ONE_DAY))
+        if parts is None:
+            return None
+        blobs = [table[s] for table in parts for s in slices if s in table]
+        if len(blobs) == 1:  # the stored day union itself, as is
+            return blobs[0]
+        union = datasketches.hll_union(self.spec.sketch_lg_k)
+        for blob in blobs:
+            union.update(self._decode(blob))
+        return union.get_result(datasketches.tgt_hll_type.HLL_8).serialize_compact()
+
     def _parts(self, read: HashRead, span: Span) -> list[Mapping[str, Any]] | None:
         """The fetched hashes (day and hour) that make up the span's computed hours."""
         computed = self.snapshot.published_at
@@ -251,6 +321,10 @@ class Evaluator:
         if key not in self._decoded:
             self._decoded[key] = datasketches.hll_sketch.deserialize(blob)
         return self._decoded[key]
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def divide(numerator: Number | None, denominator: Number | None) -> float | None:
@@ -323,10 +397,7 @@ def build_series(spec: MetricSpec, request: SeriesRequest, plan: ReadPlan, snaps
     return [
         SeriesData(
             labels=labels,
-            points=[
-                (start, evaluator.value(request.metric, span, slices))
-                for start, span in zip(starts, spans, strict=True)
-            ],
+            points=list(zip(starts, evaluator.values_over(request.metric, spans, slices), strict=True)),
             other=other,
         )
         for labels, slices, other in targets

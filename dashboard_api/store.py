@@ -8,18 +8,17 @@ failures propagate as redis-py errors; the app turns them into 503s.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cache.keys import DAY_BUILDS_FIELD, KeyLayout, day_builds_text, day_field, hour_field
-from dashboard_api.calendar import utc_hours
+from cache.keys import DAY_BUILDS_FIELD, KeyLayout, day_field, hour_field, parse_day_index_value
 from dashboard_api.query import HashRead, ReadPlan, Snapshot
 
 # Short, so a dead Redis costs a request about a second, not a hung worker.
@@ -73,40 +72,81 @@ def read_pointers(client: redis.Redis, layout: KeyLayout, hours: Sequence[dateti
 
 
 def _pointer(value: bytes) -> Pointer:
-    document = json.loads(value)
+    document = orjson.loads(value)  # thousands per request: the stdlib parser shows up in profiles
     return Pointer(build=document["build"], published_at=document["published_at"])
 
 
 def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Snapshot:
-    """Read what ``plan`` needs: pointers once, then day aggregates and hours in one pipeline.
+    """Read what ``plan`` needs in two round trips (three if a day aggregate is stale).
 
-    A day aggregate is used only when its ``@builds`` equals the builds the pointer
-    read says are live for that day; otherwise that day's hours are read instead
-    (a third round trip, only then).
+    1. The day index for the whole UTC days (one field per day) and the pointers
+       of the remaining edge hours, in one pipeline: a consistent snapshot, since
+       a publish switches both in one MULTI/EXEC.
+    2. Day aggregates, and the hourly hashes of computed edge hours.
+    3. Only for a day whose aggregate was not built from the live builds (its
+       ``@builds`` differs from the index): that day's hourly hashes.
     """
-    pointers = read_pointers(client, layout, utc_hours(plan.start, plan.end))
+    days = sorted({day for wanted in plan.days.values() for day in wanted})
+    edge_hours = sorted({hour for wanted in plan.hours.values() for hour in wanted})
+    index, pointers = _read_index_and_pointers(client, layout, days, edge_hours)
+    # A day without an index entry has no computed hour, or was published before the
+    # index existed: its pointers say which (one more round trip, only then).
+    unindexed = [day for day in days if day not in index]
+    if unindexed:
+        _, more = _read_index_and_pointers(client, layout, [], [h for d in unindexed for h in _day_hours(d)])
+        pointers.update(more)
     builds = {hour: pointer.build for hour, pointer in pointers.items()}
-    day_requests = [(read, day) for read, days in plan.days.items() for day in sorted(days)]
-    hour_requests = [(read, hour) for read, hours in plan.hours.items() for hour in sorted(hours) if hour in builds]
+    published_at = {hour: pointer.published_at for hour, pointer in pointers.items()}
+    day_published_at: dict[date, str] = {}
+    for day, (builds_text, newest) in index.items():
+        day_published_at[day] = newest
+        for hour, build in zip(_day_hours(day), builds_text.split(","), strict=True):
+            if build != "-":
+                builds.setdefault(hour, build)
+    day_requests = [(read, day) for read, wanted in plan.days.items() for day in sorted(wanted) if day in index]
+    hour_requests = [(read, hour) for read, wanted in plan.hours.items() for hour in sorted(wanted) if hour in builds]
+    hour_requests += [
+        (read, hour)
+        for read, wanted in plan.days.items()
+        for day in sorted(wanted)
+        if day not in index
+        for hour in _day_hours(day)
+        if hour in builds
+    ]
     day_replies, hour_replies = _fetch(client, layout, plan.slices, builds, day_requests, hour_requests)
-    days: dict[HashRead, dict[date, dict[str, Any]]] = {}
+    day_data: dict[HashRead, dict[date, dict[str, Any]]] = {}
     stale: list[tuple[HashRead, datetime]] = []
     for (read, day), fields in zip(day_requests, day_replies, strict=True):
         recorded = fields.pop(DAY_BUILDS_FIELD, None)
-        live = day_builds_text([builds.get(h) for h in _day_hours(day)])
-        if recorded is not None and recorded.decode() == live:
-            days.setdefault(read, {})[day] = _decoded(read, fields)
+        if recorded is not None and recorded.decode() == index[day][0]:
+            day_data.setdefault(read, {})[day] = _decoded(read, fields)
         else:
-            stale += [(read, h) for h in _day_hours(day) if h in builds]
-    hours: dict[HashRead, dict[datetime, dict[str, Any]]] = {}
+            stale += [(read, hour) for hour in _day_hours(day) if hour in builds]
+    hour_data: dict[HashRead, dict[datetime, dict[str, Any]]] = {}
     for (read, hour), fields in zip(hour_requests, hour_replies, strict=True):
-        hours.setdefault(read, {})[hour] = _decoded(read, fields)
+        hour_data.setdefault(read, {})[hour] = _decoded(read, fields)
     if stale:
         _, stale_replies = _fetch(client, layout, plan.slices, builds, [], stale)
         for (read, hour), fields in zip(stale, stale_replies, strict=True):
-            hours.setdefault(read, {})[hour] = _decoded(read, fields)
-    published_at = {hour: pointer.published_at for hour, pointer in pointers.items()}
-    return Snapshot(published_at=published_at, hours=hours, days=days)
+            hour_data.setdefault(read, {})[hour] = _decoded(read, fields)
+            published_at.setdefault(hour, index[hour.date()][1])
+    return Snapshot(published_at=published_at, hours=hour_data, days=day_data, day_published_at=day_published_at)
+
+
+def _read_index_and_pointers(
+    client: redis.Redis, layout: KeyLayout, days: Sequence[date], hours: Sequence[datetime]
+) -> tuple[dict[date, tuple[str, str]], dict[datetime, Pointer]]:
+    with client.pipeline(transaction=False) as pipe:
+        if days:
+            pipe.hmget(layout.day_index(), [day_field(day) for day in days])
+        if hours:
+            pipe.hmget(layout.pointer(), [hour_field(hour) for hour in hours])
+        replies = pipe.execute() if days or hours else []
+    index_reply = replies.pop(0) if days else []
+    pointer_reply = replies.pop(0) if hours else []
+    index = {day: parse_day_index_value(v.decode()) for day, v in zip(days, index_reply, strict=True) if v}
+    pointers = {hour: _pointer(v) for hour, v in zip(hours, pointer_reply, strict=True) if v}
+    return index, pointers
 
 
 def _day_hours(day: date) -> list[datetime]:
