@@ -31,6 +31,7 @@ from tally.spec import Metric
 KNOWN_PARAMETERS: tuple[str, ...] = ("grain", "start", "end", "group_by", "tz", "window", "limit")
 DEFAULT_GRAIN: Grain = "hour"
 MAX_LIMIT = 100
+MAX_WINDOWED_HOURS = 24 * 7
 _WINDOW = re.compile(r"^([0-9]{1,3})d$")
 
 
@@ -44,6 +45,11 @@ def parse_series_query(metric: Metric, items: Sequence[tuple[str, str]], limits:
     end = parse_bound(params, "end", grain, tz)
     window_days = parse_window(metric, params.get("window"))
     check_range(start, end, grain, limits)
+    if window_days and grain == "hour" and bucket_count(start, end, grain) > MAX_WINDOWED_HOURS:
+        # Each hourly window unions its own sketches; bound the work a request can ask for.
+        raise ApiError(
+            "range_too_large", f"with window, grain=hour serves at most {MAX_WINDOWED_HOURS} buckets; use grain=day"
+        )
     check_whole_hours(tz, start, end, window_days)
     filters = {name: value for name, value in params.items() if name in metric.dimensions}
     for name, value in filters.items():

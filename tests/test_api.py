@@ -389,6 +389,7 @@ H_RANGE = "start=2026-11-27T10:00:00Z&end=2026-11-27T12:00:00Z"
         (f"/v1/metrics/revenue?tz=../../etc/passwd&{H_RANGE}", 400, "bad_timezone"),
         ("/v1/metrics/revenue?grain=day&tz=Asia/Kolkata&start=2026-11-27&end=2026-11-28", 400, "unsupported_timezone"),
         (f"/v1/metrics/revenue?window=7&{H_RANGE}", 400, "bad_window"),
+        ("/v1/metrics/revenue?window=7d&start=2026-11-01&end=2026-11-09", 400, "range_too_large"),
         (f"/v1/metrics/revenue?window=91d&{H_RANGE}", 400, "bad_window"),
         (f"/v1/metrics/revenue?window=0d&{H_RANGE}", 400, "bad_window"),
         ("/v1/metrics/stickiness?grain=day&window=7d&start=2026-11-27&end=2026-11-28", 400, "bad_window"),
