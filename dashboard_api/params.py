@@ -1,4 +1,4 @@
-"""Turning a metric request's raw query string into a validated :class:`SeriesQuery`.
+"""Turning a metric request's raw query string into a validated :class:`SeriesRequest`.
 
 The raw ``(name, value)`` pairs are checked here rather than by FastAPI alone,
 because any parameter named after one of the metric's dimensions is a filter, and

@@ -1,9 +1,10 @@
 """Reading published hours from Redis: the only module of the API that talks to Redis.
 
-A range is read in two round trips: one HMGET of the pointer hash resolves every
-hour to its live build at once (so a response never mixes two publishes of the
-pointer), then one pipeline reads the needed hashes of those builds. Connection
-failures propagate as redis-py errors; the app turns them into 503s.
+A range is resolved in one pipeline that reads the day index (whole UTC days)
+and the pointer hash (the remaining hours); a publish switches both in one
+MULTI/EXEC, so a response never mixes two publishes. A second pipeline reads the
+day aggregates and hourly hashes those builds name (see :func:`read_snapshot`).
+Connection failures propagate as redis-py errors; the app turns them into 503s.
 """
 
 from __future__ import annotations
