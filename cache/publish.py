@@ -39,7 +39,7 @@ from cache.keys import (
     hour_field,
     slice_id,
 )
-from tally.layout import as_utc, format_hour, rollup_hour_dir, stats_hour_dir
+from tally.layout import as_utc, computed_hours, format_hour, rollup_hour_dir, stats_hour_dir
 from tally.settings import Settings
 from tally.spec import MetricSpec, load_spec
 
@@ -412,13 +412,49 @@ def publish_hours(
     return publish_builds(client, layout, builds, superseded_ttl=superseded_ttl, spec=spec)
 
 
+def rehydrate(
+    client: redis.Redis,
+    layout: KeyLayout,
+    data_dir: Path,
+    spec: MetricSpec,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    superseded_ttl: int,
+    chunk_hours: int = 24 * 7,
+) -> int:
+    """Re-publish every durably computed hour in [start, end) from the rollups; return the count.
+
+    Redis is only a cache of the rollups: after a flush or a restart with no data,
+    this brings back exactly what was published (build ids are content hashes).
+    Hours are switched a week at a time to bound memory.
+    """
+    hours = [h for h in computed_hours(data_dir) if (start is None or h >= start) and (end is None or h < end)]
+    for first in range(0, len(hours), chunk_hours):
+        publish_hours(client, layout, data_dir, spec, hours[first : first + chunk_hours], superseded_ttl=superseded_ttl)
+    return len(hours)
+
+
+def is_cold(client: redis.Redis, layout: KeyLayout) -> bool:
+    """True when nothing is published under the prefix (a fresh or flushed Redis)."""
+    return not client.exists(layout.meta())
+
+
 def publish_settings_hours(settings: Settings, hours: Sequence[datetime]) -> PublishReport:
-    """Publish computed hours using the configured Redis, prefix and spec."""
+    """Publish computed hours using the configured Redis, prefix and spec.
+
+    A cold cache (Redis restarted empty) is rehydrated from the rollups first, so
+    the hourly run never publishes one hour into an otherwise empty cache.
+    """
     from cache.client import connect
 
     spec = load_spec(settings.spec_path)
     client = connect(settings.redis_url)
     try:
+        layout = KeyLayout(settings.redis_prefix)
+        if is_cold(client, layout):
+            count = rehydrate(client, layout, settings.data_dir, spec, superseded_ttl=settings.superseded_ttl_seconds)
+            log.warning("Redis had nothing under %r: rehydrated %d hours from the rollups", layout.prefix, count)
         return publish_hours(
             client,
             KeyLayout(settings.redis_prefix),

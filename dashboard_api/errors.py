@@ -34,6 +34,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "method_not_allowed": 405,
     "internal": 500,
     "redis_unavailable": 503,
+    "cache_cold": 503,
 }
 # Other statuses Starlette may raise by itself get this code.
 GENERIC_HTTP_CODE = "http_error"

@@ -61,6 +61,7 @@ class SeriesResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: str = Field(description="ok")
     redis: str = Field(description="ok")
+    cache: str = Field(description="warm, or cold when nothing is published (metrics then answer 503 cache_cold).")
     newest_hour: str | None = Field(description="The newest published hour, if any.")
     published_at: str | None = Field(description="When the last publish happened, if any.")
 

@@ -28,7 +28,7 @@ from dashboard_api.models import (
 )
 from dashboard_api.params import parse_series_query
 from dashboard_api.query import SeriesData, SeriesRequest, build_series, plan_reads
-from dashboard_api.store import read_meta, read_snapshot
+from dashboard_api.store import CacheColdError, read_meta, read_snapshot
 from tally.layout import format_hour
 from tally.spec import GRAINS, Metric, MetricSpec
 
@@ -133,7 +133,10 @@ def metric_series(
     limits = {"hour": settings.max_hour_buckets, "day": settings.max_day_buckets}
     query = parse_series_query(metric, request.query_params.multi_items(), limits)
     plan = plan_reads(spec, query)
-    snapshot = read_snapshot(client, layout, plan)
+    try:
+        snapshot = read_snapshot(client, layout, plan)
+    except CacheColdError as exc:
+        raise ApiError("cache_cold", str(exc)) from None
     series = build_series(spec, query, plan, snapshot)
     return series_response(query, series, snapshot.as_of)
 
@@ -170,6 +173,7 @@ def health(settings: SettingsDep, client: RedisDep, layout: LayoutDep) -> Health
     return HealthResponse(
         status="ok",
         redis="ok",
+        cache="warm" if meta.published_at else "cold",
         newest_hour=format_hour(meta.newest_hour) if meta.newest_hour else None,
         published_at=meta.published_at,
     )

@@ -77,6 +77,10 @@ def _pointer(value: bytes) -> Pointer:
     return Pointer(build=document["build"], published_at=document["published_at"])
 
 
+class CacheColdError(RuntimeError):
+    """Nothing is published under the prefix: Redis is empty (fresh, or restarted)."""
+
+
 def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Snapshot:
     """Read what ``plan`` needs in two round trips (three if a day aggregate is stale).
 
@@ -138,11 +142,15 @@ def _read_index_and_pointers(
     client: redis.Redis, layout: KeyLayout, days: Sequence[date], hours: Sequence[datetime]
 ) -> tuple[dict[date, tuple[str, str]], dict[datetime, Pointer]]:
     with client.pipeline(transaction=False) as pipe:
+        pipe.exists(layout.meta())
         if days:
             pipe.hmget(layout.day_index(), [day_field(day) for day in days])
         if hours:
             pipe.hmget(layout.pointer(), [hour_field(hour) for hour in hours])
-        replies = pipe.execute() if days or hours else []
+        replies = pipe.execute()
+    if not replies.pop(0):
+        # Never answer zeros or nulls from an empty cache: say it is cold.
+        raise CacheColdError("nothing is published in Redis yet (or it restarted empty); run `tally rehydrate`")
     index_reply = replies.pop(0) if days else []
     pointer_reply = replies.pop(0) if hours else []
     index = {day: parse_day_index_value(v.decode()) for day, v in zip(days, index_reply, strict=True) if v}

@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--data-dir", help="overrides TALLY_DATA_DIR")
     publish.set_defaults(handler=_publish)
 
+    rehydrate = sub.add_parser("rehydrate", help="rebuild Redis from the durable rollups (all, or [start, end))")
+    rehydrate.add_argument("--start")
+    rehydrate.add_argument("--end")
+    rehydrate.add_argument("--data-dir", help="overrides TALLY_DATA_DIR")
+    rehydrate.set_defaults(handler=_rehydrate)
+
     serve = sub.add_parser("serve", help="serve the read-only metrics API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -134,6 +140,29 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     start, end = parse_instant(args.start, name="--start"), parse_instant(args.end, name="--end")
     result = publish_settings_hours(settings, list(hours_between(start, end)))
     print(f"published {', '.join(result.published) or 'nothing'}; unchanged: {len(result.unchanged)}")
+    return 0
+
+
+def _rehydrate(args: argparse.Namespace, settings: Settings) -> int:
+    from cache.client import connect
+    from cache.keys import KeyLayout
+    from cache.publish import rehydrate
+    from tally.spec import load_spec
+
+    start = parse_instant(args.start, name="--start") if args.start else None
+    end = parse_instant(args.end, name="--end") if args.end else None
+    spec = load_spec(settings.spec_path)
+    client = connect(settings.redis_url)
+    count = rehydrate(
+        client,
+        KeyLayout(settings.redis_prefix),
+        settings.data_dir,
+        spec,
+        start=start,
+        end=end,
+        superseded_ttl=settings.superseded_ttl_seconds,
+    )
+    print(f"rehydrated {count} hour(s) from {settings.data_dir / 'rollups'}")
     return 0
 
 

@@ -121,3 +121,12 @@ def parse_range_hours(start: str, end: str, *, max_hours: int) -> list[datetime]
     if len(hours) > max_hours:
         raise HourError(f"[{start}, {end}) spans {len(hours)} hours; the limit is {max_hours}")
     return hours
+
+
+def computed_hours(data_dir: Path) -> list[datetime]:
+    """Every hour with a complete durable rollup (its statistics are written last), sorted."""
+    hours = []
+    for folder in (data_dir / ROLLUPS_STATS).glob("dt=*/hour=*"):
+        if any(folder.glob("*.parquet")):
+            hours.append(hour_from_partition(folder.parent.name[3:], folder.name[5:]))
+    return sorted(hours)
