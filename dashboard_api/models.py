@@ -40,6 +40,11 @@ class Point(BaseModel):
         )
     )
 
+    complete: bool = Field(
+        default=False,
+        description="True when every hour the point reads is computed and none is still in progress.",
+    )
+
 
 class Series(BaseModel):
     labels: dict[str, str] = Field(description="The filters, plus the group_by value if any.")
@@ -55,6 +60,7 @@ class SeriesResponse(BaseModel):
     start: str
     end: str
     series: list[Series]
+    build: str = Field(default="", description="Identifies the builds this response was read from (also its ETag).")
     as_of: str | None = Field(description="published_at of the newest build among the hours read; null if none.")
 
 

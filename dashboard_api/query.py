@@ -106,6 +106,10 @@ class Snapshot:
     days: Mapping[HashRead, Mapping[date, Mapping[str, Any]]] = field(default_factory=dict)
     # Newest publish time of each whole day read through the day index.
     day_published_at: Mapping[date, str] = field(default_factory=dict)
+    # Whole UTC days all 24 of whose hours are computed.
+    full_days: frozenset[date] = frozenset()
+    # Digest of every build read: the response's build identifier.
+    version: str = ""
 
     @property
     def as_of(self) -> str | None:
@@ -118,6 +122,7 @@ class SeriesData:
     labels: dict[str, str]
     points: list[tuple[datetime, Number | None]]
     other: bool = False
+    complete: list[bool] = field(default_factory=list)
 
 
 # --- spans ---------------------------------------------------------------------
@@ -233,6 +238,18 @@ class Evaluator:
             if sliding is not None:
                 return [present(v, metric.kind) for v in sliding]
         return [self.value(metric, span, slices) for span in spans]
+
+    def complete(self, metric: Metric, span: Span, now: datetime) -> bool:
+        """Every hour the point reads is computed, and none is still in progress."""
+        if metric.is_ratio:
+            return all(
+                self.complete(part, part_span(span, w, self.tz), now) for part, w in stored_parts(self.spec, metric)
+            )
+        if span.end > now:
+            return False
+        days, hours = span.split()
+        computed = self.snapshot.published_at
+        return all(day in self.snapshot.full_days for day in days) and all(hour in computed for hour in hours)
 
     def _sliding_unions(
         self, metric: Metric, spans: Sequence[Span], slices: Sequence[str]
@@ -377,9 +394,13 @@ def ranked(evaluator: Evaluator, request: SeriesRequest, values: list[str]) -> t
     return order[: request.limit], order[request.limit :]
 
 
-def build_series(spec: MetricSpec, request: SeriesRequest, plan: ReadPlan, snapshot: Snapshot) -> list[SeriesData]:
+def build_series(
+    spec: MetricSpec, request: SeriesRequest, plan: ReadPlan, snapshot: Snapshot, now: datetime | None = None
+) -> list[SeriesData]:
     evaluator = Evaluator(spec, snapshot, [*plan.hours, *plan.days], request.tz)
     spans = point_spans(request)
+    moment = now or datetime.now(UTC)
+    complete = [evaluator.complete(request.metric, span, moment) for span in spans]
     starts = [start for start, _ in request.buckets]
     targets: list[tuple[dict[str, str], list[str], bool]]
     if request.group_by is None:
@@ -399,6 +420,7 @@ def build_series(spec: MetricSpec, request: SeriesRequest, plan: ReadPlan, snaps
             labels=labels,
             points=list(zip(starts, evaluator.values_over(request.metric, spans, slices), strict=True)),
             other=other,
+            complete=complete,
         )
         for labels, slices, other in targets
     ]

@@ -8,10 +8,13 @@ Redis client is synchronous, so FastAPI runs them in its thread pool.
 
 from __future__ import annotations
 
+import hashlib
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from dashboard_api.calendar import format_ts
 from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep, SpecDep
@@ -137,11 +140,44 @@ def metric_series(
         snapshot = read_snapshot(client, layout, plan)
     except CacheColdError as exc:
         raise ApiError("cache_cold", str(exc)) from None
-    series = build_series(spec, query, plan, snapshot)
-    return series_response(query, series, snapshot.as_of)
+    now = datetime.now(UTC)
+    series = build_series(spec, query, plan, snapshot, now)
+    headers = caching_headers(request, snapshot.version, snapshot.as_of, now, settings.publish_lag_seconds)
+    if not_modified(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    body = series_response(query, series, snapshot.as_of, snapshot.version)
+    return JSONResponse(body.model_dump(mode="json"), headers=headers)
 
 
-def series_response(query: SeriesRequest, series: list[SeriesData], as_of: str | None) -> SeriesResponse:
+def caching_headers(request: Request, version: str, as_of: str | None, now: datetime, lag: int) -> dict[str, str]:
+    """ETag (the builds read plus the exact query), Cache-Control until the next publish, Last-Modified."""
+    query = "&".join(sorted(f"{k}={v}" for k, v in request.query_params.multi_items()))
+    etag = hashlib.sha256(f"{request.url.path}?{query}#{version}".encode()).hexdigest()[:24]
+    headers = {"ETag": f'"{etag}"', "Cache-Control": f"public, max-age={seconds_to_next_publish(now, lag)}"}
+    if as_of:
+        published = datetime.strptime(as_of, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        headers["Last-Modified"] = format_datetime(published, usegmt=True)
+    return headers
+
+
+def seconds_to_next_publish(now: datetime, lag: int) -> int:
+    """Seconds until the next hourly publish is expected: the top of an hour plus ``lag``."""
+    expected = now.replace(minute=0, second=0, microsecond=0) + timedelta(seconds=lag)
+    if expected <= now:
+        expected += timedelta(hours=1)
+    return max(1, int((expected - now).total_seconds()))
+
+
+def not_modified(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in candidates or etag in candidates
+
+
+def series_response(
+    query: SeriesRequest, series: list[SeriesData], as_of: str | None, build: str = ""
+) -> SeriesResponse:
     return SeriesResponse(
         metric=query.metric.name,
         grain=query.grain,
@@ -153,11 +189,15 @@ def series_response(query: SeriesRequest, series: list[SeriesData], as_of: str |
             Series(
                 labels=s.labels,
                 other=s.other,
-                points=[Point(ts=format_ts(ts, query.tz), value=value) for ts, value in s.points],
+                points=[
+                    Point(ts=format_ts(ts, query.tz), value=value, complete=done)
+                    for (ts, value), done in zip(s.points, s.complete, strict=True)
+                ],
             )
             for s in series
         ],
         as_of=as_of,
+        build=build,
     )
 
 

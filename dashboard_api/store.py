@@ -9,6 +9,7 @@ Connection failures propagate as redis-py errors; the app turns them into 503s.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -135,7 +136,26 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Sna
         for (read, hour), fields in zip(stale, stale_replies, strict=True):
             hour_data.setdefault(read, {})[hour] = _decoded(read, fields)
             published_at.setdefault(hour, index[hour.date()][1])
-    return Snapshot(published_at=published_at, hours=hour_data, days=day_data, day_published_at=day_published_at)
+    full_days = {day for day, (text, _) in index.items() if "-" not in text.split(",")}
+    full_days |= {day for day in unindexed if all(hour in pointers for hour in _day_hours(day))}
+    return Snapshot(
+        published_at=published_at,
+        hours=hour_data,
+        days=day_data,
+        day_published_at=day_published_at,
+        full_days=frozenset(full_days),
+        version=_version(index, pointers),
+    )
+
+
+def _version(index: dict[date, tuple[str, str]], pointers: dict[datetime, Pointer]) -> str:
+    """A digest of every build the response covers: it changes exactly when one of them does."""
+    digest = hashlib.sha256()
+    for day in sorted(index):
+        digest.update(f"{day_field(day)}={index[day][0]};".encode())
+    for hour in sorted(pointers):
+        digest.update(f"{hour_field(hour)}={pointers[hour].build};".encode())
+    return digest.hexdigest()[:20]
 
 
 def _read_index_and_pointers(

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     )
     max_hour_buckets: int = Field(default=24 * 93, ge=1, description="Largest hour-grain range the API serves.")
     max_day_buckets: int = Field(default=400, ge=1, description="Largest day-grain range the API serves.")
+    publish_lag_seconds: int = Field(
+        default=600,
+        ge=0,
+        le=3600,
+        description="How long after the top of an hour its publish is expected (sets Cache-Control max-age).",
+    )
     input_wait_hours: float = Field(
         default=6.0,
         gt=0,
