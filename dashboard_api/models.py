@@ -64,12 +64,31 @@ class SeriesResponse(BaseModel):
     as_of: str | None = Field(description="published_at of the newest build among the hours read; null if none.")
 
 
+class Run(BaseModel):
+    hour: str = Field(description="The UTC hour, e.g. 2026-11-27T10:00:00Z.")
+    build: str = Field(description="The live build of the hour.")
+    published_at: str
+    input_lag_seconds: float = Field(description="From the end of the hour to its publish.")
+    rows_read: int | None = None
+    valid_rows: int | None = None
+    invalid_rows: int | None = None
+    invalid_by_reason: dict[str, int] = Field(default_factory=dict)
+    duplicate_rows: int | None = None
+    counted_events: int | None = None
+    computed_at: str | None = None
+
+
+class RunsResponse(BaseModel):
+    runs: list[Run] = Field(description="Every computed hour of [start, end), in order.")
+
+
 class HealthResponse(BaseModel):
     status: str = Field(description="ok")
     redis: str = Field(description="ok")
     cache: str = Field(description="warm, or cold when nothing is published (metrics then answer 503 cache_cold).")
     newest_hour: str | None = Field(description="The newest published hour, if any.")
     published_at: str | None = Field(description="When the last publish happened, if any.")
+    lag_seconds: float | None = Field(default=None, description="Seconds since the newest published hour ended.")
 
 
 class HealthUnavailableResponse(ErrorResponse):

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from dashboard_api.calendar import format_ts
+from dashboard_api.calendar import UTC_ZONE, format_ts, utc_hours
 from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep, SpecDep
 from dashboard_api.errors import REDIS_DOWN_ERRORS, ApiError, error_response, redis_down_message
 from dashboard_api.models import (
@@ -26,12 +26,14 @@ from dashboard_api.models import (
     MetricInfo,
     MetricsResponse,
     Point,
+    Run,
+    RunsResponse,
     Series,
     SeriesResponse,
 )
-from dashboard_api.params import parse_series_query
+from dashboard_api.params import check_range, parse_bound, parse_series_query
 from dashboard_api.query import SeriesData, SeriesRequest, build_series, plan_reads
-from dashboard_api.store import CacheColdError, read_meta, read_snapshot
+from dashboard_api.store import CacheColdError, read_meta, read_runs, read_snapshot
 from tally.layout import format_hour
 from tally.spec import GRAINS, Metric, MetricSpec
 
@@ -66,6 +68,14 @@ def build_router(spec: MetricSpec) -> APIRouter:
         responses=SERIES_RESPONSES,
         summary="One metric as time series",
         openapi_extra={"parameters": filter_parameters(spec)},
+    )
+    router.add_api_route(
+        "/v1/runs",
+        list_runs,
+        methods=["GET"],
+        response_model=RunsResponse,
+        responses=ERROR_RESPONSES,
+        summary="Run statistics of the published hours",
     )
     router.add_api_route(
         "/health",
@@ -201,6 +211,32 @@ def series_response(
     )
 
 
+def list_runs(
+    settings: SettingsDep,
+    client: RedisDep,
+    layout: LayoutDep,
+    start: Annotated[str, Query(description="First UTC hour (inclusive), ISO-8601.")],
+    end: Annotated[str, Query(description="Last UTC hour (exclusive), ISO-8601.")],
+) -> RunsResponse:
+    first = parse_bound({"start": start}, "start", "hour", UTC_ZONE)
+    last = parse_bound({"end": end}, "end", "hour", UTC_ZONE)
+    check_range(first, last, "hour", {"hour": settings.max_hour_buckets, "day": settings.max_day_buckets})
+    runs = []
+    for run in read_runs(client, layout, utc_hours(first, last)):
+        stats = run["stats"]
+        published = datetime.strptime(run["published_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        runs.append(
+            Run(
+                hour=format_hour(run["hour"]),
+                build=run["build"],
+                published_at=run["published_at"],
+                input_lag_seconds=(published - run["hour"] - timedelta(hours=1)).total_seconds(),
+                **{k: v for k, v in stats.items() if k in Run.model_fields and k not in ("hour", "build")},
+            )
+        )
+    return RunsResponse(runs=runs)
+
+
 def health(settings: SettingsDep, client: RedisDep, layout: LayoutDep) -> HealthResponse | JSONResponse:
     try:
         meta = read_meta(client, layout)
@@ -215,5 +251,8 @@ def health(settings: SettingsDep, client: RedisDep, layout: LayoutDep) -> Health
         redis="ok",
         cache="warm" if meta.published_at else "cold",
         newest_hour=format_hour(meta.newest_hour) if meta.newest_hour else None,
+        lag_seconds=(datetime.now(UTC) - meta.newest_hour - timedelta(hours=1)).total_seconds()
+        if meta.newest_hour
+        else None,
         published_at=meta.published_at,
     )

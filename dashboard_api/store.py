@@ -224,3 +224,25 @@ def _fields(reply: Any, slices: Sequence[str] | None) -> dict[str, bytes]:
     if slices is None:
         return {key.decode(): value for key, value in reply.items()}
     return {s: value for s, value in zip(slices, reply, strict=True) if value is not None}
+
+
+def read_runs(client: redis.Redis, layout: KeyLayout, hours: Sequence[datetime]) -> list[dict[str, Any]]:
+    """The live build's manifest (run statistics included) of every computed hour, in order."""
+    pointers = read_pointers(client, layout, hours)
+    computed = [hour for hour in hours if hour in pointers]
+    with client.pipeline(transaction=False) as pipe:
+        for hour in computed:
+            pipe.get(layout.manifest(pointers[hour].build, hour_field(hour)))
+        manifests = pipe.execute() if computed else []
+    runs = []
+    for hour, manifest in zip(computed, manifests, strict=True):
+        document = orjson.loads(manifest) if manifest else {}
+        runs.append(
+            {
+                "hour": hour,
+                "build": pointers[hour].build,
+                "published_at": pointers[hour].published_at,
+                "stats": document.get("stats", {}),
+            }
+        )
+    return runs

@@ -95,3 +95,19 @@ def test_the_next_publish_rehydrates_a_cold_cache_first(published, redis_client,
         delete_prefix(redis_client, layout)
         publish_settings_hours(settings, HOURS[-1:])  # what the hourly DAG's publish task runs
         assert answers(api) == before
+
+
+def test_run_statistics_are_served_per_hour(published):
+    with TestClient(create_app(published)) as api:
+        body = api.get("/v1/runs", params={"start": "2026-11-27T21:00Z", "end": "2026-11-28T02:00Z"}).json()
+        health = api.get("/health").json()
+    assert [run["hour"] for run in body["runs"]] == [
+        "2026-11-27T22:00:00Z",
+        "2026-11-27T23:00:00Z",
+        "2026-11-28T00:00:00Z",
+    ]
+    first = body["runs"][0]
+    assert (first["rows_read"], first["valid_rows"], first["invalid_rows"], first["duplicate_rows"]) == (2, 2, 0, 0)
+    assert first["invalid_by_reason"]["missing_user_id"] == 0 and len(first["invalid_by_reason"]) == 6
+    assert first["build"] and first["input_lag_seconds"] > 0
+    assert health["newest_hour"] == "2026-11-28T00:00:00Z" and health["lag_seconds"] > 0
