@@ -20,7 +20,7 @@ import logging
 import math
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ import redis
 
 from cache.keys import (
     DAY_BUILDS_FIELD,
+    TOTAL_SLICE,
     KeyLayout,
     day_builds_text,
     day_field,
@@ -39,6 +40,7 @@ from cache.keys import (
     hour_field,
     slice_id,
 )
+from cache.verify import LiveBuild, VerificationError, movements, problems, totals_of
 from tally.layout import as_utc, computed_hours, format_hour, rollup_hour_dir, stats_hour_dir
 from tally.settings import Settings
 from tally.spec import MetricSpec, load_spec
@@ -128,10 +130,16 @@ def publish_builds(
     superseded_ttl: int,
     now: datetime | None = None,
     spec: MetricSpec | None = None,
+    max_movement_factor: float = 10.0,
+    force: bool = False,
 ) -> PublishReport:
     """Make ``builds`` live in one atomic switch; unchanged hours are left alone.
 
-    With ``spec``, the day hashes of the switched hours' days are then rebuilt.
+    Every changed build is verified first (:mod:`cache.verify`); one failure
+    switches nothing (unless ``force``). Movements against the live build are
+    logged and kept in the new build's statistics; a replaced build is recorded
+    as ``revised_from``. With ``spec``, the day hashes of the switched hours' days
+    are then rebuilt.
     """
     published_at = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     hours = [hour_field(b.hour) for b in builds]
@@ -144,6 +152,7 @@ def publish_builds(
                 if not changed:
                     pipe.unwatch()
                     return PublishReport(published=[], unchanged=[format_hour(b.hour) for b in builds])
+                changed = _verified(client, layout, changed, current, max_movement_factor, force)
                 new_keys = _write_build_keys(client, layout, changed, published_at)
                 old_keys = _superseded_keys(client, layout, changed, current)
                 day_index = _day_index_after(pipe, layout, changed, published_at)
@@ -169,6 +178,64 @@ def publish_builds(
         published=[format_hour(b.hour) for b in changed],
         unchanged=[format_hour(b.hour) for b in builds if b.hour not in switched],
     )
+
+
+def _verified(
+    client: redis.Redis,
+    layout: KeyLayout,
+    builds: Sequence[HourBuild],
+    current: dict[str, Any],
+    max_factor: float,
+    force: bool,
+) -> list[HourBuild]:
+    """The builds with revision notes added; raises VerificationError before anything is written."""
+    live = _live_builds(client, layout, builds, current)
+    found: list[str] = []
+    checked = []
+    for build in builds:
+        hour = format_hour(build.hour)
+        previous = live.get(build.hour)
+        totals = totals_of(build.values)
+        found += problems(hour, build.stats, totals, previous)
+        stats = dict(build.stats)
+        if previous is not None:
+            stats["revised_from"] = previous.build
+            moved = movements(totals, previous, max_factor)
+            if moved:
+                stats["movements"] = moved
+                log.warning("hour %s: totals moved by more than x%s: %s", hour, max_factor, moved)
+        checked.append(replace(build, stats=stats))
+    if found and not force:
+        raise VerificationError("; ".join(found))
+    return checked
+
+
+def _live_builds(
+    client: redis.Redis, layout: KeyLayout, builds: Sequence[HourBuild], current: dict[str, Any]
+) -> dict[datetime, LiveBuild]:
+    """Statistics and totals of the builds about to be replaced."""
+    replaced = [(b.hour, _live_build(current[hour_field(b.hour)])) for b in builds]
+    replaced = [(hour, old) for hour, old in replaced if old]
+    with client.pipeline(transaction=False) as pipe:
+        for hour, old in replaced:
+            pipe.get(layout.manifest(old, hour_field(hour)))
+        manifests = pipe.execute() if replaced else []
+    with client.pipeline(transaction=False) as pipe:
+        for (hour, old), manifest in zip(replaced, manifests, strict=True):
+            for metric in json.loads(manifest)["metrics"] if manifest else {}:
+                pipe.hget(layout.values(old, hour_field(hour), metric), TOTAL_SLICE)
+        totals_raw = pipe.execute() if replaced else []
+    live: dict[datetime, LiveBuild] = {}
+    position = 0
+    for (hour, old), manifest in zip(replaced, manifests, strict=True):
+        document = json.loads(manifest) if manifest else {"metrics": {}, "stats": {}}
+        totals = {}
+        for metric in document["metrics"]:
+            raw = totals_raw[position]
+            position += 1
+            totals[metric] = float(raw) if raw is not None else 0.0
+        live[hour] = LiveBuild(old, document.get("stats", {}), totals)
+    return live
 
 
 def _day_index_after(pipe: Any, layout: KeyLayout, changed: Sequence[HourBuild], published_at: str) -> dict[str, str]:
@@ -400,6 +467,8 @@ def publish_hours(
     hours: Sequence[datetime],
     *,
     superseded_ttl: int,
+    max_movement_factor: float = 10.0,
+    force: bool = False,
 ) -> PublishReport:
     """Read the hours' rollups from the durable store and publish them in one switch.
 
@@ -409,7 +478,15 @@ def publish_hours(
     builds = [read_hour_build(data_dir, as_utc(hour), spec) for hour in hours]
     if not builds:
         return PublishReport(published=[], unchanged=[])
-    return publish_builds(client, layout, builds, superseded_ttl=superseded_ttl, spec=spec)
+    return publish_builds(
+        client,
+        layout,
+        builds,
+        superseded_ttl=superseded_ttl,
+        spec=spec,
+        max_movement_factor=max_movement_factor,
+        force=force,
+    )
 
 
 def rehydrate(
@@ -440,7 +517,7 @@ def is_cold(client: redis.Redis, layout: KeyLayout) -> bool:
     return not client.exists(layout.meta())
 
 
-def publish_settings_hours(settings: Settings, hours: Sequence[datetime]) -> PublishReport:
+def publish_settings_hours(settings: Settings, hours: Sequence[datetime], *, force: bool = False) -> PublishReport:
     """Publish computed hours using the configured Redis, prefix and spec.
 
     A cold cache (Redis restarted empty) is rehydrated from the rollups first, so
@@ -462,6 +539,8 @@ def publish_settings_hours(settings: Settings, hours: Sequence[datetime]) -> Pub
             spec,
             hours,
             superseded_ttl=settings.superseded_ttl_seconds,
+            max_movement_factor=settings.max_movement_factor,
+            force=force,
         )
     finally:
         client.close()

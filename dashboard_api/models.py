@@ -76,6 +76,10 @@ class Run(BaseModel):
     duplicate_rows: int | None = None
     counted_events: int | None = None
     computed_at: str | None = None
+    revised_from: str | None = Field(default=None, description="The build this one replaced, if it is a revision.")
+    movements: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Totals that moved by more than the configured factor against it."
+    )
 
 
 class RunsResponse(BaseModel):

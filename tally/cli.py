@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--start", required=True)
     publish.add_argument("--end", required=True)
     publish.add_argument("--data-dir", help="overrides TALLY_DATA_DIR")
+    publish.add_argument("--force", action="store_true", help="publish even if a pre-publish check fails")
     publish.set_defaults(handler=_publish)
 
     rehydrate = sub.add_parser("rehydrate", help="rebuild Redis from the durable rollups (all, or [start, end))")
@@ -138,7 +139,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     from cache.publish import publish_settings_hours
 
     start, end = parse_instant(args.start, name="--start"), parse_instant(args.end, name="--end")
-    result = publish_settings_hours(settings, list(hours_between(start, end)))
+    result = publish_settings_hours(settings, list(hours_between(start, end)), force=args.force)
     print(f"published {', '.join(result.published) or 'nothing'}; unchanged: {len(result.unchanged)}")
     return 0
 

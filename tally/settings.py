@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         le=3600,
         description="How long after the top of an hour its publish is expected (sets Cache-Control max-age).",
     )
+    max_movement_factor: float = Field(
+        default=10.0,
+        gt=1,
+        description="A metric total moving by more than this factor against the previous build is reported.",
+    )
     input_wait_hours: float = Field(
         default=6.0,
         gt=0,

@@ -1,0 +1,76 @@
+"""Checks a build must pass before it goes live, and the movements worth reporting.
+
+A failed check raises :class:`VerificationError` with every reason; the caller
+then switches nothing, so the previous build stays served. Movements against the
+previous build of the same hour are only reported (logged and kept in the run
+statistics), never blocking: real traffic can jump.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cache.keys import TOTAL_SLICE
+
+
+class VerificationError(RuntimeError):
+    """A build failed a pre-publish check; nothing was switched."""
+
+
+@dataclass(frozen=True)
+class LiveBuild:
+    """What the currently served build of an hour says about itself."""
+
+    build: str
+    stats: Mapping[str, Any] = field(default_factory=dict)
+    totals: Mapping[str, float] = field(default_factory=dict)
+
+
+def problems(hour: str, stats: Mapping[str, Any], totals: Mapping[str, float], live: LiveBuild | None) -> list[str]:
+    """Blocking problems of a new build of ``hour`` (empty when it may go live)."""
+    found = []
+    if {"rows_read", "valid_rows", "invalid_rows"} <= stats.keys():
+        if stats["rows_read"] != stats["valid_rows"] + stats["invalid_rows"]:
+            found.append(
+                f"{hour}: rows read ({stats['rows_read']}) != valid ({stats['valid_rows']}) "
+                f"+ invalid ({stats['invalid_rows']})"
+            )
+        by_reason = stats.get("invalid_by_reason") or {}
+        if by_reason and sum(by_reason.values()) != stats["invalid_rows"]:
+            found.append(
+                f"{hour}: invalid rows by reason add up to {sum(by_reason.values())}, not {stats['invalid_rows']}"
+            )
+        counted = stats.get("counted_events")
+        if counted is not None and stats["valid_rows"] - stats.get("duplicate_rows", 0) != counted:
+            found.append(f"{hour}: valid - duplicate rows != counted events ({counted})")
+    if stats.get("counted_events", 0) > 0 and totals and not any(totals.values()):
+        found.append(f"{hour}: {stats['counted_events']} valid events were read but every metric total is 0")
+    if live is not None and stats.get("rows_read") == 0 and live.stats.get("rows_read", 0) > 0:
+        found.append(
+            f"{hour}: the input is now empty, but the live build {live.build} was computed from "
+            f"{live.stats['rows_read']} rows; refusing to replace it with zeros (check the input folder, "
+            "or publish with --force if the data was removed on purpose)"
+        )
+    return found
+
+
+def movements(totals: Mapping[str, float], live: LiveBuild | None, max_factor: float) -> dict[str, dict[str, float]]:
+    """Metrics whose total moved by more than ``max_factor`` (either way) against the live build."""
+    if live is None:
+        return {}
+    moved = {}
+    for metric, new in totals.items():
+        old = live.totals.get(metric)
+        if old is None or (old == 0 and new == 0):
+            continue
+        factor = float("inf") if old == 0 or new == 0 else max(new / old, old / new)
+        if factor > max_factor:
+            moved[metric] = {"previous": old, "new": new, "factor": factor if factor != float("inf") else -1.0}
+    return moved
+
+
+def totals_of(values: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Each metric's all-events total from a build's values."""
+    return {metric: slices.get(TOTAL_SLICE, 0.0) for metric, slices in values.items()}
