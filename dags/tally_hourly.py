@@ -10,8 +10,10 @@ Every hour, for exactly the hour of its **data interval** (UTC):
    for an hour that never arrived.
 2. **aggregate**: one Spark application computes every metric and slice of the
    hour and overwrites that hour's durable rollups (and quarantine, and run
-   statistics). Reruns give the same result.
-3. **publish**: makes the hour live in Redis in one atomic switch.
+   statistics). Reruns give the same result. Hours of the previous
+   `TALLY_LATE_DATA_HORIZON_HOURS` (default 72) whose input changed since they
+   were built (late files) are recomputed in the same application.
+3. **publish**: verifies the builds and makes them live in Redis in one atomic switch.
 
 Tasks retry with exponential backoff. `catchup` is off: enabling the DAG
 starts at the current hour. To fill history, trigger **tally_recompute** with a
@@ -68,24 +70,31 @@ with DAG(
         return False
 
     @task(task_id="aggregate")
-    def aggregate(data_interval_start=None) -> dict:
+    def aggregate(data_interval_start=None) -> list[str]:
         from jobs.hourly import compute_hours, require_complete
+        from tally.layout import format_hour
         from tally.settings import get_settings
 
+        settings = get_settings()
         hours = [data_interval_start]
-        report = compute_hours(get_settings(), hours, app_name="tally_hourly")
+        report = compute_hours(
+            settings, hours, app_name="tally_hourly", late_horizon_hours=settings.late_data_horizon_hours
+        )
         require_complete(report, hours)
         for hour, stats in report.computed.items():
             print(f"run statistics for {hour}: {stats}")
-        return report.computed
+        return [format_hour(h) for h in report.computed_hours]
 
     @task(task_id="publish")
-    def publish(data_interval_start=None) -> dict:
+    def publish(hours: list[str]) -> dict:
         from cache.publish import publish_settings_hours
+        from tally.layout import parse_hour
         from tally.settings import get_settings
 
-        result = publish_settings_hours(get_settings(), [data_interval_start])
+        result = publish_settings_hours(get_settings(), [parse_hour(h) for h in hours])
         print(f"published: {result.published}; unchanged: {result.unchanged}")
         return {"published": result.published, "unchanged": result.unchanged}
 
-    wait_for_input() >> aggregate() >> publish()
+    computed = aggregate()
+    wait_for_input() >> computed
+    publish(computed)

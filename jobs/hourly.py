@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.source import HOUR_COLUMN, HourInput, InputError, check_footer, read_hours
@@ -28,14 +28,17 @@ from jobs.transform import (
     with_invalid_reason,
 )
 from tally.layout import (
+    ONE_HOUR,
     QUARANTINE,
     ROLLUPS_HOURLY,
     ROLLUPS_STATS,
     as_utc,
     format_hour,
+    input_fingerprint,
     quarantine_hour_dir,
     raw_hour_dir,
     raw_parquet_files,
+    stats_hour_dir,
 )
 from tally.settings import Settings
 from tally.spec import MetricSpec, load_spec
@@ -97,8 +100,13 @@ def run_hours(spark: SparkSession, data_dir: Path, spec: MetricSpec, hours: Sequ
         _overwrite_partitions(rollup, data_dir / ROLLUPS_HOURLY)
         # Statistics are written last: their presence marks the hour's rollup complete.
         stats = hour_stats(classified, computed)
-        stats_rows = stats.collect()  # one small row per hour
-        _overwrite_partitions(spark.createDataFrame(stats_rows, stats.schema), data_dir / ROLLUPS_STATS)
+        # One small row per hour, plus the input fingerprint taken when the files were listed.
+        fingerprints = {f"{i.hour:%Y-%m-%dT%H}": input_fingerprint(list(i.files)) for i in inputs}
+        stats_rows = [
+            Row(**row.asDict(), input_fingerprint=fingerprints[f"{row['dt']}T{row['hour']}"]) for row in stats.collect()
+        ]
+        schema = stats.schema.add("input_fingerprint", "string")
+        _overwrite_partitions(spark.createDataFrame(stats_rows, schema), data_dir / ROLLUPS_STATS)
     finally:
         classified.unpersist()
     files_per_hour = {format_hour(i.hour): len(i.files) for i in inputs}
@@ -137,8 +145,45 @@ def _delete_paths(spark: SparkSession, paths: Sequence[Path]) -> None:
         hadoop_path.getFileSystem(conf).delete(hadoop_path, True)
 
 
-def compute_hours(settings: Settings, hours: Sequence[datetime], *, app_name: str = "tally") -> RunReport:
-    """Run the job for ``hours`` in one Spark application (the CLI and DAG entry point)."""
+def changed_hours(data_dir: Path, hours: Sequence[datetime]) -> list[datetime]:
+    """Computed hours whose input changed since they were built (late or rewritten files)."""
+    import pyarrow.parquet as pq
+
+    changed = []
+    for hour in hours:
+        stats_dir = stats_hour_dir(data_dir, hour)
+        folder = raw_hour_dir(data_dir, hour)
+        if not folder.is_dir() or not any(stats_dir.glob("*.parquet")):
+            continue
+        stored = pq.read_table(stats_dir).to_pylist()
+        recorded = stored[0].get("input_fingerprint") if stored else None
+        if recorded != input_fingerprint(raw_parquet_files(data_dir, hour)):
+            changed.append(hour)
+    return changed
+
+
+def with_late_hours(data_dir: Path, hours: Sequence[datetime], horizon_hours: int) -> list[datetime]:
+    """``hours`` plus every hour of the ``horizon_hours`` before them whose input changed."""
+    hours = [as_utc(h) for h in hours]
+    if not hours or horizon_hours <= 0:
+        return hours
+    first = min(hours)
+    lookback = [first - ONE_HOUR * i for i in range(horizon_hours, 0, -1)]
+    late = [h for h in changed_hours(data_dir, lookback) if h not in hours]
+    if late:
+        log.info("input changed since they were built, recomputing: %s", [format_hour(h) for h in late])
+    return sorted({*hours, *late})
+
+
+def compute_hours(
+    settings: Settings, hours: Sequence[datetime], *, app_name: str = "tally", late_horizon_hours: int = 0
+) -> RunReport:
+    """Run the job for ``hours`` in one Spark application (the CLI and DAG entry point).
+
+    With ``late_horizon_hours``, hours before them whose input changed since they
+    were built (late files) are recomputed in the same application.
+    """
+    hours = with_late_hours(settings.data_dir, hours, late_horizon_hours)
     from jobs.session import build_session
 
     spec = load_spec(settings.spec_path)  # fail on a bad spec before starting Spark

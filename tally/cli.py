@@ -92,7 +92,8 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     hour = parse_hour(args.hour, name="--hour")
-    return _compute_and_publish(settings, [hour], publish=not args.no_publish, strict=True)
+    late = settings.late_data_horizon_hours  # the same late-data check as tally_hourly
+    return _compute_and_publish(settings, [hour], publish=not args.no_publish, strict=True, late_horizon_hours=late)
 
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
@@ -103,14 +104,16 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     return _compute_and_publish(settings, hours, publish=not args.no_publish, strict=False)
 
 
-def _compute_and_publish(settings: Settings, hours: list, *, publish: bool, strict: bool) -> int:
+def _compute_and_publish(
+    settings: Settings, hours: list, *, publish: bool, strict: bool, late_horizon_hours: int = 0
+) -> int:
     from jobs.hourly import compute_hours, require_complete
 
     if publish:  # fail before the Spark work if the results could not be published
         from cache.client import connect
 
         connect(settings.redis_url).close()
-    report = compute_hours(settings, hours)
+    report = compute_hours(settings, hours, late_horizon_hours=late_horizon_hours)
     _print_report(report, detailed=len(hours) == 1)
     if strict:
         require_complete(report, hours)

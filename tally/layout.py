@@ -123,6 +123,20 @@ def parse_range_hours(start: str, end: str, *, max_hours: int) -> list[datetime]
     return hours
 
 
+def input_fingerprint(files: list[Path]) -> str:
+    """A cheap fingerprint of an hour's input: its files' names, sizes and modification times.
+
+    A late file, a rewritten file or a removed one changes it; reading no data.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        stat = path.stat()
+        digest.update(f"{path.name}|{stat.st_size}|{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
+
+
 def computed_hours(data_dir: Path) -> list[datetime]:
     """Every hour with a complete durable rollup (its statistics are written last), sorted."""
     hours = []

@@ -58,6 +58,14 @@ class Settings(BaseSettings):
         gt=1,
         description="A metric total moving by more than this factor against the previous build is reported.",
     )
+    late_data_horizon_hours: int = Field(
+        default=72,
+        ge=0,
+        description="Each hourly run also recomputes hours this far back whose input changed (late files).",
+    )
+    reconcile_horizon_days: int = Field(
+        default=35, ge=1, description="How far back the daily tally_reconcile DAG looks for changed input."
+    )
     input_wait_hours: float = Field(
         default=6.0,
         gt=0,
