@@ -13,6 +13,9 @@ key                                         type      content
                                                       the same pointers, a day per field, switched
                                                       in the same MULTI/EXEC as ``{p}:pointer``, so
                                                       a long range resolves in one field per day.
+``{p}:history:{hour}``                      list      the hour's kept builds, live first; builds that
+                                                      fall off its end expire (``tally rollback``
+                                                      switches back to the second).
 ``{p}:meta``                                hash      ``newest_hour``, ``published_at`` of the
                                                       newest publish.
 ``{p}:b:{build}:{hour}:manifest``           string    JSON: metrics, their slices, run statistics.
@@ -125,6 +128,9 @@ class KeyLayout:
 
     def meta(self) -> str:
         return f"{self.prefix}:meta"
+
+    def history(self, hour: str) -> str:
+        return f"{self.prefix}:history:{hour}"
 
     def day_index(self) -> str:
         return f"{self.prefix}:days"

@@ -47,6 +47,8 @@ from tally.spec import MetricSpec, load_spec
 
 log = logging.getLogger(__name__)
 
+# Builds of an hour kept readable (the live one included), so `tally rollback` can go back.
+KEEP_BUILDS = 3
 # New build keys carry this TTL until the switch persists them, so a publish
 # that dies half-way leaves nothing behind for long.
 UNSWITCHED_TTL_SECONDS = 24 * 3600
@@ -132,8 +134,12 @@ def publish_builds(
     spec: MetricSpec | None = None,
     max_movement_factor: float = 10.0,
     force: bool = False,
+    keep_builds: int = KEEP_BUILDS,
 ) -> PublishReport:
     """Make ``builds`` live in one atomic switch; unchanged hours are left alone.
+
+    The last ``keep_builds`` builds of each hour stay readable (for rollback);
+    older ones get ``superseded_ttl`` so readers mid-request can finish.
 
     Every changed build is verified first (:mod:`cache.verify`); one failure
     switches nothing (unless ``force``). Movements against the live build are
@@ -154,9 +160,13 @@ def publish_builds(
                     return PublishReport(published=[], unchanged=[format_hour(b.hour) for b in builds])
                 changed = _verified(client, layout, changed, current, max_movement_factor, force)
                 new_keys = _write_build_keys(client, layout, changed, published_at)
-                old_keys = _superseded_keys(client, layout, changed, current)
+                histories, evicted = _histories_after(client, layout, changed, current, keep_builds)
+                old_keys = [key for hour, build in evicted for key in _build_keys(client, layout, build, hour)]
                 day_index = _day_index_after(pipe, layout, changed, published_at)
                 pipe.multi()
+                for hour, history in histories.items():
+                    pipe.delete(layout.history(hour))
+                    pipe.rpush(layout.history(hour), *history)
                 for build in changed:
                     pointer = json.dumps({"build": build.build, "published_at": published_at})
                     pipe.hset(layout.pointer(), hour_field(build.hour), pointer)
@@ -425,21 +435,72 @@ def _write_build_keys(
     return written
 
 
-def _superseded_keys(
-    client: redis.Redis, layout: KeyLayout, builds: Sequence[HourBuild], current: dict[str, Any]
-) -> list[str]:
-    keys: list[str] = []
-    for build in builds:
+def _histories_after(
+    client: redis.Redis, layout: KeyLayout, builds: Sequence[HourBuild], current: dict[str, Any], keep: int
+) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
+    """Each hour's kept builds after the switch (live first), and the (hour, build) pairs dropped."""
+    with client.pipeline(transaction=False) as pipe:
+        for build in builds:
+            pipe.lrange(layout.history(hour_field(build.hour)), 0, -1)
+        kept_now = pipe.execute()
+    histories: dict[str, list[str]] = {}
+    evicted: list[tuple[str, str]] = []
+    for build, raw in zip(builds, kept_now, strict=True):
         hour = hour_field(build.hour)
-        old = _live_build(current[hour])
-        if old is None or old == build.build:
-            continue
-        manifest = client.get(layout.manifest(old, hour))
-        metrics = json.loads(manifest)["metrics"] if manifest else {}
-        keys.append(layout.manifest(old, hour))
-        for metric in metrics:
-            keys += [layout.values(old, hour, metric), layout.sketches(old, hour, metric)]
+        history = [b.decode() for b in raw]
+        live = _live_build(current[hour])
+        if live and live not in history:  # published before histories were kept
+            history.insert(0, live)
+        history = [build.build, *[b for b in history if b != build.build]]
+        histories[hour] = history[:keep]
+        evicted += [(hour, old) for old in history[keep:]]
+    return histories, evicted
+
+
+def _build_keys(client: redis.Redis, layout: KeyLayout, build: str, hour: str) -> list[str]:
+    """Every key of one hour's build (its manifest lists the metrics)."""
+    manifest = client.get(layout.manifest(build, hour))
+    metrics = json.loads(manifest)["metrics"] if manifest else {}
+    keys = [layout.manifest(build, hour)]
+    for metric in metrics:
+        keys += [layout.values(build, hour, metric), layout.sketches(build, hour, metric)]
     return keys
+
+
+def rollback_hour(
+    client: redis.Redis,
+    layout: KeyLayout,
+    hour: datetime,
+    *,
+    spec: MetricSpec | None = None,
+    now: datetime | None = None,
+) -> str:
+    """Make the hour's previous kept build live again (one atomic switch); return its id."""
+    published_at = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    hour = as_utc(hour)
+    field_name = hour_field(hour)
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(layout.pointer())
+                history = [b.decode() for b in pipe.lrange(layout.history(field_name), 0, -1)]
+                if len(history) < 2 or not pipe.exists(layout.manifest(history[1], field_name)):
+                    raise NotComputedError(f"hour {format_hour(hour)} has no earlier build kept to roll back to")
+                previous = history[1]
+                day_index = _day_index_after(pipe, layout, [HourBuild(hour, previous, {}, {})], published_at)
+                pipe.multi()
+                pipe.hset(layout.pointer(), field_name, json.dumps({"build": previous, "published_at": published_at}))
+                pipe.delete(layout.history(field_name))
+                pipe.rpush(layout.history(field_name), previous, *[b for b in history if b != previous])
+                pipe.hset(layout.day_index(), mapping=day_index)
+                pipe.hset(layout.meta(), "published_at", published_at)
+                pipe.execute()
+                break
+            except redis.WatchError:
+                log.info("pointer changed during rollback; retrying")
+    if spec is not None:
+        rebuild_days(client, layout, spec, [hour.date()])
+    return previous
 
 
 def _queue_advance_newest_hour(pipe: Any, layout: KeyLayout, candidate: str) -> None:

@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     rehydrate.add_argument("--data-dir", help="overrides TALLY_DATA_DIR")
     rehydrate.set_defaults(handler=_rehydrate)
 
+    rollback = sub.add_parser("rollback", help="serve an hour's previous build again")
+    rollback.add_argument("--hour", required=True, help="UTC hour, e.g. 2026-11-27T10:00Z")
+    rollback.set_defaults(handler=_rollback)
+
     serve = sub.add_parser("serve", help="serve the read-only metrics API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -167,6 +171,19 @@ def _rehydrate(args: argparse.Namespace, settings: Settings) -> int:
         superseded_ttl=settings.superseded_ttl_seconds,
     )
     print(f"rehydrated {count} hour(s) from {settings.data_dir / 'rollups'}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from cache.client import connect
+    from cache.keys import KeyLayout
+    from cache.publish import rollback_hour
+    from tally.spec import load_spec
+
+    hour = parse_hour(args.hour, name="--hour")
+    client = connect(settings.redis_url)
+    build = rollback_hour(client, KeyLayout(settings.redis_prefix), hour, spec=load_spec(settings.spec_path))
+    print(f"{args.hour}: build {build} is live again")
     return 0
 
 

@@ -26,6 +26,7 @@ def test_key_strings_are_pinned():
     assert hour == "2026-11-27T10Z"
     assert layout.pointer() == "tally:pointer"
     assert layout.meta() == "tally:meta"
+    assert layout.history(hour) == "tally:history:2026-11-27T10Z"
     assert layout.manifest("abc123", hour) == "tally:b:abc123:2026-11-27T10Z:manifest"
     assert layout.values("abc123", hour, "revenue") == "tally:b:abc123:2026-11-27T10Z:revenue:values"
     assert layout.sketches("abc123", hour, "active_users") == "tally:b:abc123:2026-11-27T10Z:active_users:sketches"

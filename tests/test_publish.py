@@ -11,7 +11,7 @@ import redis
 
 from cache.client import RedisUnavailableError, connect
 from cache.keys import KeyLayout, hour_field
-from cache.publish import HourBuild, NotComputedError, build_id, publish_builds, publish_hours
+from cache.publish import HourBuild, NotComputedError, build_id, publish_builds, publish_hours, rollback_hour
 from jobs.hourly import run_hours
 from tally.settings import DEFAULT_SPEC_PATH
 from tally.spec import load_spec
@@ -43,11 +43,27 @@ def test_publish_switches_pointer_and_expires_the_superseded_build(redis_client,
     assert redis_client.ttl(old_key) == -1  # live keys never expire
 
     second = build(H10, 6)
-    publish_builds(redis_client, layout, [second], superseded_ttl=60)
+    publish_builds(redis_client, layout, [second], superseded_ttl=60, keep_builds=2)
     assert live_value(redis_client, layout, H10, "events", "_") == b"6"
-    assert 0 < redis_client.ttl(old_key) <= 60  # readers mid-request can still finish
+    assert redis_client.ttl(old_key) == -1  # still kept: the previous build, for rollback
+    assert redis_client.lrange(layout.history(hour_field(H10)), 0, -1) == [second.build.encode(), first.build.encode()]
+    publish_builds(redis_client, layout, [build(H10, 8)], superseded_ttl=60, keep_builds=2)
+    assert 0 < redis_client.ttl(old_key) <= 60  # fell out of the history: readers mid-request can still finish
     assert redis_client.ttl(layout.values(second.build, hour_field(H10), "events")) == -1
     assert redis_client.hget(layout.meta(), "newest_hour") == b"2026-11-27T11Z"
+
+
+def test_rollback_serves_the_previous_build_again(redis_client, layout):
+    first, second = build(H10, 5), build(H10, 6)
+    publish_builds(redis_client, layout, [first], superseded_ttl=60)
+    publish_builds(redis_client, layout, [second], superseded_ttl=60)
+    assert rollback_hour(redis_client, layout, H10) == first.build
+    assert live_value(redis_client, layout, H10, "events", "_") == b"5"
+    assert redis_client.hget(layout.day_index(), "2026-11-27").startswith(b"-," * 10 + first.build.encode())
+    assert rollback_hour(redis_client, layout, H10) == second.build  # and forward again
+    assert live_value(redis_client, layout, H10, "events", "_") == b"6"
+    with pytest.raises(NotComputedError, match="no earlier build kept"):
+        rollback_hour(redis_client, layout, H11)
 
 
 def test_publishing_the_same_hour_twice_leaves_identical_state(redis_client, layout):
