@@ -76,6 +76,7 @@ class Run(BaseModel):
     duplicate_rows: int | None = None
     counted_events: int | None = None
     computed_at: str | None = None
+    duration_seconds: float | None = Field(default=None, description="Time the Spark application spent on it.")
     revised_from: str | None = Field(default=None, description="The build this one replaced, if it is a revision.")
     movements: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Totals that moved by more than the configured factor against it."

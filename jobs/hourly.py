@@ -8,6 +8,7 @@ the same thing for ``spark-submit``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -83,6 +84,7 @@ def plan_inputs(data_dir: Path, hours: Sequence[datetime], report: RunReport) ->
 
 def run_hours(spark: SparkSession, data_dir: Path, spec: MetricSpec, hours: Sequence[datetime]) -> RunReport:
     """Compute and durably write every hour in ``hours`` that has arrived and is valid."""
+    started = time.monotonic()
     report = RunReport()
     hours = [as_utc(h) for h in hours]
     inputs = plan_inputs(data_dir, hours, report)
@@ -102,10 +104,16 @@ def run_hours(spark: SparkSession, data_dir: Path, spec: MetricSpec, hours: Sequ
         stats = hour_stats(classified, computed)
         # One small row per hour, plus the input fingerprint taken when the files were listed.
         fingerprints = {f"{i.hour:%Y-%m-%dT%H}": input_fingerprint(list(i.files)) for i in inputs}
+        seconds = round(time.monotonic() - started, 3)  # the application's work so far, shared by its hours
         stats_rows = [
-            Row(**row.asDict(), input_fingerprint=fingerprints[f"{row['dt']}T{row['hour']}"]) for row in stats.collect()
+            Row(
+                **row.asDict(),
+                input_fingerprint=fingerprints[f"{row['dt']}T{row['hour']}"],
+                duration_seconds=seconds,
+            )
+            for row in stats.collect()
         ]
-        schema = stats.schema.add("input_fingerprint", "string")
+        schema = stats.schema.add("input_fingerprint", "string").add("duration_seconds", "double")
         _overwrite_partitions(spark.createDataFrame(stats_rows, schema), data_dir / ROLLUPS_STATS)
     finally:
         classified.unpersist()
