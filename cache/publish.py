@@ -605,3 +605,15 @@ def publish_settings_hours(settings: Settings, hours: Sequence[datetime], *, for
         )
     finally:
         client.close()
+
+
+def publish_hour_texts(hours: Sequence[str]) -> dict[str, list[str]]:
+    """What the DAGs' publish tasks run: publish hours given as text (an XCom), with the settings."""
+    from tally.layout import parse_hour
+    from tally.settings import get_settings
+
+    if not hours:
+        return {"published": [], "unchanged": []}
+    result = publish_settings_hours(get_settings(), [parse_hour(h) for h in hours])
+    log.info("published: %s; unchanged: %s", result.published, result.unchanged)
+    return {"published": result.published, "unchanged": result.unchanged}

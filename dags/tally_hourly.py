@@ -87,13 +87,9 @@ with DAG(
 
     @task(task_id="publish")
     def publish(hours: list[str]) -> dict:
-        from cache.publish import publish_settings_hours
-        from tally.layout import parse_hour
-        from tally.settings import get_settings
+        from cache.publish import publish_hour_texts
 
-        result = publish_settings_hours(get_settings(), [parse_hour(h) for h in hours])
-        print(f"published: {result.published}; unchanged: {result.unchanged}")
-        return {"published": result.published, "unchanged": result.unchanged}
+        return publish_hour_texts(hours)
 
     computed = aggregate()
     wait_for_input() >> computed

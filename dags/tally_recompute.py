@@ -70,12 +70,8 @@ with DAG(
 
     @task(task_id="publish_range")
     def publish_range(hours: list[str]) -> dict:
-        from cache.publish import publish_settings_hours
-        from tally.layout import parse_hour
-        from tally.settings import get_settings
+        from cache.publish import publish_hour_texts
 
-        result = publish_settings_hours(get_settings(), [parse_hour(h) for h in hours])
-        print(f"published: {result.published}; unchanged: {result.unchanged}")
-        return {"published": result.published, "unchanged": result.unchanged}
+        return publish_hour_texts(hours)
 
     publish_range(aggregate_range())
