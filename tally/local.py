@@ -166,7 +166,8 @@ def demo() -> int:
         _logged("airflow-db-migrate", [_bin("airflow"), "db", "migrate"], env)
         last = end - timedelta(hours=1)
         conf = json.dumps({"start": start.isoformat(), "end": last.isoformat()})
-        print(f"recomputing {start:%Y-%m-%d} hours 00-{last - timedelta(hours=1):%H} UTC through Airflow (tally_recompute) ...")
+        through = last - timedelta(hours=1)
+        print(f"recomputing {start:%Y-%m-%d} hours 00-{through:%H} UTC through Airflow (tally_recompute) ...")
         _logged("demo-tally_recompute", [_bin("airflow"), "dags", "test", "tally_recompute", "--conf", conf], env)
         # A manual tally_hourly run processes the hour that ended at its logical date.
         print(f"running tally_hourly for {last:%Y-%m-%d} {last:%H}:00 UTC through Airflow ...")
