@@ -65,6 +65,19 @@ DAY_BUILDS_FIELD = "@builds"
 HOURS_PER_DAY = 24
 
 
+PUBLISHED_AT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def published_at_text(moment: datetime) -> str:
+    """How a publish time is written in pointers, the day index and manifests."""
+    return moment.astimezone(UTC).strftime(PUBLISHED_AT_FORMAT)
+
+
+def parse_published_at(text: str) -> datetime:
+    """Inverse of :func:`published_at_text`."""
+    return datetime.strptime(text, PUBLISHED_AT_FORMAT).replace(tzinfo=UTC)
+
+
 def hour_field(hour: datetime) -> str:
     """How an hour is written in keys and pointer fields: ``2026-11-27T10Z``."""
     utc = hour.astimezone(UTC)

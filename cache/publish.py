@@ -38,6 +38,7 @@ from cache.keys import (
     day_hours,
     day_index_value,
     hour_field,
+    published_at_text,
     slice_id,
 )
 from cache.verify import LiveBuild, VerificationError, movements, problems, totals_of
@@ -147,7 +148,7 @@ def publish_builds(
     as ``revised_from``. With ``spec``, the day hashes of the switched hours' days
     are then rebuilt.
     """
-    published_at = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    published_at = published_at_text(now or datetime.now(UTC))
     hours = [hour_field(b.hour) for b in builds]
     with client.pipeline(transaction=True) as pipe:
         while True:
@@ -476,7 +477,7 @@ def rollback_hour(
     now: datetime | None = None,
 ) -> str:
     """Make the hour's previous kept build live again (one atomic switch); return its id."""
-    published_at = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    published_at = published_at_text(now or datetime.now(UTC))
     hour = as_utc(hour)
     field_name = hour_field(hour)
     with client.pipeline(transaction=True) as pipe:

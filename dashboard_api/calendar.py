@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tally.layout import ONE_HOUR, floor_hour
+from tally.layout import ONE_HOUR, floor_hour, hours_between
 
 Grain = Literal["hour", "day", "week", "month"]
 UTC_ZONE = ZoneInfo("UTC")
@@ -85,14 +85,7 @@ def bucket_count(start: datetime, end: datetime, grain: Grain) -> int:
 
 def utc_hours(start: datetime, end: datetime) -> list[datetime]:
     """Every whole UTC hour in [start, end)."""
-    hour = floor_hour(start)
-    if hour < start:
-        hour += ONE_HOUR
-    hours = []
-    while hour < end:
-        hours.append(hour)
-        hour += ONE_HOUR
-    return hours
+    return list(hours_between(start, end))
 
 
 def days_back(instant: datetime, days: int, tz: ZoneInfo) -> datetime:
@@ -114,18 +107,6 @@ def first_fractional_offset(tz: ZoneInfo, start: datetime, end: datetime) -> dat
         if offset is not None and offset % ONE_HOUR:
             return hour
     return None
-
-
-def full_utc_days(start: datetime, end: datetime) -> list[date]:
-    """UTC dates whose 24 hours all lie in [start, end)."""
-    first = floor_hour(start).replace(hour=0)
-    if first < start:
-        first += timedelta(days=1)
-    days = []
-    while first + timedelta(days=1) <= end:
-        days.append(first.date())
-        first += timedelta(days=1)
-    return days
 
 
 def format_ts(instant: datetime, tz: ZoneInfo) -> str:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from cache.keys import parse_published_at
 from dashboard_api.calendar import UTC_ZONE, format_ts, utc_hours
 from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep, SpecDep
 from dashboard_api.errors import REDIS_DOWN_ERRORS, ApiError, error_response, redis_down_message
@@ -165,7 +166,7 @@ def caching_headers(request: Request, version: str, as_of: str | None, now: date
     etag = hashlib.sha256(f"{request.url.path}?{query}#{version}".encode()).hexdigest()[:24]
     headers = {"ETag": f'"{etag}"', "Cache-Control": f"public, max-age={seconds_to_next_publish(now, lag)}"}
     if as_of:
-        published = datetime.strptime(as_of, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        published = parse_published_at(as_of)
         headers["Last-Modified"] = format_datetime(published, usegmt=True)
     return headers
 
@@ -224,7 +225,7 @@ def list_runs(
     runs = []
     for run in read_runs(client, layout, utc_hours(first, last)):
         stats = run["stats"]
-        published = datetime.strptime(run["published_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        published = parse_published_at(run["published_at"])
         runs.append(
             Run(
                 hour=format_hour(run["hour"]),

@@ -18,7 +18,7 @@ from typing import Any
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.source import HOUR_COLUMN, HourInput, InputError, check_footer, read_hours
+from jobs.source import HOUR_COLUMN, HourInput, InputError, inspect_hour, read_hours
 from jobs.transform import (
     REASON,
     aggregate,
@@ -64,34 +64,34 @@ class RunReport:
 
 
 def plan_inputs(data_dir: Path, hours: Sequence[datetime], report: RunReport) -> list[HourInput]:
-    """The hours that can run; missing and broken ones are recorded in ``report``."""
+    """The hours that can run; missing and broken ones are recorded (and logged) in ``report``."""
     inputs = []
     for hour in hours:
         folder = raw_hour_dir(data_dir, hour)
         if not folder.is_dir():
             report.missing[format_hour(hour)] = f"input folder {folder} does not exist (hour not arrived)"
+            log.warning("hour %s skipped: %s", format_hour(hour), report.missing[format_hour(hour)])
             continue
-        files = tuple(raw_parquet_files(data_dir, hour))
         try:
-            for path in files:
-                check_footer(path)
+            inputs.append(inspect_hour(hour, raw_parquet_files(data_dir, hour)))
         except InputError as exc:
             report.failed[format_hour(hour)] = str(exc)
-            continue
-        inputs.append(HourInput(hour, files))
+            log.error("hour %s failed: %s", format_hour(hour), exc)
     return inputs
 
 
 def run_hours(spark: SparkSession, data_dir: Path, spec: MetricSpec, hours: Sequence[datetime]) -> RunReport:
     """Compute and durably write every hour in ``hours`` that has arrived and is valid."""
-    started = time.monotonic()
     report = RunReport()
-    hours = [as_utc(h) for h in hours]
-    inputs = plan_inputs(data_dir, hours, report)
-    for hour, reason in report.failed.items():
-        log.error("hour %s failed: %s", hour, reason)
-    for hour, reason in report.missing.items():
-        log.warning("hour %s skipped: %s", hour, reason)
+    inputs = plan_inputs(data_dir, [as_utc(h) for h in hours], report)
+    return run_planned(spark, data_dir, spec, inputs, report)
+
+
+def run_planned(
+    spark: SparkSession, data_dir: Path, spec: MetricSpec, inputs: Sequence[HourInput], report: RunReport
+) -> RunReport:
+    """Compute and write already planned (and checked) hours into ``report``."""
+    started = time.monotonic()
     if not inputs:
         return report
     computed = [i.hour for i in inputs]
@@ -196,12 +196,13 @@ def compute_hours(
 
     spec = load_spec(settings.spec_path)  # fail on a bad spec before starting Spark
     # Missing folders and broken files are found without Spark; skip its start-up when nothing can run.
-    preflight = RunReport()
-    if not plan_inputs(settings.data_dir, [as_utc(h) for h in hours], preflight):
-        return preflight
+    report = RunReport()
+    inputs = plan_inputs(settings.data_dir, [as_utc(h) for h in hours], report)
+    if not inputs:
+        return report
     spark = build_session(settings.spark_master, app_name=app_name)
     try:
-        return run_hours(spark, settings.data_dir, spec, hours)
+        return run_planned(spark, settings.data_dir, spec, inputs, report)
     finally:
         spark.stop()
 

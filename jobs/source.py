@@ -39,8 +39,16 @@ class FileEncoding:
 
 @dataclass(frozen=True)
 class HourInput:
+    """An hour's input files with their checked encodings (one footer read per file)."""
+
     hour: datetime
     files: tuple[Path, ...]
+    encodings: tuple[FileEncoding, ...]
+
+
+def inspect_hour(hour: datetime, files: Sequence[Path]) -> HourInput:
+    """Check every file of an hour against the contract; InputError names the first bad one."""
+    return HourInput(hour, tuple(files), tuple(check_footer(path) for path in files))
 
 
 def check_footer(path: Path) -> FileEncoding:
@@ -125,12 +133,12 @@ def raw_schema() -> T.StructType:
 def read_hours(spark: SparkSession, inputs: Sequence[HourInput]) -> DataFrame:
     """All rows of the given hours, in contract types, with the folder hour attached.
 
-    Raises InputError (naming the file) before any Spark work if a file is unusable.
+    Files are grouped by encoding (checked by :func:`inspect_hour`) so each group is one scan.
     """
     groups: dict[FileEncoding, list[tuple[Path, datetime]]] = defaultdict(list)
     for hour_input in inputs:
-        for path in hour_input.files:
-            groups[check_footer(path)].append((path, hour_input.hour))
+        for path, encoding in zip(hour_input.files, hour_input.encodings, strict=True):
+            groups[encoding].append((path, hour_input.hour))
     frames = [_read_group(spark, encoding, files) for encoding, files in groups.items()]
     if not frames:
         return spark.createDataFrame([], raw_schema())

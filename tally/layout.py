@@ -78,12 +78,6 @@ def partition(hour: datetime) -> Path:
     return Path(f"dt={utc:%Y-%m-%d}") / f"hour={utc:%H}"
 
 
-def partition_values(hour: datetime) -> tuple[str, str]:
-    """The (dt, hour) partition column values of an hour."""
-    utc = hour.astimezone(UTC)
-    return f"{utc:%Y-%m-%d}", f"{utc:%H}"
-
-
 def hour_from_partition(dt: str, hour: str) -> datetime:
     return datetime.strptime(f"{dt}T{hour}", "%Y-%m-%dT%H").replace(tzinfo=UTC)
 

@@ -33,6 +33,7 @@ from dashboard_api import create_app
 from dashboard_api import query as q
 from tally.settings import DEFAULT_SPEC_PATH, Settings
 from tally.spec import Kind, load_spec
+from tests.test_spec import DEFAULT_NAMES
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 SPEC = load_spec(DEFAULT_SPEC_PATH)
@@ -195,18 +196,7 @@ def hour_ts(day: int, hours: range) -> list[str]:
 
 def test_lists_metrics_in_spec_order(api: TestClient) -> None:
     body = api.get("/v1/metrics").json()
-    assert [m["name"] for m in body["metrics"]] == [
-        "events",
-        "revenue",
-        "orders",
-        "avg_order_value",
-        "signups",
-        "active_users",
-        "sessions",
-        "purchasers",
-        "conversion_rate",
-        "stickiness",
-    ]
+    assert [m["name"] for m in body["metrics"]] == DEFAULT_NAMES
     revenue = body["metrics"][1]
     assert revenue == {
         "name": "revenue",
