@@ -7,12 +7,22 @@ first and become visible only when the pointer hash switches to it.
 ==========================================  ========  ===============================================
 key                                         type      content
 ==========================================  ========  ===============================================
-``{p}:pointer``                             hash      hour -> JSON ``{"build", "published_at"}``:
-                                                      the live build of every published hour.
-``{p}:days``                                hash      day -> ``{builds text}|{newest published_at}``:
-                                                      the same pointers, a day per field, switched
-                                                      in the same MULTI/EXEC as ``{p}:pointer``, so
-                                                      a long range resolves in one field per day.
+``{p}:pointer``                             hash      hour -> JSON ``{"build", "published_at"}``,
+                                                      plus ``"revised": true`` once the hour's data
+                                                      has replaced earlier published data: the live
+                                                      build of every published hour.
+``{p}:days``                                hash      day -> ``{builds text}|{newest published_at}|``
+                                                      ``{revised flags}``: the same pointers, a day
+                                                      per field, switched in the same MULTI/EXEC as
+                                                      ``{p}:pointer``, so a long range resolves in
+                                                      one field per day.
+``{p}:pending``                             hash      hour -> JSON ``{"reason", "detected_at"}``: a
+                                                      published hour known to be out of date (its
+                                                      input changed, or a newer rollup is not yet
+                                                      published); its publish removes the field.
+``{p}:rollups``                             hash      hour -> ``computed_at`` of the durable rollup
+                                                      last published for it (changed or not), so
+                                                      a rollup that was never published is found.
 ``{p}:history:{hour}``                      list      the hour's kept builds, live first; builds that
                                                       fall off its end expire (``tally rollback``
                                                       switches back to the second).
@@ -53,6 +63,7 @@ its 24 pointers.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -90,15 +101,32 @@ def day_field(day: date) -> str:
     return day.strftime("%Y-%m-%d")
 
 
-def day_index_value(builds_text: str, published_at: str) -> str:
-    """A ``{p}:days`` field value: the day's builds text and its newest publish time."""
-    return f"{builds_text}|{published_at}"
+def pointer_value(build: str, published_at: str, *, revised: bool) -> str:
+    """A ``{p}:pointer`` field value (JSON); ``revised`` is written only when true."""
+    document: dict[str, str | bool] = {"build": build, "published_at": published_at}
+    if revised:
+        document["revised"] = True
+    return json.dumps(document)
 
 
-def parse_day_index_value(value: str) -> tuple[str, str]:
-    """Inverse of :func:`day_index_value`: (builds text, newest published_at)."""
-    builds_text, _, published_at = value.rpartition("|")
-    return builds_text, published_at
+def day_index_value(builds_text: str, published_at: str, revised: Sequence[bool]) -> str:
+    """A ``{p}:days`` field value: the day's builds text, newest publish time and revised hours.
+
+    ``revised`` has one flag per hour 00..23, written as 24 ``0``/``1`` characters.
+    """
+    if len(revised) != HOURS_PER_DAY:
+        raise ValueError(f"a day has {HOURS_PER_DAY} hours, got {len(revised)} revised flags")
+    return f"{builds_text}|{published_at}|{''.join('1' if flag else '0' for flag in revised)}"
+
+
+def parse_day_index_value(value: str) -> tuple[str, str, tuple[bool, ...]]:
+    """Inverse of :func:`day_index_value`: (builds text, newest published_at, revised flags).
+
+    A value written before revised flags existed (two parts) has none revised.
+    """
+    builds_text, published_at, *rest = value.split("|")
+    flags = rest[0] if rest else "0" * HOURS_PER_DAY
+    return builds_text, published_at, tuple(flag == "1" for flag in flags)
 
 
 def day_hours(day: date) -> list[datetime]:
@@ -147,6 +175,12 @@ class KeyLayout:
 
     def day_index(self) -> str:
         return f"{self.prefix}:days"
+
+    def pending(self) -> str:
+        return f"{self.prefix}:pending"
+
+    def published_rollups(self) -> str:
+        return f"{self.prefix}:rollups"
 
     def manifest(self, build: str, hour: str) -> str:
         return f"{self.prefix}:b:{build}:{hour}:manifest"

@@ -38,6 +38,7 @@ from cache.keys import (
     day_hours,
     day_index_value,
     hour_field,
+    pointer_value,
     published_at_text,
     slice_id,
 )
@@ -49,7 +50,7 @@ from tally.spec import MetricSpec, load_spec
 log = logging.getLogger(__name__)
 
 # Builds of an hour kept readable (the live one included), so `tally rollback` can go back.
-KEEP_BUILDS = 3
+KEEP_BUILDS: int = Settings.model_fields["history_builds"].default
 # New build keys carry this TTL until the switch persists them, so a publish
 # that dies half-way leaves nothing behind for long.
 UNSWITCHED_TTL_SECONDS = 24 * 3600
@@ -158,20 +159,24 @@ def publish_builds(
                 changed = [b for b in builds if _live_build(current[hour_field(b.hour)]) != b.build]
                 if not changed:
                     pipe.unwatch()
+                    _record_published(client, layout, builds)
                     return PublishReport(published=[], unchanged=[format_hour(b.hour) for b in builds])
                 changed = _verified(client, layout, changed, current, max_movement_factor, force)
                 new_keys = _write_build_keys(client, layout, changed, published_at)
                 histories, evicted = _histories_after(client, layout, changed, current, keep_builds)
                 old_keys = [key for hour, build in evicted for key in _build_keys(client, layout, build, hour)]
-                day_index = _day_index_after(pipe, layout, changed, published_at)
+                # Replacing data that was already served makes the hour a revision, for good.
+                revised = {hour_field(b.hour) for b in changed if current[hour_field(b.hour)] is not None}
+                day_index = _day_index_after(pipe, layout, changed, published_at, revised)
                 pipe.multi()
                 for hour, history in histories.items():
                     pipe.delete(layout.history(hour))
                     pipe.rpush(layout.history(hour), *history)
                 for build in changed:
-                    pointer = json.dumps({"build": build.build, "published_at": published_at})
-                    pipe.hset(layout.pointer(), hour_field(build.hour), pointer)
+                    hour = hour_field(build.hour)
+                    pipe.hset(layout.pointer(), hour, pointer_value(build.build, published_at, revised=hour in revised))
                 pipe.hset(layout.day_index(), mapping=day_index)
+                _record_published(pipe, layout, builds)
                 for key in new_keys:
                     pipe.persist(key)
                 for key in old_keys:
@@ -189,6 +194,17 @@ def publish_builds(
         published=[format_hour(b.hour) for b in changed],
         unchanged=[format_hour(b.hour) for b in builds if b.hour not in switched],
     )
+
+
+def _record_published(client: Any, layout: KeyLayout, builds: Sequence[HourBuild]) -> None:
+    """The builds' rollups are what is live now: record them, and clear the hours' pending marks.
+
+    ``client`` is a client, or a pipeline whose MULTI/EXEC these writes join.
+    """
+    computed_at = {hour_field(b.hour): b.stats["computed_at"] for b in builds if b.stats.get("computed_at")}
+    if computed_at:
+        client.hset(layout.published_rollups(), mapping=computed_at)
+    client.hdel(layout.pending(), *[hour_field(b.hour) for b in builds])
 
 
 def _verified(
@@ -249,10 +265,13 @@ def _live_builds(
     return live
 
 
-def _day_index_after(pipe: Any, layout: KeyLayout, changed: Sequence[HourBuild], published_at: str) -> dict[str, str]:
+def _day_index_after(
+    pipe: Any, layout: KeyLayout, changed: Sequence[HourBuild], published_at: str, revised: set[str]
+) -> dict[str, str]:
     """The ``{p}:days`` fields of the changed hours' days as they will be after the switch.
 
-    Read under the caller's WATCH of the pointer hash, so they match the switch exactly.
+    ``revised`` names the changed hours that replace a live build. Read under the
+    caller's WATCH of the pointer hash, so the fields match the switch exactly.
     """
     new_build = {hour_field(b.hour): b.build for b in changed}
     fields: dict[str, str] = {}
@@ -260,17 +279,21 @@ def _day_index_after(pipe: Any, layout: KeyLayout, changed: Sequence[HourBuild],
         hours = [hour_field(hour) for hour in day_hours(day)]
         builds: list[str | None] = []
         times: list[str] = []
+        flags: list[bool] = []
         for hour, value in zip(hours, pipe.hmget(layout.pointer(), hours), strict=True):
+            pointer = json.loads(value) if value else None
             if hour in new_build:
                 builds.append(new_build[hour])
                 times.append(published_at)
-            elif value:
-                pointer = json.loads(value)
+                flags.append(hour in revised)
+            elif pointer:
                 builds.append(pointer["build"])
                 times.append(pointer["published_at"])
+                flags.append(bool(pointer.get("revised")))
             else:
                 builds.append(None)
-        fields[day_field(day)] = day_index_value(day_builds_text(builds), max(times))
+                flags.append(False)
+        fields[day_field(day)] = day_index_value(day_builds_text(builds), max(times), flags)
     return fields
 
 
@@ -488,9 +511,10 @@ def rollback_hour(
                 if len(history) < 2 or not pipe.exists(layout.manifest(history[1], field_name)):
                     raise NotComputedError(f"hour {format_hour(hour)} has no earlier build kept to roll back to")
                 previous = history[1]
-                day_index = _day_index_after(pipe, layout, [HourBuild(hour, previous, {}, {})], published_at)
+                rolled_back = [HourBuild(hour, previous, {}, {})]
+                day_index = _day_index_after(pipe, layout, rolled_back, published_at, {field_name})
                 pipe.multi()
-                pipe.hset(layout.pointer(), field_name, json.dumps({"build": previous, "published_at": published_at}))
+                pipe.hset(layout.pointer(), field_name, pointer_value(previous, published_at, revised=True))
                 pipe.delete(layout.history(field_name))
                 pipe.rpush(layout.history(field_name), previous, *[b for b in history if b != previous])
                 pipe.hset(layout.day_index(), mapping=day_index)
@@ -531,6 +555,7 @@ def publish_hours(
     superseded_ttl: int,
     max_movement_factor: float = 10.0,
     force: bool = False,
+    keep_builds: int = KEEP_BUILDS,
 ) -> PublishReport:
     """Read the hours' rollups from the durable store and publish them in one switch.
 
@@ -548,6 +573,7 @@ def publish_hours(
         spec=spec,
         max_movement_factor=max_movement_factor,
         force=force,
+        keep_builds=keep_builds,
     )
 
 
@@ -603,6 +629,7 @@ def publish_settings_hours(settings: Settings, hours: Sequence[datetime], *, for
             superseded_ttl=settings.superseded_ttl_seconds,
             max_movement_factor=settings.max_movement_factor,
             force=force,
+            keep_builds=settings.history_builds,
         )
     finally:
         client.close()

@@ -3,17 +3,26 @@
 
 Every hour, for exactly the hour of its **data interval** (UTC):
 
-1. **wait_for_input**: waits (reschedule mode: no worker slot held) for the
+1. **find_stale** (no Spark): looks back over the previous
+   `TALLY_LATE_DATA_HORIZON_HOURS` (default 72) hours for hours whose input
+   changed since they were built (late or rewritten files, found by a
+   fingerprint of file names, sizes and modification times) and for rollups
+   that were written but never published (a publish that failed). It marks them
+   pending in Redis, so the API reports their points `complete: false` until
+   this run's publish.
+2. **wait_for_input**: waits (reschedule mode: no worker slot held) for the
    hour's folder `raw/events/dt=YYYY-MM-DD/hour=HH` under `TALLY_DATA_DIR`.
    If it has not appeared `TALLY_INPUT_WAIT_HOURS` (default 6) after the hour
    ended, the task fails saying which folder is missing. Nothing is published
    for an hour that never arrived.
-2. **aggregate**: one Spark application computes every metric and slice of the
-   hour and overwrites that hour's durable rollups (and quarantine, and run
-   statistics). Reruns give the same result. Hours of the previous
-   `TALLY_LATE_DATA_HORIZON_HOURS` (default 72) whose input changed since they
-   were built (late files) are recomputed in the same application.
-3. **publish**: verifies the builds and makes them live in Redis in one atomic switch.
+3. **aggregate**: one Spark application computes every metric and slice of the
+   hour, and of the changed hours, and overwrites their durable rollups (and
+   quarantine, and run statistics). Reruns give the same result.
+4. **publish**: verifies the builds and makes them live in Redis in one atomic
+   switch, together with the unpublished rollups found in step 1.
+5. **check_late_input**: fails the run, naming the files, if a changed earlier
+   hour could not be recomputed (its input is now broken). That hour keeps its
+   previous build and stays pending; the run's own hour is published anyway.
 
 Tasks retry with exponential backoff. `catchup` is off: enabling the DAG
 starts at the current hour. To fill history, trigger **tally_recompute** with a
@@ -69,28 +78,38 @@ with DAG(
         print(f"waiting for {folder}")
         return False
 
-    @task(task_id="aggregate")
-    def aggregate(data_interval_start=None) -> list[str]:
-        from jobs.hourly import compute_hours, require_complete
-        from tally.layout import format_hour
+    @task(task_id="find_stale")
+    def find_stale(data_interval_start=None) -> dict:
+        from tally.pipeline import find_stale, lookback
         from tally.settings import get_settings
 
         settings = get_settings()
-        hours = [data_interval_start]
-        report = compute_hours(
-            settings, hours, app_name="tally_hourly", late_horizon_hours=settings.late_data_horizon_hours
-        )
-        require_complete(report, hours)
-        for hour, stats in report.computed.items():
-            print(f"run statistics for {hour}: {stats}")
-        return [format_hour(h) for h in report.computed_hours]
+        window = lookback(data_interval_start, settings.late_data_horizon_hours)
+        return find_stale(settings, window).to_xcom()
+
+    @task(task_id="aggregate")
+    def aggregate(stale: dict, data_interval_start=None) -> dict:
+        from dataclasses import asdict
+
+        from tally.pipeline import Stale, compute
+        from tally.settings import get_settings
+
+        computed = compute(get_settings(), [data_interval_start], Stale.from_xcom(stale), app_name="tally_hourly")
+        return asdict(computed)
 
     @task(task_id="publish")
-    def publish(hours: list[str]) -> dict:
+    def publish(computed: dict) -> dict:
         from cache.publish import publish_hour_texts
 
-        return publish_hour_texts(hours)
+        return publish_hour_texts(computed["publish"])
 
-    computed = aggregate()
+    @task(task_id="check_late_input", retries=0)
+    def check_late_input(computed: dict) -> None:
+        from tally.pipeline import late_input_problems
+
+        if problem := late_input_problems(computed["failed"]):
+            raise RuntimeError(problem)
+
+    computed = aggregate(find_stale())
     wait_for_input() >> computed
-    publish(computed)
+    publish(computed) >> check_late_input(computed)

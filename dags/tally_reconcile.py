@@ -1,13 +1,21 @@
 """
 ### tally_reconcile
 
-Daily, for the last `TALLY_RECONCILE_HORIZON_DAYS` (default 35) days: finds every
-computed hour whose input changed since it was built (late, rewritten or removed
-files, detected by a fingerprint of file names, sizes and modification times),
-recomputes exactly those hours in one Spark application, and publishes them in
-one verified, atomic switch. No fixed "frozen after N days" window: anything
-inside the horizon that changes is rebuilt. `tally_hourly` does the same for the
-last 72 hours on every run.
+Daily, for the last `TALLY_RECONCILE_HORIZON_DAYS` (default 35) days:
+
+1. **find_stale** (no Spark): finds every computed hour whose input changed
+   since it was built (late, rewritten or removed files, detected by a
+   fingerprint of file names, sizes and modification times), and every rollup
+   that was written but never published, and marks them pending in Redis.
+2. **recompute_changed**: recomputes exactly the changed hours in one Spark
+   application (skipped when there are none).
+3. **publish**: publishes them, and the unpublished rollups, in one verified,
+   atomic switch.
+4. **check_late_input**: fails the run, naming the files, for a changed hour
+   whose input is now broken; it keeps its previous build and stays pending.
+
+No fixed "frozen after N days" window: anything inside the horizon that changes
+is rebuilt. `tally_hourly` does the same for the last 72 hours on every run.
 """
 
 from __future__ import annotations
@@ -35,28 +43,41 @@ with DAG(
     tags=["tally", "metrics", "late-data"],
 ) as dag:
 
-    @task(task_id="recompute_changed")
-    def recompute_changed(data_interval_end=None) -> list[str]:
-        from jobs.hourly import changed_hours, compute_hours
-        from tally.layout import format_hour, hours_between
+    @task(task_id="find_stale")
+    def find_stale(data_interval_end=None) -> dict:
+        from tally.layout import hours_between
+        from tally.pipeline import find_stale
         from tally.settings import get_settings
 
         settings = get_settings()
         end = data_interval_end
         window = list(hours_between(end - timedelta(days=settings.reconcile_horizon_days), end))
-        changed = changed_hours(settings.data_dir, window)
-        print(f"{len(changed)} hour(s) changed since they were built: {[format_hour(h) for h in changed]}")
-        if not changed:
-            return []
-        report = compute_hours(settings, changed, app_name="tally_reconcile")
-        if report.failed:
-            raise RuntimeError("; ".join(f"{h}: {why}" for h, why in report.failed.items()))
-        return [format_hour(h) for h in report.computed_hours]
+        return find_stale(settings, window).to_xcom()
+
+    @task(task_id="recompute_changed")
+    def recompute_changed(stale: dict) -> dict:
+        from dataclasses import asdict
+
+        from tally.pipeline import Computed, Stale, compute
+        from tally.settings import get_settings
+
+        stale_hours = Stale.from_xcom(stale)
+        if not stale_hours.recompute:  # nothing for Spark to do: do not start it
+            return asdict(Computed(publish=stale["republish"], failed={}))
+        return asdict(compute(get_settings(), [], stale_hours, app_name="tally_reconcile"))
 
     @task(task_id="publish")
-    def publish(hours: list[str]) -> dict:
+    def publish(computed: dict) -> dict:
         from cache.publish import publish_hour_texts
 
-        return publish_hour_texts(hours)
+        return publish_hour_texts(computed["publish"])
 
-    publish(recompute_changed())
+    @task(task_id="check_late_input", retries=0)
+    def check_late_input(computed: dict) -> None:
+        from tally.pipeline import late_input_problems
+
+        if problem := late_input_problems(computed["failed"]):
+            raise RuntimeError(problem)
+
+    computed = recompute_changed(find_stale())
+    publish(computed) >> check_late_input(computed)

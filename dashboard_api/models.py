@@ -42,7 +42,17 @@ class Point(BaseModel):
 
     complete: bool = Field(
         default=False,
-        description="True when every hour the point reads is computed and none is still in progress.",
+        description=(
+            "True when every hour the point reads is computed, none is still in progress, and none is "
+            "known to be out of date (input that changed since it was built, or a rollup not yet published)."
+        ),
+    )
+    revised: bool = Field(
+        default=False,
+        description=(
+            "True when some hour the point reads was published again with different data after it was "
+            "first served (late input, a rerun, or a rollback): the value may differ from one seen before."
+        ),
     )
 
 
@@ -94,6 +104,10 @@ class HealthResponse(BaseModel):
     newest_hour: str | None = Field(description="The newest published hour, if any.")
     published_at: str | None = Field(description="When the last publish happened, if any.")
     lag_seconds: float | None = Field(default=None, description="Seconds since the newest published hour ended.")
+    pending_hours: list[str] = Field(
+        default_factory=list,
+        description="Published hours known to be out of date until the next run publishes them, oldest first.",
+    )
 
 
 class HealthUnavailableResponse(ErrorResponse):

@@ -18,6 +18,7 @@ slice counts as 0 (nothing happened).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -108,6 +109,10 @@ class Snapshot:
     day_published_at: Mapping[date, str] = field(default_factory=dict)
     # Whole UTC days all 24 of whose hours are computed.
     full_days: frozenset[date] = frozenset()
+    # Hours whose live data replaced data published earlier (late input, a rerun, a rollback).
+    revised: frozenset[datetime] = frozenset()
+    # Hours known to be out of date until a run publishes them (see cache.freshness).
+    pending: frozenset[datetime] = frozenset()
     # Digest of every build read: the response's build identifier.
     version: str = ""
 
@@ -123,6 +128,7 @@ class SeriesData:
     points: list[tuple[datetime, Number | None]]
     other: bool = False
     complete: list[bool] = field(default_factory=list)
+    revised: list[bool] = field(default_factory=list)
 
 
 # --- spans ---------------------------------------------------------------------
@@ -136,6 +142,12 @@ def point_spans(request: SeriesRequest) -> list[Span]:
             start = days_back(end, request.window_days, request.tz)
         spans.append(Span(start, end))
     return spans
+
+
+def any_within(sorted_hours: Sequence[datetime], span: Span) -> bool:
+    """Whether some hour of ``sorted_hours`` lies in ``span`` (a binary search: ranges are long)."""
+    index = bisect.bisect_left(sorted_hours, span.start)
+    return index < len(sorted_hours) and sorted_hours[index] < span.end
 
 
 def part_span(span: Span, window_days: int | None, tz: ZoneInfo) -> Span:
@@ -211,6 +223,8 @@ class Evaluator:
         self.tz = tz
         self.source = {read.metric: read.source for read in reads}
         self._decoded: dict[int, Any] = {}
+        self._pending = sorted(snapshot.pending)
+        self._revised = sorted(snapshot.revised)
 
     def value(self, metric: Metric, span: Span, slices: Sequence[str]) -> Number | None:
         if metric.is_ratio:
@@ -240,16 +254,22 @@ class Evaluator:
         return [self.value(metric, span, slices) for span in spans]
 
     def complete(self, metric: Metric, span: Span, now: datetime) -> bool:
-        """Every hour the point reads is computed, and none is still in progress."""
+        """Every hour the point reads is computed, none is in progress and none is pending."""
         if metric.is_ratio:
             return all(
                 self.complete(part, part_span(span, w, self.tz), now) for part, w in stored_parts(self.spec, metric)
             )
-        if span.end > now:
+        if span.end > now or any_within(self._pending, span):
             return False
         days, hours = span.split()
         computed = self.snapshot.published_at
         return all(day in self.snapshot.full_days for day in days) and all(hour in computed for hour in hours)
+
+    def revised(self, metric: Metric, span: Span) -> bool:
+        """Some hour the point reads holds data that replaced what was published for it before."""
+        if metric.is_ratio:
+            return any(self.revised(part, part_span(span, w, self.tz)) for part, w in stored_parts(self.spec, metric))
+        return any_within(self._revised, span)
 
     def _sliding_unions(
         self, metric: Metric, spans: Sequence[Span], slices: Sequence[str]
@@ -401,6 +421,7 @@ def build_series(
     spans = point_spans(request)
     moment = now or datetime.now(UTC)
     complete = [evaluator.complete(request.metric, span, moment) for span in spans]
+    revised = [evaluator.revised(request.metric, span) for span in spans]
     starts = [start for start, _ in request.buckets]
     targets: list[tuple[dict[str, str], list[str], bool]]
     if request.group_by is None:
@@ -421,6 +442,7 @@ def build_series(
             points=list(zip(starts, evaluator.values_over(request.metric, spans, slices), strict=True)),
             other=other,
             complete=complete,
+            revised=revised,
         )
         for labels, slices, other in targets
     ]

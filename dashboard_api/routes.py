@@ -201,8 +201,8 @@ def series_response(
                 labels=s.labels,
                 other=s.other,
                 points=[
-                    Point(ts=format_ts(ts, query.tz), value=value, complete=done)
-                    for (ts, value), done in zip(s.points, s.complete, strict=True)
+                    Point(ts=format_ts(ts, query.tz), value=value, complete=done, revised=revised)
+                    for (ts, value), done, revised in zip(s.points, s.complete, s.revised, strict=True)
                 ],
             )
             for s in series
@@ -256,4 +256,5 @@ def health(settings: SettingsDep, client: RedisDep, layout: LayoutDep) -> Health
         if meta.newest_hour
         else None,
         published_at=meta.published_at,
+        pending_hours=[format_hour(hour) for hour in meta.pending_hours],
     )

@@ -28,18 +28,22 @@ CONNECT_TIMEOUT_SECONDS = 1.0
 SOCKET_TIMEOUT_SECONDS = 2.0
 # One immediate retry replaces a pooled connection that died (e.g. Redis restarted).
 RETRY = Retry(NoBackoff(), retries=1)
+# A {p}:days entry: (builds text, newest published_at, revised flag per hour).
+DayIndexEntry = tuple[str, str, tuple[bool, ...]]
 
 
 @dataclass(frozen=True)
 class Pointer:
     build: str
     published_at: str
+    revised: bool = False
 
 
 @dataclass(frozen=True)
 class Meta:
     newest_hour: datetime | None
     published_at: str | None
+    pending_hours: list[datetime]
 
 
 def open_client(url: str) -> redis.Redis:
@@ -58,10 +62,14 @@ def parse_hour_field(text: str) -> datetime:
 
 
 def read_meta(client: redis.Redis, layout: KeyLayout) -> Meta:
-    newest, published_at = client.hmget(layout.meta(), ["newest_hour", "published_at"])
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hmget(layout.meta(), ["newest_hour", "published_at"])
+        pipe.hkeys(layout.pending())
+        (newest, published_at), pending = pipe.execute()
     return Meta(
         newest_hour=parse_hour_field(newest.decode()) if newest else None,
         published_at=published_at.decode() if published_at else None,
+        pending_hours=sorted(parse_hour_field(field.decode()) for field in pending),
     )
 
 
@@ -75,7 +83,7 @@ def read_pointers(client: redis.Redis, layout: KeyLayout, hours: Sequence[dateti
 
 def _pointer(value: bytes) -> Pointer:
     document = orjson.loads(value)  # thousands per request: the stdlib parser shows up in profiles
-    return Pointer(build=document["build"], published_at=document["published_at"])
+    return Pointer(build=document["build"], published_at=document["published_at"], revised="revised" in document)
 
 
 class CacheColdError(RuntimeError):
@@ -94,21 +102,24 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Sna
     """
     days = sorted({day for wanted in plan.days.values() for day in wanted})
     edge_hours = sorted({hour for wanted in plan.hours.values() for hour in wanted})
-    index, pointers = _read_index_and_pointers(client, layout, days, edge_hours)
+    index, pointers, pending = _read_index_and_pointers(client, layout, days, edge_hours)
     # A day without an index entry has no computed hour, or was published before the
     # index existed: its pointers say which (one more round trip, only then).
     unindexed = [day for day in days if day not in index]
     if unindexed:
-        _, more = _read_index_and_pointers(client, layout, [], [h for d in unindexed for h in _day_hours(d)])
+        _, more, _ = _read_index_and_pointers(client, layout, [], [h for d in unindexed for h in _day_hours(d)])
         pointers.update(more)
     builds = {hour: pointer.build for hour, pointer in pointers.items()}
     published_at = {hour: pointer.published_at for hour, pointer in pointers.items()}
+    revised = {hour for hour, pointer in pointers.items() if pointer.revised}
     day_published_at: dict[date, str] = {}
-    for day, (builds_text, newest) in index.items():
+    for day, (builds_text, newest, flags) in index.items():
         day_published_at[day] = newest
-        for hour, build in zip(_day_hours(day), builds_text.split(","), strict=True):
+        for hour, build, flag in zip(_day_hours(day), builds_text.split(","), flags, strict=True):
             if build != "-":
                 builds.setdefault(hour, build)
+                if flag:
+                    revised.add(hour)
     day_requests = [(read, day) for read, wanted in plan.days.items() for day in sorted(wanted) if day in index]
     hour_requests = [(read, hour) for read, wanted in plan.hours.items() for hour in sorted(wanted) if hour in builds]
     hour_requests += [
@@ -136,7 +147,7 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Sna
         for (read, hour), fields in zip(stale, stale_replies, strict=True):
             hour_data.setdefault(read, {})[hour] = _decoded(read, fields)
             published_at.setdefault(hour, index[hour.date()][1])
-    full_days = {day for day, (text, _) in index.items() if "-" not in text.split(",")}
+    full_days = {day for day, (text, _, _) in index.items() if "-" not in text.split(",")}
     full_days |= {day for day in unindexed if all(hour in pointers for hour in _day_hours(day))}
     return Snapshot(
         published_at=published_at,
@@ -144,25 +155,35 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Sna
         days=day_data,
         day_published_at=day_published_at,
         full_days=frozenset(full_days),
-        version=_version(index, pointers),
+        revised=frozenset(revised),
+        pending=frozenset(pending),
+        version=_version(index, pointers, pending),
     )
 
 
-def _version(index: dict[date, tuple[str, str]], pointers: dict[datetime, Pointer]) -> str:
-    """A digest of every build the response covers: it changes exactly when one of them does."""
+def _version(index: dict[date, DayIndexEntry], pointers: dict[datetime, Pointer], pending: set[datetime]) -> str:
+    """A digest of every build the response covers and of the pending hours.
+
+    It changes exactly when one of the builds does, or an hour becomes (or stops
+    being) pending, which changes the points' ``complete``.
+    """
     digest = hashlib.sha256()
     for day in sorted(index):
         digest.update(f"{day_field(day)}={index[day][0]};".encode())
     for hour in sorted(pointers):
         digest.update(f"{hour_field(hour)}={pointers[hour].build};".encode())
+    for hour in sorted(pending):
+        digest.update(f"pending:{hour_field(hour)};".encode())
     return digest.hexdigest()[:20]
 
 
 def _read_index_and_pointers(
     client: redis.Redis, layout: KeyLayout, days: Sequence[date], hours: Sequence[datetime]
-) -> tuple[dict[date, tuple[str, str]], dict[datetime, Pointer]]:
+) -> tuple[dict[date, DayIndexEntry], dict[datetime, Pointer], set[datetime]]:
+    """The day index entries of ``days``, the pointers of ``hours`` and every pending hour."""
     with client.pipeline(transaction=False) as pipe:
         pipe.exists(layout.meta())
+        pipe.hkeys(layout.pending())  # usually empty: a run marks hours only until it publishes them
         if days:
             pipe.hmget(layout.day_index(), [day_field(day) for day in days])
         if hours:
@@ -171,11 +192,12 @@ def _read_index_and_pointers(
     if not replies.pop(0):
         # Never answer zeros or nulls from an empty cache: say it is cold.
         raise CacheColdError("nothing is published in Redis yet (or it restarted empty); run `tally rehydrate`")
+    pending = {parse_hour_field(field.decode()) for field in replies.pop(0)}
     index_reply = replies.pop(0) if days else []
     pointer_reply = replies.pop(0) if hours else []
     index = {day: parse_day_index_value(v.decode()) for day, v in zip(days, index_reply, strict=True) if v}
     pointers = {hour: _pointer(v) for hour, v in zip(hours, pointer_reply, strict=True) if v}
-    return index, pointers
+    return index, pointers, pending
 
 
 def _day_hours(day: date) -> list[datetime]:

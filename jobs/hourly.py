@@ -29,7 +29,6 @@ from jobs.transform import (
     with_invalid_reason,
 )
 from tally.layout import (
-    ONE_HOUR,
     QUARANTINE,
     ROLLUPS_HOURLY,
     ROLLUPS_STATS,
@@ -170,28 +169,8 @@ def changed_hours(data_dir: Path, hours: Sequence[datetime]) -> list[datetime]:
     return changed
 
 
-def with_late_hours(data_dir: Path, hours: Sequence[datetime], horizon_hours: int) -> list[datetime]:
-    """``hours`` plus every hour of the ``horizon_hours`` before them whose input changed."""
-    hours = [as_utc(h) for h in hours]
-    if not hours or horizon_hours <= 0:
-        return hours
-    first = min(hours)
-    lookback = [first - ONE_HOUR * i for i in range(horizon_hours, 0, -1)]
-    late = [h for h in changed_hours(data_dir, lookback) if h not in hours]
-    if late:
-        log.info("input changed since they were built, recomputing: %s", [format_hour(h) for h in late])
-    return sorted({*hours, *late})
-
-
-def compute_hours(
-    settings: Settings, hours: Sequence[datetime], *, app_name: str = "tally", late_horizon_hours: int = 0
-) -> RunReport:
-    """Run the job for ``hours`` in one Spark application (the CLI and DAG entry point).
-
-    With ``late_horizon_hours``, hours before them whose input changed since they
-    were built (late files) are recomputed in the same application.
-    """
-    hours = with_late_hours(settings.data_dir, hours, late_horizon_hours)
+def compute_hours(settings: Settings, hours: Sequence[datetime], *, app_name: str = "tally") -> RunReport:
+    """Run the job for ``hours`` in one Spark application (the CLI and DAG entry point)."""
     from jobs.session import build_session
 
     spec = load_spec(settings.spec_path)  # fail on a bad spec before starting Spark
@@ -200,17 +179,24 @@ def compute_hours(
     inputs = plan_inputs(settings.data_dir, [as_utc(h) for h in hours], report)
     if not inputs:
         return report
+    # A process that already runs a session (an embedding application, the test
+    # suite) owns it: use it, and leave it running.
+    owned = SparkSession.getActiveSession() is None
     spark = build_session(settings.spark_master, app_name=app_name)
     try:
         return run_planned(spark, settings.data_dir, spec, inputs, report)
     finally:
-        spark.stop()
+        if owned:
+            spark.stop()
 
 
 def require_complete(report: RunReport, hours: Sequence[datetime]) -> None:
-    """Raise when any requested hour was not computed (missing input or bad file)."""
-    problems = [f"{h}: {why}" for h, why in {**report.missing, **report.failed}.items()]
-    if problems:
-        if report.failed:
-            raise InputError("; ".join(problems))
+    """Raise when any of ``hours`` was not computed (missing input or bad file), naming why."""
+    wanted = {format_hour(as_utc(h)) for h in hours}
+    missing = {h: why for h, why in report.missing.items() if h in wanted}
+    failed = {h: why for h, why in report.failed.items() if h in wanted}
+    problems = [f"{h}: {why}" for h, why in {**missing, **failed}.items()]
+    if failed:
+        raise InputError("; ".join(problems))
+    if missing:
         raise HourNotArrivedError("; ".join(problems))

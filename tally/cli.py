@@ -96,8 +96,23 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     hour = parse_hour(args.hour, name="--hour")
-    late = settings.late_data_horizon_hours  # the same late-data check as tally_hourly
-    return _compute_and_publish(settings, [hour], publish=not args.no_publish, strict=True, late_horizon_hours=late)
+    if args.no_publish:
+        return _compute_and_publish(settings, [hour], publish=False, strict=True)
+    # What one tally_hourly run does: look back for stale hours, compute, publish.
+    from cache.publish import publish_settings_hours
+    from tally.pipeline import compute, find_stale, late_input_problems, lookback
+
+    stale = find_stale(settings, lookback(hour, settings.late_data_horizon_hours))
+    computed = compute(settings, [hour], stale, app_name="tally_run")
+    print(json.dumps(computed.stats, indent=2))
+    result = publish_settings_hours(settings, [parse_hour(h) for h in computed.publish])
+    print(
+        f"published {len(result.published)} hour(s), {len(result.unchanged)} unchanged: {', '.join(computed.publish)}"
+    )
+    if problem := late_input_problems(computed.failed):
+        print(f"tally run: error: {problem}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
@@ -108,16 +123,14 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     return _compute_and_publish(settings, hours, publish=not args.no_publish, strict=False)
 
 
-def _compute_and_publish(
-    settings: Settings, hours: list, *, publish: bool, strict: bool, late_horizon_hours: int = 0
-) -> int:
+def _compute_and_publish(settings: Settings, hours: list, *, publish: bool, strict: bool) -> int:
     from jobs.hourly import compute_hours, require_complete
 
     if publish:  # fail before the Spark work if the results could not be published
         from cache.client import connect
 
         connect(settings.redis_url).close()
-    report = compute_hours(settings, hours, late_horizon_hours=late_horizon_hours)
+    report = compute_hours(settings, hours)
     _print_report(report, detailed=len(hours) == 1)
     if strict:
         require_complete(report, hours)

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         gt=1,
         description="A metric total moving by more than this factor against the previous build is reported.",
     )
+    history_builds: int = Field(
+        default=3,
+        ge=1,
+        description="Builds of each hour kept readable, the live one included (`tally rollback` needs 2).",
+    )
     late_data_horizon_hours: int = Field(
         default=72,
         ge=0,

@@ -772,7 +772,11 @@ def test_build_series_ratio_of_sums() -> None:
         },
     )
     out = q.build_series(SPEC, request, plan, snapshot)
-    assert out == [q.SeriesData(labels={}, points=[(at(27, 0), 10.0), (at(28, 0), None)], complete=[False, False])]
+    assert out == [
+        q.SeriesData(
+            labels={}, points=[(at(27, 0), 10.0), (at(28, 0), None)], complete=[False, False], revised=[False, False]
+        )
+    ]
     assert snapshot.as_of == "2026-11-27T03:00:00.000000Z"
 
 

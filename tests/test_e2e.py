@@ -23,7 +23,7 @@ from cache.keys import KeyLayout
 from tally.generate import generate
 from tests import reference
 from tests.airflow_support import prepared_env, run_airflow
-from tests.conftest import delete_prefix
+from tests.conftest import delete_prefix, event, write_events
 
 pytestmark = pytest.mark.e2e
 
@@ -169,3 +169,30 @@ def test_hour_that_never_arrived_fails_the_sensor_clearly_and_publishes_nothing(
     assert "dt=2026-11-25/hour=23 does not exist" in output
     body = series(base, "events", grain="hour", start="2026-11-25T23:00Z", end="2026-11-26T00:00Z")
     assert body["series"][0]["points"][0]["value"] is None
+
+
+def test_tally_reconcile_recomputes_a_late_file_and_marks_the_hour_revised(pipeline):
+    """Last in this module: it adds a raw file, which every reference comparison above reads."""
+    base, data_dir = pipeline
+    env = pipeline_env(pipeline)
+    hour_params = {"grain": "hour", "start": "2026-11-26T00:00Z", "end": "2026-11-26T03:00Z"}
+    before = series(base, "events", **hour_params)["series"][0]["points"]
+    runs_params = {"start": hour_params["start"], "end": hour_params["end"]}
+    runs_before = httpx.get(f"{base}/v1/runs", params=runs_params).json()["runs"]
+    late = [event(f"late-{i}", f"2026-11-26T01:{i:02d}:30", user_id=f"late-user-{i}") for i in range(7)]
+    write_events(data_dir, T0 + timedelta(hours=1), late, name="late-arrival.parquet")
+
+    # The daily run at 03:30 the next day looks back TALLY_RECONCILE_HORIZON_DAYS over what was built.
+    run = run_airflow(env, "dags", "test", "tally_reconcile", "2026-11-27T03:30:00+00:00")
+    output = run.stdout + run.stderr
+    assert "state=success" in output, output[-4000:]
+
+    after = series(base, "events", **hour_params)["series"][0]["points"]
+    assert [p["value"] for p in after] == [before[0]["value"], before[1]["value"] + 7, before[2]["value"]]
+    assert [p["revised"] for p in after] == [False, True, False]
+    assert all(p["complete"] for p in after)
+    assert after[1]["value"] == reference.metric(reference.valid_events(data_dir, [T0 + timedelta(hours=1)]), "events")
+    runs_after = httpx.get(f"{base}/v1/runs", params=runs_params).json()["runs"]
+    # Exactly the changed hour was rebuilt: the others keep their build and publish time.
+    assert [r["published_at"] for r in runs_after[::2]] == [r["published_at"] for r in runs_before[::2]]
+    assert runs_after[1]["revised_from"] == runs_before[1]["build"] != runs_after[1]["build"]

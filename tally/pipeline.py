@@ -1,0 +1,114 @@
+"""The steps `tally_hourly`, `tally_reconcile` and `tally run` share, composed from ``jobs`` and ``cache``.
+
+A run first looks back over hours that were already built (:func:`find_stale`):
+
+* hours whose **input changed** since they were built (late or rewritten files)
+  are recomputed in the run's Spark application;
+* hours whose **durable rollup never reached Redis** (the job wrote it, then the
+  publish failed or the process died) are published again, without Spark.
+
+Both are marked pending in Redis before any work starts, so the API reports
+their points as ``complete: false`` until the run's publish replaces them.
+
+The job modules import pyspark, so they are imported inside the functions: the
+DAG files and ``tally --help`` stay light.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tally.layout import ONE_HOUR, as_utc, format_hour, parse_hour
+from tally.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stale:
+    """Already built hours that are out of date in Redis, and what brings each back."""
+
+    recompute: list[datetime] = field(default_factory=list)  # input changed since the build
+    republish: list[datetime] = field(default_factory=list)  # newer rollup not published
+
+    def to_xcom(self) -> dict[str, list[str]]:
+        return {
+            "recompute": [format_hour(h) for h in self.recompute],
+            "republish": [format_hour(h) for h in self.republish],
+        }
+
+    @classmethod
+    def from_xcom(cls, value: dict[str, list[str]]) -> Stale:
+        return cls([parse_hour(h) for h in value["recompute"]], [parse_hour(h) for h in value["republish"]])
+
+
+@dataclass(frozen=True)
+class Computed:
+    """What a run's aggregate step leaves for its publish step (XCom-ready text)."""
+
+    publish: list[str]  # every hour to publish: computed now, or computed earlier and never published
+    failed: dict[str, str]  # looked-back hours whose input is broken: left pending, reported
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # run statistics of the computed hours
+
+
+def lookback(first_hour: datetime, horizon_hours: int) -> list[datetime]:
+    """The ``horizon_hours`` hours before ``first_hour``, oldest first."""
+    first_hour = as_utc(first_hour)
+    return [first_hour - ONE_HOUR * i for i in range(horizon_hours, 0, -1)]
+
+
+def find_stale(settings: Settings, window: Sequence[datetime]) -> Stale:
+    """The hours of ``window`` that are out of date in Redis; marks exactly them pending there."""
+    from cache.client import connect
+    from cache.freshness import INPUT_CHANGED, NOT_PUBLISHED, mark_pending, unpublished_hours
+    from cache.keys import KeyLayout
+    from jobs.hourly import changed_hours
+
+    window = [as_utc(h) for h in window]
+    changed = changed_hours(settings.data_dir, window)
+    client = connect(settings.redis_url)
+    try:
+        layout = KeyLayout(settings.redis_prefix)
+        unpublished = [h for h in unpublished_hours(client, layout, settings.data_dir, window) if h not in changed]
+        pending = {**dict.fromkeys(unpublished, NOT_PUBLISHED), **dict.fromkeys(changed, INPUT_CHANGED)}
+        mark_pending(client, layout, window, pending)
+    finally:
+        client.close()
+    if changed:
+        log.info("input changed since they were built, recomputing: %s", [format_hour(h) for h in changed])
+    if unpublished:
+        log.info("rollups not published yet, publishing: %s", [format_hour(h) for h in unpublished])
+    return Stale(recompute=changed, republish=unpublished)
+
+
+def compute(settings: Settings, own: Sequence[datetime], stale: Stale, *, app_name: str) -> Computed:
+    """Compute the run's own hours and the stale ones in one Spark application.
+
+    The run's own hours must all compute (raises otherwise, naming the file or
+    folder); a looked-back hour whose input is now broken is reported in
+    ``failed`` instead, so one bad late file cannot hold back every later hour.
+    """
+    from jobs.hourly import compute_hours, require_complete
+
+    own = [as_utc(h) for h in own]
+    report = compute_hours(settings, sorted({*own, *stale.recompute}), app_name=app_name)
+    require_complete(report, own)
+    own_texts = {format_hour(h) for h in own}
+    publish = sorted({*(format_hour(h) for h in report.computed_hours), *(format_hour(h) for h in stale.republish)})
+    failed = {h: why for h, why in {**report.missing, **report.failed}.items() if h not in own_texts}
+    return Computed(publish=publish, failed=failed, stats=report.computed)
+
+
+def late_input_problems(failed: dict[str, str]) -> str | None:
+    """The message a run fails with after publishing, when looked-back hours could not be recomputed."""
+    if not failed:
+        return None
+    details = "; ".join(f"{hour}: {why}" for hour, why in sorted(failed.items()))
+    return (
+        f"{len(failed)} earlier hour(s) changed but could not be recomputed; they stay pending "
+        f"(complete: false) and keep their previous build until their input is fixed: {details}"
+    )
