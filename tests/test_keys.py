@@ -12,7 +12,10 @@ from cache.keys import (
     KeyLayout,
     day_field,
     day_hours,
+    day_index_value,
     hour_field,
+    parse_day_index_value,
+    pointer_value,
     slice_id,
     slice_labels,
 )
@@ -40,6 +43,24 @@ def test_key_strings_are_pinned():
         == "tally:day:2026-11-27:revenue:values:tmp:ab12"
     )
     assert DAY_BUILDS_FIELD == "@builds"
+    assert layout.pending() == "tally:pending"
+    assert layout.published_rollups() == "tally:rollups"
+
+
+def test_pointer_and_day_index_values_are_pinned():
+    assert pointer_value("abc", "2026-11-27T11:05:00.000000Z", revised=False) == (
+        '{"build": "abc", "published_at": "2026-11-27T11:05:00.000000Z"}'
+    )
+    assert pointer_value("abc", "t", revised=True) == '{"build": "abc", "published_at": "t", "revised": true}'
+    builds = ",".join(["-"] * 23 + ["abc"])
+    flags = [False] * 10 + [True] + [False] * 13
+    value = day_index_value(builds, "t", flags)
+    assert value == f"{builds}|t|{'0' * 10}1{'0' * 13}"
+    assert parse_day_index_value(value) == (builds, "t", tuple(flags))
+    # Entries written before revised flags existed read as "none revised".
+    assert parse_day_index_value(f"{builds}|t") == (builds, "t", (False,) * 24)
+    with pytest.raises(ValueError, match="24 hours"):
+        day_index_value(builds, "t", flags[:-1])
 
 
 def test_prefix_is_applied_everywhere():

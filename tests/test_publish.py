@@ -56,10 +56,15 @@ def test_publish_switches_pointer_and_expires_the_superseded_build(redis_client,
 def test_rollback_serves_the_previous_build_again(redis_client, layout):
     first, second = build(H10, 5), build(H10, 6)
     publish_builds(redis_client, layout, [first], superseded_ttl=60)
+    assert b"revised" not in redis_client.hget(layout.pointer(), hour_field(H10))  # first publish: not a revision
     publish_builds(redis_client, layout, [second], superseded_ttl=60)
+    assert b'"revised": true' in redis_client.hget(layout.pointer(), hour_field(H10))
     assert rollback_hour(redis_client, layout, H10) == first.build
     assert live_value(redis_client, layout, H10, "events", "_") == b"5"
-    assert redis_client.hget(layout.day_index(), "2026-11-27").startswith(b"-," * 10 + first.build.encode())
+    assert b'"revised": true' in redis_client.hget(layout.pointer(), hour_field(H10))  # served data changed again
+    day_entry = redis_client.hget(layout.day_index(), "2026-11-27")
+    assert day_entry.startswith(b"-," * 10 + first.build.encode())
+    assert day_entry.endswith(b"|" + b"0" * 10 + b"1" + b"0" * 13)
     assert rollback_hour(redis_client, layout, H10) == second.build  # and forward again
     assert live_value(redis_client, layout, H10, "events", "_") == b"6"
     with pytest.raises(NotComputedError, match="no earlier build kept"):
