@@ -8,6 +8,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 from fastapi.testclient import TestClient
 
+from cache.freshness import INPUT_CHANGED, mark_pending
 from cache.publish import HourBuild, build_id, publish_builds
 from dashboard_api import calendar as cal
 from dashboard_api import create_app
@@ -44,7 +45,7 @@ def test_points_say_whether_they_are_complete(api):
         (None, False),
     ]
     day = api.get("/v1/metrics/events", params={"grain": "day", "start": "2026-11-20", "end": "2026-11-21"}).json()
-    assert day["series"][0]["points"] == [{"ts": "2026-11-20T00:00:00Z", "value": 23, "complete": False}]
+    assert day["series"][0]["points"] == [{"ts": "2026-11-20T00:00:00Z", "value": 23, "complete": False, "revised": False}]
     assert (body["build"] and body["build"] == day["build"]) or body["build"]
 
 
@@ -76,7 +77,20 @@ def test_etag_304_until_a_new_build_covers_the_range(api, redis_client, layout):
     publish_builds(redis_client, layout, [build(H[3], 2)], superseded_ttl=60)
     changed = api.get("/v1/metrics/events", params=PARAMS, headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["etag"] != etag
-    assert changed.json()["series"][0]["points"][3] == {"ts": "2026-11-20T03:00:00Z", "value": 2, "complete": True}
+    assert changed.json()["series"][0]["points"][3] == {
+        "ts": "2026-11-20T03:00:00Z",
+        "value": 2,
+        "complete": True,
+        "revised": False,
+    }
+    # An hour of the range becoming pending (a late file found) changes `complete`, so the ETag too.
+    etag = changed.headers["etag"]
+    mark_pending(redis_client, layout, [H[1]], {H[1]: INPUT_CHANGED})
+    pending = api.get("/v1/metrics/events", params=PARAMS, headers={"If-None-Match": etag})
+    assert pending.status_code == 200 and pending.headers["etag"] != etag
+    assert [p["complete"] for p in pending.json()["series"][0]["points"]] == [True, False, True, True]
+    publish_builds(redis_client, layout, [build(H[1], 1)], superseded_ttl=60)  # unchanged data clears the mark
+    assert api.get("/v1/metrics/events", params=PARAMS, headers={"If-None-Match": etag}).status_code == 304
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from cache.keys import parse_day_index_value
 from cache.publish import publish_hours, publish_settings_hours, rehydrate
 from dashboard_api import create_app
 from jobs.hourly import run_hours
@@ -45,7 +46,7 @@ def without_publish_times(dump: dict) -> dict:
         if key.endswith((b":pointer",)):
             value = {k: json.loads(v)["build"] for k, v in value.items()}
         elif key.endswith(b":days"):
-            value = {k: v.rpartition(b"|")[0] for k, v in value.items()}
+            value = {k: (parse_day_index_value(v.decode())[::2]) for k, v in value.items()}  # builds, revised
         elif key.endswith(b":manifest"):
             value = {k: v for k, v in json.loads(value).items() if k != "published_at"}
         elif key.endswith(b":meta"):
