@@ -18,7 +18,7 @@ from typing import Any
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.source import HOUR_COLUMN, HourInput, InputError, inspect_hour, read_hours
+from jobs.source import HOUR_COLUMN, HourInput, InputError, inspect_hour, read_failure_message, read_hours
 from jobs.transform import (
     REASON,
     aggregate,
@@ -89,13 +89,41 @@ def run_hours(spark: SparkSession, data_dir: Path, spec: MetricSpec, hours: Sequ
 def run_planned(
     spark: SparkSession, data_dir: Path, spec: MetricSpec, inputs: Sequence[HourInput], report: RunReport
 ) -> RunReport:
-    """Compute and write already planned (and checked) hours into ``report``."""
-    started = time.monotonic()
+    """Compute and write already planned (and checked) hours into ``report``.
+
+    A file that only fails once its rows are read (a readable footer over broken
+    pages) fails its own hour: the batch is split in halves until the hour that
+    holds it is alone, and the other hours are computed as usual.
+    """
     if not inputs:
         return report
+    try:
+        _run_batch(spark, data_dir, spec, inputs, report)
+    except Exception as exc:  # py4j and pyspark raise several types for the same failure
+        message = read_failure_message(exc)
+        if message is None:
+            raise
+        if len(inputs) == 1:
+            report.failed[format_hour(inputs[0].hour)] = message
+            log.error("hour %s failed: %s", format_hour(inputs[0].hour), message)
+            return report
+        log.warning("%s; computing the batch's hours in smaller batches to isolate it", message)
+        middle = len(inputs) // 2
+        run_planned(spark, data_dir, spec, inputs[:middle], report)
+        run_planned(spark, data_dir, spec, inputs[middle:], report)
+    return report
+
+
+def _run_batch(
+    spark: SparkSession, data_dir: Path, spec: MetricSpec, inputs: Sequence[HourInput], report: RunReport
+) -> None:
+    started = time.monotonic()
     computed = [i.hour for i in inputs]
     classified = with_invalid_reason(read_hours(spark, inputs)).persist()
     try:
+        # Decode every value of every row once, into the cache, before anything is
+        # deleted or written: a file that cannot be read fails here, harmlessly.
+        classified.select(F.count(F.hash(*classified.columns))).collect()
         _write_quarantine(spark, data_dir, classified, computed)
         rollup = aggregate(with_hour_placeholders(deduplicate(valid_events(classified)), computed), spec)
         _overwrite_partitions(rollup, data_dir / ROLLUPS_HOURLY)
@@ -123,8 +151,7 @@ def run_planned(
         stats_row["computed_at"] = stats_row["computed_at"].isoformat()
         stats_row["input_files"] = files_per_hour[hour_text]
         report.computed[hour_text] = stats_row
-    report.computed_hours = computed
-    return report
+    report.computed_hours += computed
 
 
 def _overwrite_partitions(frame: DataFrame, path: Path) -> None:

@@ -8,11 +8,13 @@ most a few Spark scans, grouped by how their columns must be decoded.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,6 +37,8 @@ class FileEncoding:
 
     event_time_nanos: bool
     amount_integer: bool
+    # Columns typed null (pandas writes an all-None column so): read as nulls of the contract type.
+    null_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,13 @@ def check_footer(path: Path) -> FileEncoding:
     return FileEncoding(
         event_time_nanos=pa.types.is_timestamp(time_type) and time_type.unit == "ns",
         amount_integer=pa.types.is_integer(amount_type),
+        null_columns=tuple(c for c in REQUIRED_COLUMNS if pa.types.is_null(schema.field(c).type)),
     )
 
 
 def _compatible(logical: str, arrow_type: pa.DataType) -> bool:
+    if pa.types.is_null(arrow_type):  # every value null: valid for any type
+        return True
     if logical == "string":
         return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
     if logical == "timestamp":
@@ -89,7 +96,9 @@ def _compatible(logical: str, arrow_type: pa.DataType) -> bool:
 
 def _read_schema(encoding: FileEncoding) -> T.StructType:
     fields = []
-    for column, _logical in REQUIRED_COLUMNS.items():
+    for column in REQUIRED_COLUMNS:
+        if column in encoding.null_columns:
+            continue  # Spark cannot convert Parquet's null type; _normalised supplies the nulls
         spark_type: T.DataType = T.StringType()
         if column == "event_time":
             spark_type = T.LongType() if encoding.event_time_nanos else T.TimestampType()
@@ -101,20 +110,52 @@ def _read_schema(encoding: FileEncoding) -> T.StructType:
 
 def _normalised(encoding: FileEncoding) -> list[Column]:
     """Columns in contract types, whatever the file's physical encoding."""
-    event_time = F.col("event_time")
-    if encoding.event_time_nanos:
+
+    def column(name: str) -> Column:
+        return F.lit(None) if name in encoding.null_columns else F.col(name)
+
+    event_time = column("event_time")
+    if encoding.event_time_nanos and "event_time" not in encoding.null_columns:
         # Nanoseconds since the epoch -> microsecond timestamp (Spark's precision).
         event_time = F.timestamp_micros(F.floor(event_time / 1000).cast("long"))
     return [
-        F.col("event_id"),
+        column("event_id").cast("string").alias("event_id"),
         event_time.cast("timestamp").alias("event_time"),
-        F.col("user_id"),
-        F.col("session_id"),
-        F.col("event_type"),
-        F.col("amount").cast("double").alias("amount"),
-        F.col("country"),
-        F.col("platform"),
+        column("user_id").cast("string").alias("user_id"),
+        column("session_id").cast("string").alias("session_id"),
+        column("event_type").cast("string").alias("event_type"),
+        column("amount").cast("double").alias("amount"),
+        column("country").cast("string").alias("country"),
+        column("platform").cast("string").alias("platform"),
     ]
+
+
+# Spark names the file it could not read, e.g. "[FAILED_READ_FILE.NO_HINT] Encountered
+# error while reading file file:///data/raw/.../part-0.parquet.  SQLSTATE: KD001".
+_READ_FAILURE = re.compile(r"Encountered error while reading file (\S+?)\.?\s")
+
+
+def read_failure_message(exc: BaseException) -> str | None:
+    """``<file>: could not be read (<root cause>)`` for a Spark read failure, else None.
+
+    A file whose footer is fine but whose pages are broken is found only when its
+    rows are read, inside Spark; this turns the JVM error into the same kind of
+    message the footer check gives.
+    """
+    match = _READ_FAILURE.search(str(exc))
+    if match is None:
+        return None
+    path = unquote(match.group(1).removeprefix("file://").removeprefix("file:"))
+    return f"{path}: could not be read ({_root_cause(exc)})"
+
+
+def _root_cause(exc: BaseException) -> str:
+    cause = getattr(exc, "java_exception", None)
+    if cause is None:
+        return type(exc).__name__
+    while cause.getCause() is not None:
+        cause = cause.getCause()
+    return str(cause.toString())[:300]
 
 
 def raw_schema() -> T.StructType:
