@@ -7,9 +7,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from dashboard_api.errors import install_error_handlers
-from dashboard_api.middleware import ReadOnlyMiddleware
+from dashboard_api.middleware import ALLOWED_METHODS, BearerTokenMiddleware, ReadOnlyMiddleware
 from dashboard_api.routes import build_router
 from dashboard_api.store import open_client
 from tally.settings import Settings, get_settings
@@ -34,7 +35,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: resolved
     install_error_handlers(app)
+    # Added innermost first: CORS answers a browser's preflight (OPTIONS) before the
+    # token and read-only rules, which would refuse it.
     app.add_middleware(ReadOnlyMiddleware)
+    if resolved.api_token is not None:
+        app.add_middleware(BearerTokenMiddleware, token=resolved.api_token.get_secret_value())
+    if resolved.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=resolved.cors_origins,
+            allow_methods=list(ALLOWED_METHODS),
+            allow_headers=["Authorization", "If-None-Match"],
+            expose_headers=["ETag", "Last-Modified", "Cache-Control"],
+            max_age=600,
+        )
     app.include_router(build_router(app.state.spec))
     return app
 
@@ -42,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     # No ping here: the API must start while Redis is down and serve 503s until it is back.
-    client = open_client(app.state.settings.redis_url)
+    client = open_client(app.state.settings.api_read_url)
     try:
         yield {"redis": client}
     finally:

@@ -29,6 +29,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "unsupported_timezone": 400,
     "range_too_large": 400,
     "unknown_dimension": 400,
+    "unauthorized": 401,
     "not_found": 404,
     "unknown_metric": 404,
     "method_not_allowed": 405,
@@ -114,7 +115,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("redis unavailable: %s", exc)
-    return error_response("redis_unavailable", redis_down_message(request.app.state.settings.redis_url, exc))
+    return error_response("redis_unavailable", redis_down_message(request.app.state.settings.api_read_url, exc))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

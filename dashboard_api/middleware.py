@@ -1,12 +1,14 @@
-"""The read-only rule, enforced before routing: only GET and HEAD reach the app.
+"""Rules enforced before routing: read-only methods, and the optional bearer token.
 
-Any other method on any path, known or not, gets 405 with the JSON error body and
+Only GET and HEAD reach the app. Any other method on any path, known or not, gets 405 with the JSON error body and
 ``Allow: GET, HEAD``. HEAD is served as GET with the body dropped (RFC 9110:
 HEAD is GET without content), so every GET route, ``/docs`` included, answers
 HEAD without a second route declaration.
 """
 
 from __future__ import annotations
+
+import hmac
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -47,3 +49,32 @@ def _without_body(send: Send) -> Send:
         await send(message)
 
     return send_headers_only
+
+
+# Load balancers and the local stack probe /health without credentials; it reveals
+# only freshness, never a metric.
+OPEN_PATHS: frozenset[str] = frozenset({"/health"})
+
+
+class BearerTokenMiddleware:
+    """Every request but :data:`OPEN_PATHS` needs ``Authorization: Bearer <token>`` (TALLY_API_TOKEN)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        # Constant time: the comparison must not reveal how much of a guess was right.
+        if not hmac.compare_digest(given, self.expected):
+            response = error_response(
+                "unauthorized",
+                "this API needs `Authorization: Bearer <token>` (the server's TALLY_API_TOKEN)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

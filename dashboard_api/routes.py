@@ -244,7 +244,7 @@ def health(settings: SettingsDep, client: RedisDep, layout: LayoutDep) -> Health
     except REDIS_DOWN_ERRORS as exc:
         return error_response(
             "redis_unavailable",
-            redis_down_message(settings.redis_url, exc),
+            redis_down_message(settings.api_read_url, exc),
             extra={"status": "unavailable", "redis": "unreachable"},
         )
     return HealthResponse(

@@ -76,8 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--hour", required=True, help="UTC hour, e.g. 2026-11-27T10:00Z")
     rollback.set_defaults(handler=_rollback)
 
+    acl = sub.add_parser("redis-acl", help="print the ACL SETUSER lines for Tally's writer and read-only API users")
+    acl.add_argument("--writer-password", default="<writer-password>")
+    acl.add_argument("--reader-password", default="<api-password>")
+    acl.set_defaults(handler=_redis_acl)
+
     serve = sub.add_parser("serve", help="serve the read-only metrics API")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", help="address to bind (default TALLY_API_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(handler=_serve)
     return parser
@@ -197,6 +202,13 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     client = connect(settings.redis_url)
     build = rollback_hour(client, KeyLayout(settings.redis_prefix), hour, spec=load_spec(settings.spec_path))
     print(f"{args.hour}: build {build} is live again")
+    return 0
+
+
+def _redis_acl(args: argparse.Namespace, settings: Settings) -> int:
+    from cache.acl import acl_lines
+
+    print(acl_lines(settings.redis_prefix, args.reader_password, args.writer_password))
     return 0
 
 

@@ -123,17 +123,46 @@ def _stop(name: str) -> None:
 
 
 def ensure_redis() -> bool:
-    """Start a local Redis when nothing answers at REDIS_URL; True if we started one."""
+    """Start a local Redis when nothing answers at REDIS_URL; True if we started one.
+
+    A Redis the stack starts gets Tally's two ACL users (cache.acl): the jobs write
+    as the writer, and the API reads as the read-only user. A Redis it finds
+    running is used as configured (`tally redis-acl` prints the users to create).
+    """
+    import redis
+
+    from cache.acl import create_users
     from tally.services import start_local_redis
     from tally.settings import get_settings
 
-    process = start_local_redis(get_settings().redis_url, STATE / "redis")
+    settings = get_settings()
+    users_file = STATE / "redis" / "users.json"
+    process = start_local_redis(settings.redis_url, STATE / "redis")
     if process is None:
+        if (RUN / "redis.pid").exists() and users_file.exists():  # ours, left running by an earlier `up`
+            _use_redis_users(json.loads(users_file.read_text()))
         return False
     RUN.mkdir(parents=True, exist_ok=True)
     (RUN / "redis.pid").write_text(str(process.pid))
-    print(f"started a local Redis (pid {process.pid}) for {get_settings().redis_url}")
+    admin = redis.Redis.from_url(settings.redis_url)
+    try:
+        urls = create_users(admin, settings.redis_prefix, settings.redis_url)
+    finally:
+        admin.close()
+    users_file.touch(mode=0o600)  # passwords: readable by this user only
+    users_file.chmod(0o600)
+    users_file.write_text(json.dumps(urls))
+    _use_redis_users(urls)
+    print(f"started a local Redis (pid {process.pid}) for {settings.redis_url}, with Tally's writer and API users")
     return True
+
+
+def _use_redis_users(urls: dict[str, str]) -> None:
+    """Make this process and the ones it starts use the ACL users' URLs."""
+    from tally.settings import get_settings
+
+    os.environ.update(urls)
+    get_settings.cache_clear()
 
 
 def demo() -> int:

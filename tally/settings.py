@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SPEC_PATH = Path(__file__).with_name("metrics.yaml")
 
@@ -18,7 +19,8 @@ DEFAULT_SPEC_PATH = Path(__file__).with_name("metrics.yaml")
 class Settings(BaseSettings):
     """Runtime configuration. Environment variables are named in each field."""
 
-    model_config = SettingsConfigDict(env_prefix="TALLY_", extra="ignore", frozen=True)
+    # populate_by_name: code (and tests) may pass fields by name, e.g. Settings(redis_url=...).
+    model_config = SettingsConfigDict(env_prefix="TALLY_", extra="ignore", frozen=True, populate_by_name=True)
 
     data_dir: Path = Field(
         default=Path("data"),
@@ -29,6 +31,11 @@ class Settings(BaseSettings):
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("REDIS_URL", "TALLY_REDIS_URL"),
         description="Redis that holds the published metrics (REDIS_URL).",
+    )
+    api_redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TALLY_API_REDIS_URL"),
+        description="Redis URL the API reads with, e.g. as the read-only ACL user (default: REDIS_URL).",
     )
     redis_prefix: str = Field(
         default="tally",
@@ -71,11 +78,37 @@ class Settings(BaseSettings):
     reconcile_horizon_days: int = Field(
         default=35, ge=1, description="How far back the daily tally_reconcile DAG looks for changed input."
     )
+    api_host: str = Field(default="127.0.0.1", description="Address `tally serve` binds (TALLY_API_HOST).")
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="If set, every API request but /health needs `Authorization: Bearer <token>` (TALLY_API_TOKEN).",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed to read the API from a browser, comma-separated; none by default.",
+    )
     input_wait_hours: float = Field(
         default=6.0,
         gt=0,
         description="How long tally_hourly waits for an hour's input folder before failing.",
     )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def api_read_url(self) -> str:
+        """The Redis URL the API connects with."""
+        return self.api_redis_url or self.redis_url
 
 
 @lru_cache(maxsize=1)
