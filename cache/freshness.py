@@ -29,25 +29,29 @@ INPUT_CHANGED = "input changed since the hour was built"
 NOT_PUBLISHED = "a newer rollup is not published yet"
 
 
-def rollup_computed_at(data_dir: Path, hour: datetime) -> str | None:
-    """When the hour's durable rollup was computed (ISO text), or None if it has none."""
+def rollup_fingerprint(data_dir: Path, hour: datetime) -> str | None:
+    """The input fingerprint the hour's durable rollup was built from, or None if it has none.
+
+    It identifies a rollup without reading it: rerunning unchanged input gives the
+    same rollup and the same fingerprint, so reruns leave Redis byte-identical.
+    """
     stats_dir = stats_hour_dir(data_dir, hour)
     if not any(stats_dir.glob("*.parquet")):
         return None
-    rows = pq.read_table(stats_dir, columns=["computed_at"]).to_pylist()
-    return rows[0]["computed_at"].isoformat() if rows else None
+    rows = pq.read_table(stats_dir, columns=["input_fingerprint"]).to_pylist()
+    return rows[0]["input_fingerprint"] if rows else None
 
 
 def unpublished_hours(
     client: redis.Redis, layout: KeyLayout, data_dir: Path, hours: Sequence[datetime]
 ) -> list[datetime]:
     """Hours whose durable rollup differs from the one last published (or that were never published)."""
-    computed = {hour: at for hour in hours if (at := rollup_computed_at(data_dir, hour)) is not None}
-    if not computed:
+    built = {hour: fp for hour in hours if (fp := rollup_fingerprint(data_dir, hour)) is not None}
+    if not built:
         return []
-    recorded = client.hmget(layout.published_rollups(), [hour_field(hour) for hour in computed])
+    recorded = client.hmget(layout.published_rollups(), [hour_field(hour) for hour in built])
     return [
-        hour for (hour, at), seen in zip(computed.items(), recorded, strict=True) if seen is None or seen.decode() != at
+        hour for (hour, fp), seen in zip(built.items(), recorded, strict=True) if seen is None or seen.decode() != fp
     ]
 
 

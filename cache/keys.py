@@ -20,9 +20,10 @@ key                                         type      content
                                                       published hour known to be out of date (its
                                                       input changed, or a newer rollup is not yet
                                                       published); its publish removes the field.
-``{p}:rollups``                             hash      hour -> ``computed_at`` of the durable rollup
-                                                      last published for it (changed or not), so
-                                                      a rollup that was never published is found.
+``{p}:rollups``                             hash      hour -> input fingerprint of the durable
+                                                      rollup last published for it (changed or
+                                                      not), so a rollup that was never published
+                                                      is found.
 ``{p}:history:{hour}``                      list      the hour's kept builds, live first; builds that
                                                       fall off its end expire (``tally rollback``
                                                       switches back to the second).

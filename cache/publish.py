@@ -43,6 +43,7 @@ from cache.keys import (
     slice_id,
 )
 from cache.verify import LiveBuild, VerificationError, movements, problems, totals_of
+from tally.faults import checkpoint
 from tally.layout import as_utc, computed_hours, format_hour, rollup_hour_dir, stats_hour_dir
 from tally.settings import Settings
 from tally.spec import MetricSpec, load_spec
@@ -163,6 +164,7 @@ def publish_builds(
                     return PublishReport(published=[], unchanged=[format_hour(b.hour) for b in builds])
                 changed = _verified(client, layout, changed, current, max_movement_factor, force)
                 new_keys = _write_build_keys(client, layout, changed, published_at)
+                checkpoint("publish:before-switch")
                 histories, evicted = _histories_after(client, layout, changed, current, keep_builds)
                 old_keys = [key for hour, build in evicted for key in _build_keys(client, layout, build, hour)]
                 # Replacing data that was already served makes the hour a revision, for good.
@@ -187,6 +189,7 @@ def publish_builds(
                 break
             except redis.WatchError:
                 log.info("pointer changed during publish; retrying")
+    checkpoint("publish:before-days")
     if spec is not None:
         rebuild_days(client, layout, spec, {b.hour.astimezone(UTC).date() for b in changed})
     switched = {b.hour for b in changed}
@@ -201,9 +204,11 @@ def _record_published(client: Any, layout: KeyLayout, builds: Sequence[HourBuild
 
     ``client`` is a client, or a pipeline whose MULTI/EXEC these writes join.
     """
-    computed_at = {hour_field(b.hour): b.stats["computed_at"] for b in builds if b.stats.get("computed_at")}
-    if computed_at:
-        client.hset(layout.published_rollups(), mapping=computed_at)
+    fingerprints = {
+        hour_field(b.hour): b.stats["input_fingerprint"] for b in builds if b.stats.get("input_fingerprint")
+    }
+    if fingerprints:
+        client.hset(layout.published_rollups(), mapping=fingerprints)
     client.hdel(layout.pending(), *[hour_field(b.hour) for b in builds])
 
 

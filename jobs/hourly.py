@@ -28,6 +28,7 @@ from jobs.transform import (
     with_hour_placeholders,
     with_invalid_reason,
 )
+from tally.faults import checkpoint
 from tally.layout import (
     QUARANTINE,
     ROLLUPS_HOURLY,
@@ -125,8 +126,10 @@ def _run_batch(
         # deleted or written: a file that cannot be read fails here, harmlessly.
         classified.select(F.count(F.hash(*classified.columns))).collect()
         _write_quarantine(spark, data_dir, classified, computed)
+        checkpoint("job:before-rollup")
         rollup = aggregate(with_hour_placeholders(deduplicate(valid_events(classified)), computed), spec)
         _overwrite_partitions(rollup, data_dir / ROLLUPS_HOURLY)
+        checkpoint("job:after-rollup")
         # Statistics are written last: their presence marks the hour's rollup complete.
         stats = hour_stats(classified, computed)
         # One small row per hour, plus the input fingerprint taken when the files were listed.
@@ -142,6 +145,7 @@ def _run_batch(
         ]
         schema = stats.schema.add("input_fingerprint", "string").add("duration_seconds", "double")
         _overwrite_partitions(spark.createDataFrame(stats_rows, schema), data_dir / ROLLUPS_STATS)
+        checkpoint("job:after-stats")
     finally:
         classified.unpersist()
     files_per_hour = {format_hour(i.hour): len(i.files) for i in inputs}

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def build(events: float) -> HourBuild:
     values = {"events": {"_": events}}
-    return HourBuild(HOUR, build_id(values, {}), values, {}, {"computed_at": f"2026-11-20T11:00:0{int(events)}"})
+    return HourBuild(HOUR, build_id(values, {}), values, {}, {"input_fingerprint": f"fp{int(events)}"})
 
 
 @pytest.fixture
