@@ -1,0 +1,58 @@
+"""Schemathesis against the OpenAPI document: no 5xx, and every response matches its declared schema.
+
+The app serves a small published state under the test's own prefix, so generated
+requests hit real data, real errors and real Redis reads.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from cache.keys import KeyLayout
+from cache.publish import HourBuild, build_id, publish_builds
+from dashboard_api import create_app
+from tally.settings import DEFAULT_SPEC_PATH, Settings
+from tally.spec import load_spec
+from tests.conftest import TEST_REDIS_URL, delete_prefix
+
+SPEC = load_spec(DEFAULT_SPEC_PATH)
+LAYOUT = KeyLayout(f"tally-test-schema-{uuid.uuid4().hex[:8]}")
+APP = create_app(Settings(redis_url=TEST_REDIS_URL, redis_prefix=LAYOUT.prefix))
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def published(redis_server: str) -> Iterator[None]:
+    client = redis.Redis.from_url(redis_server)
+    builds = []
+    for i in range(48):
+        hour = datetime(2026, 11, 20, tzinfo=UTC) + timedelta(hours=i)
+        values = {"events": {"_": float(i), "country=US": float(i)}, "revenue": {"_": 2.5 * i}}
+        builds.append(HourBuild(hour, build_id(values, {}), values, {}, {}))
+    publish_builds(client, LAYOUT, builds, superseded_ttl=60, spec=SPEC)
+    yield
+    delete_prefix(client, LAYOUT)
+    client.close()
+
+
+# Every check but positive_data_acceptance: the schema cannot say that a date must
+# exist, that end must follow start, or that a range must fit the limits, so a
+# schema-valid request may rightly get a 400 (still checked: it must be JSON in
+# the declared error shape).
+EXCLUDED = [schemathesis.checks.positive_data_acceptance]
+
+
+@schema.parametrize()
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_honours_its_schema(case):
+    response = case.call_and_validate(excluded_checks=EXCLUDED)
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert set(response.json()) >= {"error"} and response.json()["error"]["code"], response.text
