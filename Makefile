@@ -26,6 +26,7 @@ test: env
 
 bench: env
 	$(PY) -m bench.window_latency
+	$(PY) -m bench.load
 
 demo: env
 	$(PY) -m tally.local demo
