@@ -24,7 +24,8 @@ Every hour, for exactly the hour of its **data interval** (UTC):
    hour could not be recomputed (its input is now broken). That hour keeps its
    previous build and stays pending; the run's own hour is published anyway.
 
-Tasks retry with exponential backoff. `catchup` is off: enabling the DAG
+Tasks retry 3 times with exponential backoff, starting from Airflow's
+`[core] default_task_retry_delay` (the local stack sets 60 s). `catchup` is off: enabling the DAG
 starts at the current hour. To fill history, trigger **tally_recompute** with a
 range (one Spark application) or run `tally backfill`.
 """
@@ -39,7 +40,6 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, task
 DEFAULT_ARGS = {
     "owner": "tally",
     "retries": 3,
-    "retry_delay": timedelta(minutes=1),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=20),
 }

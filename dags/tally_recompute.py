@@ -13,15 +13,12 @@ switch.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import DAG, Param, task
 
 DEFAULT_ARGS = {
     "owner": "tally",
     "retries": 1,
-    "retry_delay": timedelta(minutes=1),
     "retry_exponential_backoff": True,
 }
 

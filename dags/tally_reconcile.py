@@ -28,7 +28,6 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, task
 DEFAULT_ARGS = {
     "owner": "tally",
     "retries": 2,
-    "retry_delay": timedelta(minutes=5),
     "retry_exponential_backoff": True,
 }
 

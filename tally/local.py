@@ -47,6 +47,8 @@ def airflow_env(airflow_home: Path | None = None, base: dict[str, str] | None = 
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{AIRFLOW_PORT}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{AIRFLOW_PORT}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            # The DAGs leave the first retry's delay to Airflow's configuration (doubling after).
+            "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": env.get("AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY", "60"),
             # Tasks run from Airflow's working directory: make the data path absolute.
             "TALLY_DATA_DIR": str(Path(env.get("TALLY_DATA_DIR", ROOT / "data")).resolve()),
             "PYTHONUNBUFFERED": "1",
