@@ -93,8 +93,9 @@ def run_planned(
     """Compute and write already planned (and checked) hours into ``report``.
 
     A file that only fails once its rows are read (a readable footer over broken
-    pages) fails its own hour: the batch is split in halves until the hour that
-    holds it is alone, and the other hours are computed as usual.
+    pages) fails its own hour, and the other hours are computed without it. Spark
+    names the file; if the name cannot be matched to an hour, the batch is split
+    in halves until the failing hour is alone.
     """
     if not inputs:
         return report
@@ -104,10 +105,12 @@ def run_planned(
         message = read_failure_message(exc)
         if message is None:
             raise
-        if len(inputs) == 1:
-            report.failed[format_hour(inputs[0].hour)] = message
-            log.error("hour %s failed: %s", format_hour(inputs[0].hour), message)
-            return report
+        failing = [i for i in inputs if any(message.startswith(f"{path}:") for path in i.files)]
+        if len(inputs) == 1 or failing:
+            bad = failing[0] if failing else inputs[0]
+            report.failed[format_hour(bad.hour)] = message
+            log.error("hour %s failed: %s", format_hour(bad.hour), message)
+            return run_planned(spark, data_dir, spec, [i for i in inputs if i is not bad], report)
         log.warning("%s; computing the batch's hours in smaller batches to isolate it", message)
         middle = len(inputs) // 2
         run_planned(spark, data_dir, spec, inputs[:middle], report)

@@ -88,3 +88,51 @@ def test_airflow_retries_through_a_redis_outage_and_the_api_recovers(tmp_path_fa
                     if redis_process is not None:
                         redis_process.terminate()
                         redis_process.wait(timeout=10)
+
+
+def test_redis_restarted_empty_then_rehydrated_serves_every_point_again(spark, tmp_path_factory):
+    """A real restart (no persistence): the same API says cache_cold, then `tally rehydrate` brings all back."""
+    import redis as redis_py
+
+    from cache.keys import KeyLayout
+    from cache.publish import publish_hours
+    from jobs.hourly import run_hours
+    from tally.settings import DEFAULT_SPEC_PATH
+    from tally.spec import load_spec
+    from tests.test_failures import tally
+
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    data_dir = tmp_path_factory.mktemp("data")
+    hours = [HOUR + timedelta(hours=i) for i in range(6)]
+    for i, hour in enumerate(hours):
+        write_events(data_dir, hour, [event(f"h{i}-{j}", f"{hour:%Y-%m-%dT%H}:{j:02d}:00") for j in range(i + 1)])
+    run_hours(spark, data_dir, spec, hours)
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    layout = KeyLayout("tally-test-restart")
+    queries = [
+        ("events", {"grain": "hour", "start": "2026-11-25T07:00Z", "end": "2026-11-25T13:00Z"}),
+        ("active_users", {"grain": "day", "start": "2026-11-25", "end": "2026-11-26", "group_by": "country"}),
+    ]
+    process = start_local_redis(url, tmp_path_factory.mktemp("redis"))
+    try:
+        publish_hours(redis_py.Redis.from_url(url), layout, data_dir, spec, hours, superseded_ttl=60)
+        with TestClient(create_app(Settings(redis_url=url, redis_prefix=layout.prefix))) as api:
+
+            def answers() -> list[dict]:
+                bodies = [api.get(f"/v1/metrics/{m}", params=p).json() for m, p in queries]
+                return [{k: v for k, v in body.items() if k not in ("as_of", "build")} for body in bodies]
+
+            before = answers()
+            assert [p["value"] for p in before[0]["series"][0]["points"]] == [1, 2, 3, 4, 5, 6]
+            process.terminate()
+            process.wait(timeout=10)
+            process = start_local_redis(url, tmp_path_factory.mktemp("redis-again"))  # back, and empty
+            cold = api.get("/v1/metrics/events", params=queries[0][1])
+            assert cold.status_code == 503 and cold.json()["error"]["code"] == "cache_cold"
+            assert api.get("/health").json()["cache"] == "cold"
+            result = tally(data_dir, layout, url, "rehydrate")
+            assert result.returncode == 0 and "rehydrated 6 hour(s)" in result.stdout, result.stderr[-2000:]
+            assert answers() == before
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
