@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -28,12 +26,10 @@ from pathlib import Path
 import httpx
 import redis
 
-from bench.window_latency import hour_build, percentile
+from bench.server import start_server, stop
+from bench.window_latency import percentile, publish_days
 from cache.keys import KeyLayout
-from cache.publish import publish_builds
 from tally.services import start_local_redis
-from tally.settings import DEFAULT_SPEC_PATH
-from tally.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 END = datetime(2026, 11, 28, tzinfo=UTC)
@@ -107,35 +103,6 @@ def run_load(base: str, paths: list[str], *, connections: int = CONNECTIONS, sec
     return asyncio.run(_load(base, paths, connections, seconds))
 
 
-def publish_days(client: redis.Redis, layout: KeyLayout, days: int, end: datetime = END) -> None:
-    spec = load_spec(DEFAULT_SPEC_PATH)
-    rng = random.Random(1)
-    day = end - timedelta(days=days)
-    while day < end:
-        builds = [hour_build(day + timedelta(hours=h), rng, spec.sketch_lg_k) for h in range(24)]
-        publish_builds(client, layout, builds, superseded_ttl=60, spec=spec)
-        day += timedelta(days=1)
-
-
-def start_server(redis_url: str, prefix: str, port: int) -> subprocess.Popen:
-    """`tally serve` in its own process; returns once /health answers."""
-    env = {**os.environ, "REDIS_URL": redis_url, "TALLY_REDIS_PREFIX": prefix}
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("tally")), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(150):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                return server
-        except httpx.TransportError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError(f"tally serve did not answer on port {port}")
-
-
 def main() -> int:
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     local = start_local_redis(url, ROOT / ".tally" / "bench-redis")
@@ -144,7 +111,7 @@ def main() -> int:
     server = None
     try:
         print(f"publishing {DAYS} days of hourly builds ...", flush=True)
-        publish_days(client, layout, DAYS)
+        publish_days(client, layout, DAYS, END)
         port = 19000 + os.getpid() % 1000
         server = start_server(url, layout.prefix, port)
         base = f"http://127.0.0.1:{port}"
@@ -169,12 +136,7 @@ def main() -> int:
         print(f"wrote {out}")
         return 0 if dashboard.errors == 0 and health.errors == 0 else 1
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
-        keys = list(client.scan_iter(match=layout.all_keys_pattern(), count=5000))
-        for i in range(0, len(keys), 5000):
-            client.delete(*keys[i : i + 5000])
+        stop(server, client, layout)
         if local is not None:
             local.terminate()
 

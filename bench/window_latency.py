@@ -19,7 +19,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -29,6 +28,7 @@ import datasketches
 import httpx
 import redis
 
+from bench.server import start_server, stop
 from cache.keys import KeyLayout, slice_id
 from cache.publish import HourBuild, build_id, publish_builds
 from tally.services import start_local_redis
@@ -59,6 +59,17 @@ def hour_build(hour: datetime, rng: random.Random, lg_k: int) -> HourBuild:
     return HourBuild(hour, build_id(values, sketch_map), values, sketch_map, {})
 
 
+def publish_days(client: redis.Redis, layout: KeyLayout, days: int, end: datetime) -> None:
+    """``days`` days of realistic hourly builds ending at ``end``, a day per publish."""
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    rng = random.Random(1)
+    day = end - timedelta(days=days)
+    while day < end:
+        builds = [hour_build(day + timedelta(hours=h), rng, spec.sketch_lg_k) for h in range(24)]
+        publish_builds(client, layout, builds, superseded_ttl=60, spec=spec)
+        day += timedelta(days=1)
+
+
 def percentile(samples: list[float], p: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -80,34 +91,14 @@ def main() -> int:
     local = start_local_redis(url, ROOT / ".tally" / "bench-redis")
     client = redis.Redis.from_url(url)
     layout = KeyLayout(f"tally-bench-{os.getpid()}")
-    spec = load_spec(DEFAULT_SPEC_PATH)
     end = datetime(2026, 11, 28, tzinfo=UTC)
-    start = end - timedelta(days=DAYS)
-    rng = random.Random(1)
     server = None
     try:
         print(f"publishing {DAYS * 24} hours ({DAYS} days) ...", flush=True)
-        day = start
-        while day < end:
-            builds = [hour_build(day + timedelta(hours=h), rng, spec.sketch_lg_k) for h in range(24)]
-            publish_builds(client, layout, builds, superseded_ttl=60, spec=spec)
-            day += timedelta(days=1)
+        publish_days(client, layout, DAYS, end)
         port = 18000 + os.getpid() % 1000
-        env = {**os.environ, "REDIS_URL": url, "TALLY_REDIS_PREFIX": layout.prefix}
-        server = subprocess.Popen(
-            [str(Path(sys.executable).with_name("tally")), "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        http = httpx.Client(base_url=base, timeout=30)
-        for _ in range(100):
-            try:
-                if http.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        server = start_server(url, layout.prefix, port)
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
         first = (end - timedelta(days=90)).date().isoformat()
         cases = {
             "window_30d_90_days": f"/v1/metrics/active_users?grain=day&window=30d&start={first}&end={end.date()}",
@@ -139,12 +130,7 @@ def main() -> int:
         print(f"wrote {out}")
         return 0
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
-        keys = list(client.scan_iter(match=layout.all_keys_pattern(), count=5000))
-        for i in range(0, len(keys), 5000):
-            client.delete(*keys[i : i + 5000])
+        stop(server, client, layout)
         if local is not None:
             local.terminate()
 

@@ -77,8 +77,3 @@ def mark_pending(
             mark = json.dumps({"reason": reason, "detected_at": detected_at})
             pipe.hsetnx(layout.pending(), hour_field(hour), mark)
         pipe.execute()
-
-
-def read_pending(client: redis.Redis, layout: KeyLayout) -> dict[str, dict[str, str]]:
-    """Every pending mark: hour field -> {"reason", "detected_at"}."""
-    return {field.decode(): json.loads(mark) for field, mark in client.hgetall(layout.pending()).items()}

@@ -10,18 +10,15 @@ against a real `tally serve` process.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 
+from bench.server import start_server
 from cache.publish import HourBuild, build_id, publish_builds
 from tally.settings import DEFAULT_SPEC_PATH
 from tally.spec import load_spec
@@ -63,25 +60,10 @@ def is_one_publish(found: set[float]) -> bool:
 @pytest.fixture
 def server(layout, redis_server):
     port = free_port()
-    env = {**os.environ, "TALLY_REDIS_PREFIX": layout.prefix, "REDIS_URL": redis_server}
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("tally")), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(f"{base}/health")
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    process = start_server(redis_server, layout.prefix, port)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
 
 
 def test_no_response_mixes_two_publishes(server, redis_client, layout):
