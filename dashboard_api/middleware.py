@@ -1,9 +1,9 @@
 """Rules enforced before routing: read-only methods, and the optional bearer token.
 
-Only GET and HEAD reach the app. Any other method on any path, known or not, gets 405 with the JSON error body and
-``Allow: GET, HEAD``. HEAD is served as GET with the body dropped (RFC 9110:
-HEAD is GET without content), so every GET route, ``/docs`` included, answers
-HEAD without a second route declaration.
+Only GET and HEAD reach the app. Any other method on any path, known or not,
+gets 405 with the JSON error body and ``Allow: GET, HEAD``. HEAD is served as GET
+with the body dropped (RFC 9110: HEAD is GET without content), so every GET
+route, ``/docs`` included, answers HEAD without a second route declaration.
 """
 
 from __future__ import annotations
