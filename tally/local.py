@@ -213,11 +213,20 @@ def demo() -> int:
         )
         from dashboard_api.server import serve
 
+        # uvicorn re-raises the signal that stopped it; for SIGTERM that would end the
+        # process before `finally` could stop the Redis this demo started.
+        signal.signal(signal.SIGTERM, _interrupt)
         serve(host="127.0.0.1", port=API_PORT, settings=get_settings())
+    except KeyboardInterrupt:
+        pass
     finally:
         if started_redis:
             _stop("redis")
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def up() -> int:
