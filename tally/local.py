@@ -11,6 +11,7 @@ Usage: ``python -m tally.local {demo|up|down|airflow} [args...]``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -112,9 +113,7 @@ def _stop(name: str) -> None:
         except ProcessLookupError:
             break
         for _ in range(50):
-            try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
+            if _group_gone(pid):
                 break
             time.sleep(0.2)
         else:
@@ -122,6 +121,18 @@ def _stop(name: str) -> None:
         break
     pid_file.unlink(missing_ok=True)
     print(f"stopped {name}")
+
+
+def _group_gone(pid: int) -> bool:
+    # A child of this process (the demo's Redis) lingers as a zombie until reaped,
+    # and a zombie still counts as a member of its group.
+    with contextlib.suppress(ChildProcessError):  # not our child: `make down` stopping what `up` started
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def ensure_redis() -> bool:
