@@ -13,7 +13,6 @@ Prints and writes results/load.json: requests, errors, throughput, p50/p99.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -24,12 +23,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import redis
 
-from bench.server import start_server, stop
+from bench.server import bench_redis, start_server, stop, write_results
 from bench.window_latency import percentile, publish_days
-from cache.keys import KeyLayout
-from tally.services import start_local_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 END = datetime(2026, 11, 28, tzinfo=UTC)
@@ -104,41 +100,33 @@ def run_load(base: str, paths: list[str], *, connections: int = CONNECTIONS, sec
 
 
 def main() -> int:
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    local = start_local_redis(url, ROOT / ".tally" / "bench-redis")
-    client = redis.Redis.from_url(url)
-    layout = KeyLayout(f"tally-bench-load-{os.getpid()}")
     server = None
-    try:
-        print(f"publishing {DAYS} days of hourly builds ...", flush=True)
-        publish_days(client, layout, DAYS, END)
-        port = 19000 + os.getpid() % 1000
-        server = start_server(url, layout.prefix, port)
-        base = f"http://127.0.0.1:{port}"
-        print(f"{CONNECTIONS} connections for {SECONDS:.0f} s: dashboard queries, then /health ...", flush=True)
-        dashboard = run_load(base, dashboard_queries())
-        health = run_load(base, ["/health"], seconds=SECONDS / 4)
-        results = {
-            "dashboard": asdict(dashboard),
-            "health_peer": asdict(health),
-            "throughput_vs_health": round(dashboard.requests_per_second / health.requests_per_second, 3),
-            "connections": CONNECTIONS,
-        }
-        print(f"{'case':<12}{'requests':>10}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
-        for name, r in (("dashboard", dashboard), ("/health", health)):
-            print(
-                f"{name:<12}{r.requests:>10}{r.errors:>8}{r.requests_per_second:>9.1f}{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}"
-            )
-        print(f"dashboard throughput = {results['throughput_vs_health']:.2f} x /health's")
-        out = ROOT / "results" / "load.json"
-        out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps(results, indent=2))
-        print(f"wrote {out}")
-        return 0 if dashboard.errors == 0 and health.errors == 0 else 1
-    finally:
-        stop(server, client, layout)
-        if local is not None:
-            local.terminate()
+    with bench_redis("load") as (url, client, layout):
+        try:
+            print(f"publishing {DAYS} days of hourly builds ...", flush=True)
+            publish_days(client, layout, DAYS, END)
+            port = 19000 + os.getpid() % 1000
+            server = start_server(url, layout.prefix, port)
+            base = f"http://127.0.0.1:{port}"
+            print(f"{CONNECTIONS} connections for {SECONDS:.0f} s: dashboard queries, then /health ...", flush=True)
+            dashboard = run_load(base, dashboard_queries())
+            health = run_load(base, ["/health"], seconds=SECONDS / 4)
+            results = {
+                "dashboard": asdict(dashboard),
+                "health_peer": asdict(health),
+                "throughput_vs_health": round(dashboard.requests_per_second / health.requests_per_second, 3),
+                "connections": CONNECTIONS,
+            }
+            print(f"{'case':<12}{'requests':>10}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+            for name, r in (("dashboard", dashboard), ("/health", health)):
+                print(
+                    f"{name:<12}{r.requests:>10}{r.errors:>8}{r.requests_per_second:>9.1f}{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}"
+                )
+            print(f"dashboard throughput = {results['throughput_vs_health']:.2f} x /health's")
+            write_results("load", results)
+            return 0 if dashboard.errors == 0 and health.errors == 0 else 1
+        finally:
+            stop(server)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,23 @@
-"""The API process and Redis prefix a benchmark (or a test) runs against, started and cleaned up alike."""
+"""The Redis prefix and API process a benchmark (or a test) runs against, and where results go."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import redis
 
 from cache.keys import KeyLayout
+from tally.services import start_local_redis
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_server(redis_url: str, prefix: str, port: int) -> subprocess.Popen:
@@ -33,11 +39,32 @@ def start_server(redis_url: str, prefix: str, port: int) -> subprocess.Popen:
     raise RuntimeError(f"tally serve did not answer on port {port}")
 
 
-def stop(server: subprocess.Popen | None, client: redis.Redis, layout: KeyLayout) -> None:
-    """Stop the server and delete the benchmark's keys (only those under its prefix)."""
+@contextmanager
+def bench_redis(name: str) -> Iterator[tuple[str, redis.Redis, KeyLayout]]:
+    """(REDIS_URL, a client, a private prefix): a local Redis is started if none answers,
+    and the prefix's keys (only those) are deleted afterwards."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    local = start_local_redis(url, ROOT / ".tally" / "bench-redis")
+    client = redis.Redis.from_url(url)
+    layout = KeyLayout(f"tally-bench-{name}-{os.getpid()}")
+    try:
+        yield url, client, layout
+    finally:
+        keys = list(client.scan_iter(match=layout.all_keys_pattern(), count=5000))
+        for i in range(0, len(keys), 5000):
+            client.delete(*keys[i : i + 5000])
+        if local is not None:
+            local.terminate()
+
+
+def stop(server: subprocess.Popen | None) -> None:
     if server is not None:
         server.terminate()
         server.wait(timeout=10)
-    keys = list(client.scan_iter(match=layout.all_keys_pattern(), count=5000))
-    for i in range(0, len(keys), 5000):
-        client.delete(*keys[i : i + 5000])
+
+
+def write_results(name: str, results: dict) -> None:
+    out = ROOT / "results" / f"{name}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")

@@ -15,7 +15,6 @@ p99 <= 50 ms for the windowed read on this machine.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import statistics
@@ -28,10 +27,9 @@ import datasketches
 import httpx
 import redis
 
-from bench.server import start_server, stop
+from bench.server import bench_redis, start_server, stop, write_results
 from cache.keys import KeyLayout, slice_id
 from cache.publish import HourBuild, build_id, publish_builds
-from tally.services import start_local_redis
 from tally.settings import DEFAULT_SPEC_PATH
 from tally.spec import load_spec
 
@@ -87,52 +85,44 @@ def time_requests(client: httpx.Client, url: str, count: int) -> list[float]:
 
 
 def main() -> int:
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    local = start_local_redis(url, ROOT / ".tally" / "bench-redis")
-    client = redis.Redis.from_url(url)
-    layout = KeyLayout(f"tally-bench-{os.getpid()}")
     end = datetime(2026, 11, 28, tzinfo=UTC)
     server = None
-    try:
-        print(f"publishing {DAYS * 24} hours ({DAYS} days) ...", flush=True)
-        publish_days(client, layout, DAYS, end)
-        port = 18000 + os.getpid() % 1000
-        server = start_server(url, layout.prefix, port)
-        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        first = (end - timedelta(days=90)).date().isoformat()
-        cases = {
-            "window_30d_90_days": f"/v1/metrics/active_users?grain=day&window=30d&start={first}&end={end.date()}",
-            "daily_90_days": f"/v1/metrics/active_users?grain=day&start={first}&end={end.date()}",
-            "health": "/health",
-        }
-        results = {}
-        for name, path in cases.items():
-            samples = time_requests(http, path, REQUESTS)
-            results[name] = {
-                "p50_ms": statistics.median(samples),
-                "p99_ms": percentile(samples, 99),
-                "requests": len(samples),
+    with bench_redis("window") as (url, client, layout):
+        try:
+            print(f"publishing {DAYS * 24} hours ({DAYS} days) ...", flush=True)
+            publish_days(client, layout, DAYS, end)
+            port = 18000 + os.getpid() % 1000
+            server = start_server(url, layout.prefix, port)
+            http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+            first = (end - timedelta(days=90)).date().isoformat()
+            cases = {
+                "window_30d_90_days": f"/v1/metrics/active_users?grain=day&window=30d&start={first}&end={end.date()}",
+                "daily_90_days": f"/v1/metrics/active_users?grain=day&start={first}&end={end.date()}",
+                "health": "/health",
             }
-        target = results["window_30d_90_days"]
-        results["window_vs_daily_p99_ratio"] = target["p99_ms"] / results["daily_90_days"]["p99_ms"]
-        results["target_p99_ms"] = 50
-        results["target_met"] = target["p99_ms"] <= 50
-        print(f"{'case':<24}{'p50 ms':>10}{'p99 ms':>10}")
-        for name in cases:
-            print(f"{name:<24}{results[name]['p50_ms']:>10.1f}{results[name]['p99_ms']:>10.1f}")
-        print(
-            f"windowed/plain p99 ratio: {results['window_vs_daily_p99_ratio']:.2f}; "
-            f"target p99 <= 50 ms: {'met' if results['target_met'] else 'NOT met'}"
-        )
-        out = ROOT / "results" / "window_latency.json"
-        out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps(results, indent=2))
-        print(f"wrote {out}")
-        return 0
-    finally:
-        stop(server, client, layout)
-        if local is not None:
-            local.terminate()
+            results = {}
+            for name, path in cases.items():
+                samples = time_requests(http, path, REQUESTS)
+                results[name] = {
+                    "p50_ms": statistics.median(samples),
+                    "p99_ms": percentile(samples, 99),
+                    "requests": len(samples),
+                }
+            target = results["window_30d_90_days"]
+            results["window_vs_daily_p99_ratio"] = target["p99_ms"] / results["daily_90_days"]["p99_ms"]
+            results["target_p99_ms"] = 50
+            results["target_met"] = target["p99_ms"] <= 50
+            print(f"{'case':<24}{'p50 ms':>10}{'p99 ms':>10}")
+            for name in cases:
+                print(f"{name:<24}{results[name]['p50_ms']:>10.1f}{results[name]['p99_ms']:>10.1f}")
+            print(
+                f"windowed/plain p99 ratio: {results['window_vs_daily_p99_ratio']:.2f}; "
+                f"target p99 <= 50 ms: {'met' if results['target_met'] else 'NOT met'}"
+            )
+            write_results("window_latency", results)
+            return 0
+        finally:
+            stop(server)
 
 
 if __name__ == "__main__":

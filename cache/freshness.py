@@ -17,41 +17,29 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
-import pyarrow.parquet as pq
 import redis
 
 from cache.keys import KeyLayout, hour_field, published_at_text
-from tally.layout import stats_hour_dir
 
 INPUT_CHANGED = "input changed since the hour was built"
 NOT_PUBLISHED = "a newer rollup is not published yet"
 
 
-def rollup_fingerprint(data_dir: Path, hour: datetime) -> str | None:
-    """The input fingerprint the hour's durable rollup was built from, or None if it has none.
+def unpublished_hours(client: redis.Redis, layout: KeyLayout, built: Mapping[datetime, str | None]) -> list[datetime]:
+    """Hours whose durable rollup differs from the one last published (or that were never published).
 
-    It identifies a rollup without reading it: rerunning unchanged input gives the
-    same rollup and the same fingerprint, so reruns leave Redis byte-identical.
+    ``built`` maps hours with a complete rollup to the input fingerprint it was
+    built from (:func:`tally.layout.built_fingerprints`); that fingerprint is what
+    a publish records, so a rerun of unchanged input is not "unpublished".
     """
-    stats_dir = stats_hour_dir(data_dir, hour)
-    if not any(stats_dir.glob("*.parquet")):
-        return None
-    rows = pq.read_table(stats_dir, columns=["input_fingerprint"]).to_pylist()
-    return rows[0]["input_fingerprint"] if rows else None
-
-
-def unpublished_hours(
-    client: redis.Redis, layout: KeyLayout, data_dir: Path, hours: Sequence[datetime]
-) -> list[datetime]:
-    """Hours whose durable rollup differs from the one last published (or that were never published)."""
-    built = {hour: fp for hour in hours if (fp := rollup_fingerprint(data_dir, hour)) is not None}
     if not built:
         return []
     recorded = client.hmget(layout.published_rollups(), [hour_field(hour) for hour in built])
     return [
-        hour for (hour, fp), seen in zip(built.items(), recorded, strict=True) if seen is None or seen.decode() != fp
+        hour
+        for (hour, fp), seen in zip(built.items(), recorded, strict=True)
+        if seen is None or fp is None or seen.decode() != fp
     ]
 
 

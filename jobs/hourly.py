@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,12 +34,12 @@ from tally.layout import (
     ROLLUPS_HOURLY,
     ROLLUPS_STATS,
     as_utc,
+    built_fingerprints,
     format_hour,
     input_fingerprint,
     quarantine_hour_dir,
     raw_hour_dir,
     raw_parquet_files,
-    stats_hour_dir,
 )
 from tally.settings import Settings
 from tally.spec import MetricSpec, load_spec
@@ -186,21 +186,22 @@ def _delete_paths(spark: SparkSession, paths: Sequence[Path]) -> None:
         hadoop_path.getFileSystem(conf).delete(hadoop_path, True)
 
 
-def changed_hours(data_dir: Path, hours: Sequence[datetime]) -> list[datetime]:
-    """Computed hours whose input changed since they were built (late or rewritten files)."""
-    import pyarrow.parquet as pq
+def changed_hours(
+    data_dir: Path, hours: Sequence[datetime], built: Mapping[datetime, str | None] | None = None
+) -> list[datetime]:
+    """Computed hours whose input changed since they were built (late or rewritten files).
 
-    changed = []
-    for hour in hours:
-        stats_dir = stats_hour_dir(data_dir, hour)
-        folder = raw_hour_dir(data_dir, hour)
-        if not folder.is_dir() or not any(stats_dir.glob("*.parquet")):
-            continue
-        stored = pq.read_table(stats_dir).to_pylist()
-        recorded = stored[0].get("input_fingerprint") if stored else None
-        if recorded != input_fingerprint(raw_parquet_files(data_dir, hour)):
-            changed.append(hour)
-    return changed
+    ``built`` (from :func:`tally.layout.built_fingerprints`) saves reading the
+    statistics again when the caller already has them.
+    """
+    built = built_fingerprints(data_dir, hours) if built is None else built
+    return [
+        hour
+        for hour in hours
+        if hour in built
+        and raw_hour_dir(data_dir, hour).is_dir()
+        and built[hour] != input_fingerprint(raw_parquet_files(data_dir, hour))
+    ]
 
 
 def compute_hours(settings: Settings, hours: Sequence[datetime], *, app_name: str = "tally") -> RunReport:

@@ -7,7 +7,7 @@ nowhere else. All hours are UTC, whole hours, timezone-aware datetimes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -129,6 +129,25 @@ def input_fingerprint(files: list[Path]) -> str:
         stat = path.stat()
         digest.update(f"{path.name}|{stat.st_size}|{stat.st_mtime_ns};".encode())
     return digest.hexdigest()[:16]
+
+
+def built_fingerprints(data_dir: Path, hours: Iterable[datetime]) -> dict[datetime, str | None]:
+    """For each of ``hours`` with a complete rollup: the input fingerprint it was built from.
+
+    None for statistics written before fingerprints were recorded. One small file
+    read per hour, shared by the late-data check and the unpublished-rollup check.
+    """
+    import pyarrow.parquet as pq
+
+    built: dict[datetime, str | None] = {}
+    for hour in hours:
+        stats_dir = stats_hour_dir(data_dir, hour)
+        if not any(stats_dir.glob("*.parquet")):
+            continue
+        table = pq.read_table(stats_dir)
+        has_fingerprint = "input_fingerprint" in table.column_names and table.num_rows
+        built[hour] = table.column("input_fingerprint")[0].as_py() if has_fingerprint else None
+    return built
 
 
 def computed_hours(data_dir: Path) -> list[datetime]:

@@ -67,13 +67,15 @@ def find_stale(settings: Settings, window: Sequence[datetime]) -> Stale:
     from cache.freshness import INPUT_CHANGED, NOT_PUBLISHED, mark_pending, unpublished_hours
     from cache.keys import KeyLayout
     from jobs.hourly import changed_hours
+    from tally.layout import built_fingerprints
 
     window = [as_utc(h) for h in window]
-    changed = changed_hours(settings.data_dir, window)
+    built = built_fingerprints(settings.data_dir, window)
+    changed = changed_hours(settings.data_dir, window, built)
     client = connect(settings.redis_url)
     try:
         layout = KeyLayout(settings.redis_prefix)
-        unpublished = [h for h in unpublished_hours(client, layout, settings.data_dir, window) if h not in changed]
+        unpublished = [h for h in unpublished_hours(client, layout, built) if h not in changed]
         pending = {**dict.fromkeys(unpublished, NOT_PUBLISHED), **dict.fromkeys(changed, INPUT_CHANGED)}
         mark_pending(client, layout, window, pending)
     finally:

@@ -129,7 +129,8 @@ def huge_strings(data_dir: Path, hour: datetime) -> list[Path]:
     return write_table(data_dir, hour, table(columns))
 
 
-CONTROL = "a\x00b\x1b[31mc\r\n\t\u202e\udcff".encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+# NUL, an ANSI escape, line breaks, a right-to-left override and what a decoder makes of bad bytes.
+CONTROL = "a\x00b\x1b[31mc\r\n\t\u202e\ufffd"
 
 
 def control_characters(data_dir: Path, hour: datetime) -> list[Path]:

@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
-import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
+from bench.server import start_server
 from cache.keys import KeyLayout
 from tally.generate import generate
 from tests import reference
@@ -72,20 +70,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, redis_server: str):
     assert "state=success" in recompute.stdout + recompute.stderr, recompute.stdout[-4000:] + recompute.stderr[-4000:]
 
     port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("tally")), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_server(redis_server, prefix, port)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
         PIPELINE_ENV[base] = env
         yield base, data_dir
     finally:

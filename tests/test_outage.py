@@ -12,13 +12,19 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis as redis_py
 from fastapi.testclient import TestClient
 
+from cache.keys import KeyLayout
+from cache.publish import publish_hours
 from dashboard_api import create_app
+from jobs.hourly import run_hours
 from tally.services import start_local_redis
-from tally.settings import Settings
+from tally.settings import DEFAULT_SPEC_PATH, Settings
+from tally.spec import load_spec
 from tests.airflow_support import AIRFLOW, prepared_env
 from tests.conftest import event, write_events
+from tests.test_failures import tally
 from tests.test_services import free_port
 
 pytestmark = pytest.mark.e2e
@@ -92,15 +98,6 @@ def test_airflow_retries_through_a_redis_outage_and_the_api_recovers(tmp_path_fa
 
 def test_redis_restarted_empty_then_rehydrated_serves_every_point_again(spark, tmp_path_factory):
     """A real restart (no persistence): the same API says cache_cold, then `tally rehydrate` brings all back."""
-    import redis as redis_py
-
-    from cache.keys import KeyLayout
-    from cache.publish import publish_hours
-    from jobs.hourly import run_hours
-    from tally.settings import DEFAULT_SPEC_PATH
-    from tally.spec import load_spec
-    from tests.test_failures import tally
-
     spec = load_spec(DEFAULT_SPEC_PATH)
     data_dir = tmp_path_factory.mktemp("data")
     hours = [HOUR + timedelta(hours=i) for i in range(6)]
