@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import uvicorn
 
 from dashboard_api.app import create_app
 from tally.settings import Settings
 
+# The server configuration `tally serve` uses, and the one `make bench` gives its
+# bare FastAPI peer, so the two are compared like for like. "auto" picks uvloop and
+# httptools when installed (uvicorn[standard]). The per-request access log is off:
+# formatting and writing a line costs about a third of a cached read's time
+# (see docs/performance.md); `tally serve --access-log` turns it on.
+UVICORN_OPTIONS: dict[str, Any] = {"loop": "auto", "http": "auto", "access_log": False}
 
-def serve(host: str | None = None, port: int = 8000, settings: Settings | None = None) -> None:
+
+def serve(host: str | None = None, port: int = 8000, settings: Settings | None = None, access_log: bool = False) -> None:
     """Serve the API until interrupted, on ``host`` or the configured TALLY_API_HOST (127.0.0.1)."""
     app = create_app(settings)
     bind = host or app.state.settings.api_host
-    # "auto" picks uvloop and httptools when installed (uvicorn[standard]), else asyncio/h11.
-    uvicorn.run(app, host=bind, port=port, loop="auto", http="auto")
+    uvicorn.run(app, host=bind, port=port, **{**UVICORN_OPTIONS, "access_log": access_log})

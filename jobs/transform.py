@@ -99,16 +99,27 @@ def _matches(metric: Metric) -> Column:
     return condition
 
 
-def _aggregate_column(metric: Metric, lg_k: int) -> Column:
+def _row_column(metric: Metric, lg_k: int) -> Column:
+    """The metric over the rows of one finest slice: a count, a sum or an HLL sketch."""
     matches = _matches(metric)
     if metric.kind is Kind.COUNT:
-        result = F.count(F.when(matches, F.lit(1))).cast("double")
+        result = F.count(F.when(matches, F.lit(1)))
     elif metric.kind is Kind.SUM:
-        result = F.coalesce(F.sum(F.when(matches, F.col(metric.field))), F.lit(0.0))
+        result = F.sum(F.when(matches, F.col(metric.field)))
     elif metric.kind is Kind.COUNT_DISTINCT:
         result = F.hll_sketch_agg(F.when(matches, F.col(metric.field)), lg_k)
     else:
         raise ValueError(f"{metric.name}: ratios are computed at read time")
+    return result.alias(metric.name)
+
+
+def _slice_column(metric: Metric) -> Column:
+    """The metric of a coarser slice from its finest slices: counts and sums add, sketches union."""
+    column = F.col(metric.name)
+    if metric.kind is Kind.COUNT_DISTINCT:
+        result = F.hll_union_agg(column)
+    else:
+        result = F.coalesce(F.sum(column), F.lit(0)).cast("double")
     return result.alias(metric.name)
 
 
@@ -126,11 +137,14 @@ def aggregate(events: DataFrame, spec: MetricSpec) -> DataFrame:
     non-total slice whose value is 0 are dropped: absent means zero.
     """
     dims = list(spec.dimensions)
+    # Rows are read once, into the finest slices (an hour has a few hundred); every
+    # coarser slice is then summed or unioned from those. Grouping the rows by every
+    # slice set directly multiplies them by the number of sets and, with HLL
+    # sketches, pushes Spark into sort-based aggregation: 20x slower on 1M rows.
+    finest = events.groupBy(HOUR_COLUMN, *dims).agg(*[_row_column(m, spec.sketch_lg_k) for m in spec.stored])
     sets = [[HOUR_COLUMN, *s] for s in _grouping_sets(spec)]
     flags = [F.grouping(d).alias(f"_g_{d}") for d in dims]
-    wide = events.groupingSets(sets, HOUR_COLUMN, *dims).agg(
-        *[_aggregate_column(m, spec.sketch_lg_k) for m in spec.stored], *flags
-    )
+    wide = finest.groupingSets(sets, HOUR_COLUMN, *dims).agg(*[_slice_column(m) for m in spec.stored], *flags)
     # A grouped dimension can only be null on a placeholder row: drop those slices.
     placeholder_slice = reduce(lambda acc, d: acc | ((F.col(f"_g_{d}") == 0) & F.col(d).isNull()), dims, F.lit(False))
     entries = F.array(*[_metric_entry(m, dims) for m in spec.stored])

@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the read-only metrics API")
     serve.add_argument("--host", help="address to bind (default TALLY_API_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs speed)")
     serve.set_defaults(handler=_serve)
     return parser
 
@@ -215,7 +216,7 @@ def _redis_acl(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from dashboard_api.server import serve
 
-    serve(host=args.host, port=args.port, settings=settings)
+    serve(host=args.host, port=args.port, settings=settings, access_log=args.access_log)
     return 0
 
 

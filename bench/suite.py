@@ -1,0 +1,619 @@
+"""`make bench`: Tally against the peers a user would pick instead, measured in one run.
+
+Generates its own data under .tally/bench (deleted afterwards), measures P1-P7 of
+issue 6 (see docs/performance.md), prints a table and writes results/bench.json
+and results/bench.png. Every figure is a ratio against a peer measured in the
+same run (median of several repetitions); absolute figures are reported too,
+but they depend on the machine and are not the target.
+
+    python -m bench.suite            # everything, about 10 minutes on 2 cores
+    python -m bench.suite P1 P4      # some of it
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import peers
+from bench.server import ROOT, bench_redis, start_server, stop
+from cache.keys import KeyLayout
+from cache.publish import publish_builds, publish_hours, read_hour_build
+from tally.generate import generate_hours
+from tally.layout import ONE_HOUR, partition, raw_parquet_files
+from tally.settings import DEFAULT_SPEC_PATH
+from tally.spec import load_spec
+
+RESULTS = ROOT / "results"
+WORK = ROOT / ".tally" / "bench"
+REPS = 3
+# The 30-day data set behind P3, P4, P5 and P7: a mid-sized shop's traffic.
+DAYS, EVENTS_PER_HOUR = 30, 10_000
+FIRST_DAY = datetime(2026, 10, 1, tzinfo=UTC)
+SERVER_CPU, LOAD_CPU = 0, 1  # P4: the server and the load generator each get one core
+API_PATHS = {
+    # 168 hourly points (the last week) and 30 daily points of active users.
+    "hourly_168": "/v1/metrics/events?grain=hour&start=2026-10-24T00:00Z&end=2026-10-31T00:00Z",
+    "dau_30d": "/v1/metrics/active_users?grain=day&start=2026-10-01&end=2026-10-31",
+}
+
+
+@dataclass
+class Figure:
+    id: str
+    measure: str
+    tally: str
+    peer: str
+    ratio: float
+    target: str
+    met: bool
+    # For the chart: how far inside (> 1) or outside (< 1) the target the ratio is.
+    headroom: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def at_most(ratio: float, limit: float) -> tuple[bool, float]:
+    return ratio <= limit, limit / ratio
+
+
+def at_least(ratio: float, limit: float) -> tuple[bool, float]:
+    return ratio >= limit, ratio / limit
+
+
+def timed(action: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def median_time(action: Callable[[], Any], reps: int = REPS) -> tuple[float, list[float]]:
+    samples = [timed(action) for _ in range(reps)]
+    return statistics.median(samples), [round(s, 3) for s in samples]
+
+
+class Bench:
+    """Shared state: one Spark session, the 30-day data set, one Redis prefix."""
+
+    def __init__(self, client: redis.Redis, redis_url: str, layout: KeyLayout) -> None:
+        self.client, self.redis_url, self.layout = client, redis_url, layout
+        self.spec = load_spec(DEFAULT_SPEC_PATH)
+        self.figures: list[Figure] = []
+        self._spark: Any = None
+        self.spark_start_seconds: float | None = None
+        self._month: Path | None = None
+
+    @property
+    def spark(self) -> Any:
+        if self._spark is None:
+            from jobs.session import build_session
+
+            started = time.perf_counter()
+            self._spark = build_session("local[2]", app_name="tally-bench")
+            self.spark_start_seconds = round(time.perf_counter() - started, 2)
+            print(f"  SparkSession start: {self.spark_start_seconds} s (reported, not part of any ratio)", flush=True)
+        return self._spark
+
+    def run_job(self, data_dir: Path, hours: list[datetime]) -> None:
+        from jobs.hourly import run_hours
+
+        report = run_hours(self.spark, data_dir, self.spec, hours)
+        if not report.ok or len(report.computed_hours) != len(hours):
+            raise RuntimeError(f"the job failed: {report.failed or report.missing}")
+
+    @property
+    def month(self) -> Path:
+        """30 days of raw events, computed by the job and published under the bench prefix."""
+        if self._month is None:
+            data = WORK / "month"
+            hours = month_hours()
+            print(f"  generating {DAYS} days x {EVENTS_PER_HOUR:,} events/hour ...", flush=True)
+            generate_hours(data, hours, EVENTS_PER_HOUR, seed=3)
+            print("  backfilling them with the Spark job and publishing ...", flush=True)
+            self.run_job(data, hours)
+            for day in range(DAYS):
+                publish_hours(
+                    self.client, self.layout, data, self.spec, hours[day * 24 : day * 24 + 24], superseded_ttl=60
+                )
+            self._month = data
+        return self._month
+
+    def stop(self) -> None:
+        if self._spark is not None:
+            self._spark.stop()
+
+
+def month_hours() -> list[datetime]:
+    return [FIRST_DAY + i * ONE_HOUR for i in range(DAYS * 24)]
+
+
+def all_files(data_dir: Path, hours: list[datetime]) -> list[Path]:
+    return [f for h in hours for f in raw_parquet_files(data_dir, h)]
+
+
+def p1_spark_vs_duckdb(b: Bench) -> Figure:
+    hour = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    data = WORK / "p1"
+    print("  generating a 1M-event hour ...", flush=True)
+    rows = generate_hours(data, [hour], 1_000_000, seed=1).rows
+    spark_seconds, spark_samples = median_time(lambda: b.run_job(data, [hour]))
+    con = peers.connect()
+    files = raw_parquet_files(data, hour)
+    duck_seconds, duck_samples = median_time(lambda: peers.run_rollup(con, b.spec, files, WORK / "p1-duckdb.parquet"))
+    ratio = spark_seconds / duck_seconds
+    met, headroom = at_most(ratio, 3.0)
+    return Figure(
+        "P1",
+        f"Spark hourly job, 1 hour of {rows:,} rows, vs DuckDB (same metrics and slices)",
+        f"{spark_seconds:.2f} s",
+        f"{duck_seconds:.2f} s",
+        ratio,
+        "<= 3x",
+        met,
+        headroom,
+        {
+            "rows": rows,
+            "spark_samples_s": spark_samples,
+            "duckdb_samples_s": duck_samples,
+            "spark_session_start_s": b.spark_start_seconds,
+        },
+    )
+
+
+def p2_history(b: Bench) -> Figure:
+    target = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    folders = {"1 day": WORK / "p2-1d", "60 days": WORK / "p2-60d"}
+    print("  generating one hour with 1 day and with 60 days of history ...", flush=True)
+    for days, folder in zip((1, 60), folders.values(), strict=True):
+        history = [target - (i + 1) * ONE_HOUR for i in range(days * 24)]
+        generate_hours(folder, history, 500, seed=2)
+        generate_hours(folder, [target], 200_000, seed=4)
+    # Give every history hour a rollup, statistics and quarantine (copies of the target's).
+    b.run_job(folders["1 day"], [target])
+    for days, folder in zip((1, 60), folders.values(), strict=True):
+        _copy_outputs(folders["1 day"], folder, target, [target - (i + 1) * ONE_HOUR for i in range(days * 24)])
+    samples: dict[str, list[float]] = {name: [] for name in folders}
+    for _ in range(REPS):  # alternate, so drift hits both equally
+        for name, folder in folders.items():
+            samples[name].append(round(timed(lambda folder=folder: b.run_job(folder, [target])), 3))
+    one, sixty = statistics.median(samples["1 day"]), statistics.median(samples["60 days"])
+    ratio = sixty / one
+    met, headroom = at_most(ratio, 1.1)
+    return Figure(
+        "P2",
+        "one hour's job with 60 days of history in the data folder / with 1 day",
+        f"{sixty:.2f} s",
+        f"{one:.2f} s",
+        ratio,
+        "<= 1.1",
+        met,
+        headroom,
+        {"samples_s": samples, "target_rows": 200_000},
+    )
+
+
+def _copy_outputs(source: Path, folder: Path, built: datetime, hours: list[datetime]) -> None:
+    for table in ("rollups/hourly", "rollups/stats", "quarantine/events"):
+        original = source / table / partition(built)
+        if not original.is_dir():
+            continue
+        for hour in hours:
+            copy = folder / table / partition(hour)
+            if not copy.exists():
+                shutil.copytree(original, copy)
+
+
+def p3_backfill(b: Bench) -> Figure:
+    from jobs.hourly import RunReport, plan_inputs
+    from jobs.source import read_hours
+    from jobs.transform import aggregate, deduplicate, valid_events, with_hour_placeholders, with_invalid_reason
+
+    data = b.month
+    hours = month_hours()[-168:]
+    inputs = plan_inputs(data, hours, RunReport())
+
+    def single_aggregation() -> None:
+        events = deduplicate(valid_events(with_invalid_reason(read_hours(b.spark, inputs))))
+        rollup = aggregate(with_hour_placeholders(events, hours), b.spec)
+        rollup.write.mode("overwrite").parquet(str(WORK / "p3-single"))
+
+    backfill_seconds, backfill_samples = median_time(lambda: b.run_job(data, hours))
+    single_seconds, single_samples = median_time(single_aggregation)
+    rows = b.spark.read.parquet(*[str(f) for f in all_files(data, hours)]).count()
+    ratio = backfill_seconds / single_seconds
+    met, headroom = at_most(ratio, 1.5)
+    return Figure(
+        "P3",
+        f"`tally backfill` of 168 hours ({rows:,} rows, one application) vs one aggregation of the same rows",
+        f"{backfill_seconds:.2f} s",
+        f"{single_seconds:.2f} s",
+        ratio,
+        "<= 1.5x",
+        met,
+        headroom,
+        {"rows": rows, "backfill_samples_s": backfill_samples, "single_samples_s": single_samples},
+    )
+
+
+def _pinned(cpu: int) -> Callable[[], None]:
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def _load(port: int, paths: list[str], connections: int, seconds: float = 8.0) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--connections", str(connections)]
+        + ["--seconds", str(seconds), "--cpu", str(LOAD_CPU), *paths],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    return json.loads(out.stdout)
+
+
+@contextmanager
+def _hello_server(port: int) -> Iterator[None]:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.hello", str(port)],
+        cwd=ROOT,
+        preexec_fn=_pinned(SERVER_CPU),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                _get(port, "/hello")
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield
+    finally:
+        stop(server)
+
+
+@contextmanager
+def _tally_server(b: Bench, port: int) -> Iterator[subprocess.Popen]:
+    server = start_server(b.redis_url, b.layout.prefix, port)
+    os.sched_setaffinity(server.pid, {SERVER_CPU})
+    try:
+        yield server
+    finally:
+        stop(server)
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def p4_api_throughput(b: Bench) -> Figure:
+    b.month  # noqa: B018 - publishes the data set
+    port = 18500 + os.getpid() % 400
+    runs: dict[str, dict[str, Any]] = {}
+    with _hello_server(port + 1):
+        for connections in (16, 64):
+            runs[f"hello_{connections}"] = _load(port + 1, ["/hello"], connections)
+    with _tally_server(b, port):
+        for path in API_PATHS.values():
+            status, _ = _get(port, path)
+            if status != 200:
+                raise RuntimeError(f"{path}: HTTP {status}")
+        for connections in (16, 64):
+            runs[f"tally_{connections}"] = _load(port, list(API_PATHS.values()), connections)
+    errors = sum(r["errors"] for r in runs.values())
+    ratio = min(runs[f"tally_{c}"]["rps"] / runs[f"hello_{c}"]["rps"] for c in (16, 64))
+    p99_16 = runs["tally_16"]["p99_ms"]
+    met = ratio >= 0.5 and p99_16 <= 10 and errors == 0
+    headroom = min(ratio / 0.5, 10 / p99_16)
+    return Figure(
+        "P4",
+        "API: dashboard reads (168 hourly points; 30 daily active users) vs bare FastAPI hello world, "
+        "req/s, server and load generator on one core each",
+        f"{runs['tally_16']['rps']:.0f} / {runs['tally_64']['rps']:.0f} req/s (16/64 conn), p99 {p99_16:.1f} ms at 16",
+        f"{runs['hello_16']['rps']:.0f} / {runs['hello_64']['rps']:.0f} req/s",
+        ratio,
+        ">= 0.5x; p99 <= 10 ms at 16",
+        met,
+        headroom,
+        {"runs": runs, "paths": API_PATHS},
+    )
+
+
+def p5_on_request(b: Bench) -> Figure:
+    data = b.month
+    files = all_files(data, month_hours())
+    con = peers.connect()
+    sql = peers.daily_dashboard_sql(files)
+    duck_rows: list[tuple] = []
+    duck_seconds, duck_samples = median_time(lambda: duck_rows.extend(con.execute(sql).fetchall()))
+    port = 18900 + os.getpid() % 90
+    paths = [
+        "/v1/metrics/active_users?grain=day&start=2026-10-01&end=2026-10-31",
+        "/v1/metrics/revenue?grain=day&start=2026-10-01&end=2026-10-31",
+    ]
+    with _tally_server(b, port):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        bodies: list[bytes] = []
+
+        def read_dashboard() -> None:
+            bodies.clear()
+            for path in paths:
+                connection.request("GET", path)
+                response = connection.getresponse()
+                bodies.append(response.read())
+                if response.status != 200:
+                    raise RuntimeError(f"{path}: HTTP {response.status}")
+
+        read_dashboard()
+        samples = [timed(read_dashboard) for _ in range(200)]
+        connection.close()
+    tally_seconds = statistics.median(samples)
+    # The same numbers? Distinct counts are HLL estimates: within 3%.
+    dau = [p["value"] for p in json.loads(bodies[0])["series"][0]["points"]]
+    revenue = [p["value"] for p in json.loads(bodies[1])["series"][0]["points"]]
+    exact = duck_rows[: len(dau)]
+    dau_error = max(abs(v - row[1]) / row[1] for v, row in zip(dau, exact, strict=True))
+    revenue_error = max(abs(v - row[2]) / row[2] for v, row in zip(revenue, exact, strict=True))
+    if dau_error > 0.03 or revenue_error > 1e-6:
+        raise RuntimeError(f"Tally and DuckDB disagree: DAU {dau_error:.2%}, revenue {revenue_error:.2e}")
+    ratio = duck_seconds / tally_seconds
+    met, headroom = at_least(ratio, 1000)
+    return Figure(
+        "P5",
+        "30 days of daily active users and revenue: DuckDB on request over the raw events vs read from Tally "
+        "(HTTP included)",
+        f"{tally_seconds * 1000:.2f} ms",
+        f"{duck_seconds:.2f} s",
+        ratio,
+        ">= 1000x faster",
+        met,
+        headroom,
+        {
+            "raw_files": len(files),
+            "duckdb_samples_s": duck_samples,
+            "tally_p99_ms": round(sorted(samples)[int(0.99 * len(samples))] * 1000, 3),
+            "max_dau_difference": round(dau_error, 5),
+            "max_revenue_difference": revenue_error,
+        },
+    )
+
+
+def p6_publish(b: Bench) -> Figure:
+    data = b.month
+    hours = month_hours()[10 * 24 : 11 * 24]
+    samples: list[float] = []
+    for index, hour in enumerate(hours):
+        layout = KeyLayout(f"{b.layout.prefix}-p6-{index}")
+        samples.append(
+            timed(
+                lambda hour=hour, layout=layout: publish_hours(
+                    b.client, layout, data, b.spec, [hour], superseded_ttl=60
+                )
+            )
+        )
+    layout = KeyLayout(f"{b.layout.prefix}-p6-0")
+    memory = _memory_of(b.client, layout)
+    build = read_hour_build(data, hours[0], b.spec)
+    slice_values = sum(len(v) for v in build.values.values())
+    for index in range(len(hours)):
+        _delete_prefix(b.client, KeyLayout(f"{b.layout.prefix}-p6-{index}"))
+    seconds = statistics.median(samples)
+    ratio = seconds / 0.2
+    met, headroom = at_most(seconds * 1000, 200)
+    return Figure(
+        "P6",
+        "publishing one hour (all metrics and slices) to Redis",
+        f"{seconds * 1000:.1f} ms",
+        "200 ms budget",
+        ratio,
+        "<= 200 ms",
+        met,
+        headroom,
+        {
+            "samples_ms": [round(s * 1000, 1) for s in samples],
+            "metric_slices": slice_values,
+            "redis_bytes_for_the_hour": memory,
+            "redis_bytes_per_slice_hour": round(memory / slice_values, 1),
+        },
+    )
+
+
+def _memory_of(client: redis.Redis, layout: KeyLayout) -> int:
+    keys = list(client.scan_iter(match=layout.all_keys_pattern(), count=5000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.memory_usage(key, samples=0)
+    return sum(v or 0 for v in pipe.execute())
+
+
+def _delete_prefix(client: redis.Redis, layout: KeyLayout) -> None:
+    keys = list(client.scan_iter(match=layout.all_keys_pattern(), count=5000))
+    for i in range(0, len(keys), 5000):
+        client.delete(*keys[i : i + 5000])
+
+
+def p7_memory(b: Bench) -> Figure:
+    data = b.month
+    layout = KeyLayout(f"{b.layout.prefix}-p7")
+    builds = [read_hour_build(data, hour, b.spec) for hour in month_hours()]
+    print("  publishing 90 days (the 30-day builds, three times over) ...", flush=True)
+    for copy in range(3):
+        shifted = [dataclasses.replace(x, hour=x.hour + timedelta(days=30 * copy)) for x in builds]
+        for day in range(DAYS):
+            publish_builds(b.client, layout, shifted[day * 24 : day * 24 + 24], superseded_ttl=60, spec=b.spec)
+    redis_bytes = _memory_of(b.client, layout)
+    port = 18990 + os.getpid() % 9
+    server = start_server(b.redis_url, layout.prefix, port)
+    try:
+        for path in [
+            *API_PATHS.values(),
+            "/v1/metrics/active_users?grain=day&start=2026-10-01&end=2026-12-30&window=30d",
+        ]:
+            for _ in range(50):
+                _get(port, path)
+        api_rss = _rss_bytes(server.pid)
+    finally:
+        stop(server)
+    _delete_prefix(b.client, layout)
+    per_day = redis_bytes / 90
+    return Figure(
+        "P7",
+        "Redis and API memory after 90 days of hourly data at the default spec",
+        f"Redis {redis_bytes / 2**20:.1f} MiB, API {api_rss / 2**20:.0f} MiB RSS",
+        "reported",
+        per_day * 365 / 2**20,
+        "reported (ratio = projected Redis MiB per year)",
+        True,
+        1.0,
+        {
+            "redis_bytes_90_days": redis_bytes,
+            "redis_bytes_per_day": round(per_day),
+            "redis_mib_per_year_projected": round(per_day * 365 / 2**20, 1),
+            "api_rss_bytes": api_rss,
+            "events_per_hour": EVENTS_PER_HOUR,
+        },
+    )
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+MEASURES: dict[str, Callable[[Bench], Figure]] = {
+    "P1": p1_spark_vs_duckdb,
+    "P2": p2_history,
+    "P3": p3_backfill,
+    "P4": p4_api_throughput,
+    "P5": p5_on_request,
+    "P6": p6_publish,
+    "P7": p7_memory,
+}
+
+
+def machine() -> dict[str, Any]:
+    import duckdb
+    import pyspark
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    memory = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory / 2**30, 1),
+        "python": platform.python_version(),
+        "pyspark": pyspark.__version__,
+        "duckdb": duckdb.__version__,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def print_table(figures: list[Figure]) -> None:
+    print(f"\n{'id':<4}{'Tally':>44}{'peer':>28}{'ratio':>10}  {'target':<30}{'met'}")
+    for f in figures:
+        print(f"{f.id:<4}{f.tally:>44}{f.peer:>28}{f.ratio:>10.3g}  {f.target:<30}{'yes' if f.met else 'NO'}")
+
+
+def write_chart(figures: list[Figure], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [f for f in figures if f.id != "P7"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1.2, 1]})
+    colors = ["#2e7d32" if f.met else "#c62828" for f in scored]
+    left.barh([f"{f.id} ({f.target})" for f in scored], [f.headroom for f in scored], color=colors)
+    left.axvline(1.0, color="black", linewidth=1)
+    left.set_xscale("log")
+    left.invert_yaxis()
+    left.set_xlabel("headroom against the target (> 1: met; log scale)")
+    left.set_title("Targets, each a ratio against a peer in the same run")
+    for y, f in enumerate(scored):
+        left.annotate(f"ratio {f.ratio:.3g}", (f.headroom, y), xytext=(4, 0), textcoords="offset points", va="center")
+    api = next((f for f in figures if f.id == "P4"), None)
+    if api is not None:
+        runs = api.detail["runs"]
+        labels = ["16 connections", "64 connections"]
+        hello = [runs["hello_16"]["rps"], runs["hello_64"]["rps"]]
+        tally = [runs["tally_16"]["rps"], runs["tally_64"]["rps"]]
+        x = range(len(labels))
+        right.bar([i - 0.2 for i in x], hello, width=0.4, label="bare FastAPI hello world", color="#9e9e9e")
+        right.bar([i + 0.2 for i in x], tally, width=0.4, label="Tally dashboard reads", color="#1565c0")
+        right.set_xticks(list(x), labels)
+        right.set_ylabel("requests per second (server on one core)")
+        right.set_title("P4: API throughput")
+        right.legend()
+    else:
+        right.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    wanted = [a.upper() for a in (argv if argv is not None else sys.argv[1:])] or list(MEASURES)
+    unknown = [w for w in wanted if w not in MEASURES]
+    if unknown:
+        print(f"unknown measure(s) {unknown}; choose from {list(MEASURES)}", file=sys.stderr)
+        return 2
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    RESULTS.mkdir(exist_ok=True)
+    figures: list[Figure] = []
+    with bench_redis("suite") as (url, client, layout):
+        bench = Bench(client, url, layout)
+        try:
+            for name in wanted:
+                print(f"{name}: {MEASURES[name].__name__} ...", flush=True)
+                figure = MEASURES[name](bench)
+                figures.append(figure)
+                print(f"  {figure.tally} vs {figure.peer}: ratio {figure.ratio:.3g} ({figure.target})", flush=True)
+            redis_version = client.info("server").get("redis_version")
+        finally:
+            bench.stop()
+            shutil.rmtree(WORK, ignore_errors=True)
+    print_table(figures)
+    results = {
+        "machine": {**machine(), "redis": redis_version},
+        "spark_session_start_s": bench.spark_start_seconds,
+        "figures": [dataclasses.asdict(f) for f in figures],
+    }
+    (RESULTS / "bench.json").write_text(json.dumps(results, indent=2, default=str))
+    write_chart(figures, RESULTS / "bench.png")
+    print(f"wrote {RESULTS / 'bench.json'} and {RESULTS / 'bench.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
