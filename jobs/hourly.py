@@ -21,9 +21,11 @@ from pyspark.sql import functions as F
 from jobs.source import HOUR_COLUMN, HourInput, InputError, inspect_hour, read_failure_message, read_hours
 from jobs.transform import (
     REASON,
-    aggregate,
+    counted_events,
     deduplicate,
+    finest_slices,
     hour_stats,
+    rollup_from_finest,
     valid_events,
     with_hour_placeholders,
     with_invalid_reason,
@@ -123,18 +125,21 @@ def _run_batch(
 ) -> None:
     started = time.monotonic()
     computed = [i.hour for i in inputs]
-    classified = with_invalid_reason(read_hours(spark, inputs)).persist()
+    # Not cached: caching a million raw rows cost more than reading the files again
+    # for the quarantine and the statistics (docs/performance.md). Only the finest
+    # slices (a few hundred rows an hour) are kept, for the rollup and the counts.
+    classified = with_invalid_reason(read_hours(spark, inputs))
+    events = with_hour_placeholders(deduplicate(valid_events(classified)), computed)
+    finest = finest_slices(events, spec).persist()
     try:
-        # Decode every value of every row once, into the cache, before anything is
-        # deleted or written: a file that cannot be read fails here, harmlessly.
-        classified.select(F.count(F.hash(*classified.columns))).collect()
-        _write_quarantine(spark, data_dir, classified, computed)
         checkpoint("job:before-rollup")
-        rollup = aggregate(with_hour_placeholders(deduplicate(valid_events(classified)), computed), spec)
-        _overwrite_partitions(rollup, data_dir / ROLLUPS_HOURLY)
+        # The first read of every value of every row: a file that cannot be decoded
+        # fails here, before anything is written (a failed write commits nothing).
+        _overwrite_partitions(rollup_from_finest(finest, spec), data_dir / ROLLUPS_HOURLY)
         checkpoint("job:after-rollup")
+        _write_quarantine(spark, data_dir, classified, computed)
         # Statistics are written last: their presence marks the hour's rollup complete.
-        stats = hour_stats(classified, computed)
+        stats = hour_stats(classified, computed, counted_events(finest))
         # One small row per hour, plus the input fingerprint taken when the files were listed.
         fingerprints = {f"{i.hour:%Y-%m-%dT%H}": input_fingerprint(list(i.files)) for i in inputs}
         seconds = round(time.monotonic() - started, 3)  # the application's work so far, shared by its hours
@@ -150,7 +155,7 @@ def _run_batch(
         _overwrite_partitions(spark.createDataFrame(stats_rows, schema), data_dir / ROLLUPS_STATS)
         checkpoint("job:after-stats")
     finally:
-        classified.unpersist()
+        finest.unpersist()
     files_per_hour = {format_hour(i.hour): len(i.files) for i in inputs}
     for row in stats_rows:
         stats_row = row.asDict(recursive=True)

@@ -1,8 +1,9 @@
 """Pure DataFrame -> DataFrame steps of the hourly job. No I/O here.
 
 Pipeline: ``with_invalid_reason`` -> ``valid_events`` -> ``deduplicate`` ->
-``with_hour_placeholders`` -> ``aggregate``; ``hour_stats`` summarises the
-classified input for the run statistics.
+``with_hour_placeholders`` -> ``finest_slices`` -> ``rollup_from_finest``
+(``aggregate`` is the last two); ``hour_stats`` summarises the classified input
+for the run statistics.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -21,6 +22,7 @@ from tally.spec import Kind, Metric, MetricSpec
 
 REASON = "reason"
 REAL = "_real"
+COUNTED = "_counted"
 VALUE_COLUMNS = ("metric", "value", "sketch")
 
 
@@ -67,16 +69,14 @@ def valid_events(classified: DataFrame) -> DataFrame:
 def deduplicate(valid: DataFrame) -> DataFrame:
     """One row per (hour, event_id): at-least-once delivery counts once.
 
-    When copies differ, the smallest row (by event_time, then the other columns)
-    wins, so reruns are deterministic whatever order files are read in.
+    When copies differ, the smallest row (by event_time, then the other columns,
+    nulls first) wins, so reruns are deterministic whatever order files are read
+    in. A window keeps the first row of each id in one shuffle and one sort; the
+    equivalent ``min(struct(...))`` aggregation sorted twice and was 25% slower.
     """
     payload = [c for c in valid.columns if c not in (HOUR_COLUMN, "event_id")]
-    first = F.min(F.struct(*payload)).alias("row")
-    return (
-        valid.groupBy(HOUR_COLUMN, "event_id")
-        .agg(first)
-        .select(HOUR_COLUMN, "event_id", *[F.col(f"row.{c}").alias(c) for c in payload])
-    )
+    first = Window.partitionBy(HOUR_COLUMN, "event_id").orderBy(*payload)
+    return valid.select("*", F.row_number().over(first).alias("_copy")).where(F.col("_copy") == 1).drop("_copy")
 
 
 def with_hour_placeholders(events: DataFrame, hours: Sequence[datetime]) -> DataFrame:
@@ -128,8 +128,31 @@ def _grouping_sets(spec: MetricSpec) -> list[tuple[str, ...]]:
     return sorted(sets, key=lambda s: (len(s), s))
 
 
+def finest_slices(events: DataFrame, spec: MetricSpec) -> DataFrame:
+    """Every stored metric per hour and finest slice (every dimension split), plus ``_counted``.
+
+    This is the only step that reads rows; an hour has a few hundred finest slices,
+    from which :func:`rollup_from_finest` sums or unions every coarser one. Grouping
+    the rows by every slice set directly multiplies them by the number of sets and,
+    with HLL sketches, pushes Spark into sort-based aggregation: 20x slower on 1M rows.
+    """
+    dims = list(spec.dimensions)
+    counted = F.count(F.when(F.col(REAL), F.lit(1))).alias(COUNTED)
+    return events.groupBy(HOUR_COLUMN, *dims).agg(*[_row_column(m, spec.sketch_lg_k) for m in spec.stored], counted)
+
+
+def counted_events(finest: DataFrame) -> DataFrame:
+    """Per hour: the de-duplicated valid events (``_hour``, ``counted_events``)."""
+    return finest.groupBy(HOUR_COLUMN).agg(F.sum(COUNTED).alias("counted_events"))
+
+
 def aggregate(events: DataFrame, spec: MetricSpec) -> DataFrame:
-    """One pass over the events: every stored metric for every slice of every hour.
+    """Every stored metric for every slice of every hour of ``events``; see :func:`rollup_from_finest`."""
+    return rollup_from_finest(finest_slices(events, spec), spec)
+
+
+def rollup_from_finest(finest: DataFrame, spec: MetricSpec) -> DataFrame:
+    """Every stored metric for every slice of every hour, from :func:`finest_slices`.
 
     Output (long): ``dt``, ``hour``, ``metric``, one column per dimension (null
     where the slice does not split by it), ``value`` (count, sum or distinct
@@ -137,11 +160,6 @@ def aggregate(events: DataFrame, spec: MetricSpec) -> DataFrame:
     non-total slice whose value is 0 are dropped: absent means zero.
     """
     dims = list(spec.dimensions)
-    # Rows are read once, into the finest slices (an hour has a few hundred); every
-    # coarser slice is then summed or unioned from those. Grouping the rows by every
-    # slice set directly multiplies them by the number of sets and, with HLL
-    # sketches, pushes Spark into sort-based aggregation: 20x slower on 1M rows.
-    finest = events.groupBy(HOUR_COLUMN, *dims).agg(*[_row_column(m, spec.sketch_lg_k) for m in spec.stored])
     sets = [[HOUR_COLUMN, *s] for s in _grouping_sets(spec)]
     flags = [F.grouping(d).alias(f"_g_{d}") for d in dims]
     wide = finest.groupingSets(sets, HOUR_COLUMN, *dims).agg(*[_slice_column(m) for m in spec.stored], *flags)
@@ -181,23 +199,28 @@ def _metric_entry(metric: Metric, dims: Sequence[str]) -> Column:
     return F.when(kept, entry)
 
 
-def hour_stats(classified: DataFrame, hours: Sequence[datetime]) -> DataFrame:
+def hour_stats(classified: DataFrame, hours: Sequence[datetime], counted: DataFrame | None = None) -> DataFrame:
     """Per hour: rows read, valid, invalid (and by reason), duplicates, counted events.
 
-    Every hour in ``hours`` gets a row, zeros included (a quiet hour).
+    ``counted`` (from :func:`counted_events`) saves counting distinct event ids
+    again when the rollup already did. Every hour in ``hours`` gets a row, zeros
+    included (a quiet hour).
     """
     is_valid = F.col(REASON).isNull()
-    counted = classified.groupBy(HOUR_COLUMN).agg(
+    if counted is None:
+        counted = classified.groupBy(HOUR_COLUMN).agg(
+            F.count_distinct(F.when(is_valid, F.col("event_id"))).alias("counted_events")
+        )
+    rows = classified.groupBy(HOUR_COLUMN).agg(
         F.count(F.lit(1)).alias("rows_read"),
         F.count(F.when(is_valid, 1)).alias("valid_rows"),
         F.count(F.when(~is_valid, 1)).alias("invalid_rows"),
-        F.count_distinct(F.when(is_valid, F.col("event_id"))).alias("counted_events"),
         *[F.count(F.when(F.col(REASON) == r, 1)).alias(f"_reason_{r}") for r in ev.INVALID_REASONS],
     )
     spark = classified.sparkSession
     schema = T.StructType([T.StructField(HOUR_COLUMN, T.TimestampType(), False)])
     all_hours = spark.createDataFrame([(h,) for h in hours], schema)
-    joined = all_hours.join(counted, on=HOUR_COLUMN, how="left")
+    joined = all_hours.join(rows, on=HOUR_COLUMN, how="left").join(counted, on=HOUR_COLUMN, how="left")
 
     def number(name: str) -> Column:
         return F.coalesce(F.col(name), F.lit(0)).cast("long")
