@@ -41,7 +41,8 @@ def deduplicated_events_sql(files: Sequence[Path]) -> str:
             blank("event_type"),
             "event_time IS NULL",
             "event_time < _hour OR event_time >= _hour + INTERVAL 1 HOUR",
-            f"(event_type = {_quote(ev.PURCHASE)} AND (amount IS NULL OR isnan(amount) OR isinf(amount) OR amount < 0))",
+            f"(event_type = {_quote(ev.PURCHASE)} AND "
+            "(amount IS NULL OR isnan(amount) OR isinf(amount) OR amount < 0))",
         ]
     )
     unknown = _quote(ev.UNKNOWN)

@@ -256,8 +256,10 @@ def _pinned(cpu: int) -> Callable[[], None]:
 
 def _load(port: int, paths: list[str], connections: int, seconds: float = 8.0) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--connections", str(connections)]
-        + ["--seconds", str(seconds), "--cpu", str(LOAD_CPU), *paths],
+        [
+            *(sys.executable, "-m", "bench.loadgen", "--port", str(port), "--connections", str(connections)),
+            *("--seconds", str(seconds), "--cpu", str(LOAD_CPU), *paths),
+        ],
         check=True,
         capture_output=True,
         text=True,

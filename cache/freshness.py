@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 import redis
 
-from cache.keys import KeyLayout, hour_field, published_at_text
+from cache.keys import KeyLayout, hour_field, mark_changed, published_at_text
 
 INPUT_CHANGED = "input changed since the hour was built"
 NOT_PUBLISHED = "a newer rollup is not published yet"
@@ -64,4 +64,5 @@ def mark_pending(
         for hour, reason in pending.items():
             mark = json.dumps({"reason": reason, "detected_at": detected_at})
             pipe.hsetnx(layout.pending(), hour_field(hour), mark)
+        mark_changed(pipe, layout)
         pipe.execute()

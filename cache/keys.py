@@ -65,9 +65,11 @@ its 24 pointers.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from urllib.parse import quote, unquote
 
 TOTAL_SLICE = "_"
@@ -180,6 +182,10 @@ class KeyLayout:
     def pending(self) -> str:
         return f"{self.prefix}:pending"
 
+    def generation(self) -> str:
+        """A token replaced by every write a reader can see (see :func:`mark_changed`)."""
+        return f"{self.prefix}:generation"
+
     def published_rollups(self) -> str:
         return f"{self.prefix}:rollups"
 
@@ -206,3 +212,15 @@ class KeyLayout:
     def all_keys_pattern(self) -> str:
         """SCAN pattern matching every key under this prefix (tests and cleanup)."""
         return f"{self.prefix}:*"
+
+
+def mark_changed(client: Any, layout: KeyLayout) -> None:
+    """Give ``{p}:generation`` a new random token: what readers see has changed.
+
+    Every switch, pending mark and day rebuild calls this inside its MULTI/EXEC, so
+    the API may serve a response it built earlier for as long as the token it read
+    then is still there (dashboard_api.response_cache). A random token, not a
+    counter: after Redis loses its data a counter would start again and could
+    repeat a value an API process has cached responses under.
+    """
+    client.set(layout.generation(), secrets.token_hex(8))

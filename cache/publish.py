@@ -38,6 +38,7 @@ from cache.keys import (
     day_hours,
     day_index_value,
     hour_field,
+    mark_changed,
     pointer_value,
     published_at_text,
     slice_id,
@@ -160,7 +161,8 @@ def publish_builds(
                 changed = [b for b in builds if _live_build(current[hour_field(b.hour)]) != b.build]
                 if not changed:
                     pipe.unwatch()
-                    _record_published(client, layout, builds)
+                    if _record_published(client, layout, builds):
+                        mark_changed(client, layout)  # cleared pending marks change `complete`
                     return PublishReport(published=[], unchanged=[format_hour(b.hour) for b in builds])
                 changed = _verified(client, layout, changed, current, max_movement_factor, force)
                 new_keys = _write_build_keys(client, layout, changed, published_at)
@@ -179,6 +181,7 @@ def publish_builds(
                     pipe.hset(layout.pointer(), hour, pointer_value(build.build, published_at, revised=hour in revised))
                 pipe.hset(layout.day_index(), mapping=day_index)
                 _record_published(pipe, layout, builds)
+                mark_changed(pipe, layout)
                 for key in new_keys:
                     pipe.persist(key)
                 for key in old_keys:
@@ -199,17 +202,18 @@ def publish_builds(
     )
 
 
-def _record_published(client: Any, layout: KeyLayout, builds: Sequence[HourBuild]) -> None:
+def _record_published(client: Any, layout: KeyLayout, builds: Sequence[HourBuild]) -> Any:
     """The builds' rollups are what is live now: record them, and clear the hours' pending marks.
 
     ``client`` is a client, or a pipeline whose MULTI/EXEC these writes join.
+    Returns how many pending marks were cleared (from a client; a pipeline queues it).
     """
     fingerprints = {
         hour_field(b.hour): b.stats["input_fingerprint"] for b in builds if b.stats.get("input_fingerprint")
     }
     if fingerprints:
         client.hset(layout.published_rollups(), mapping=fingerprints)
-    client.hdel(layout.pending(), *[hour_field(b.hour) for b in builds])
+    return client.hdel(layout.pending(), *[hour_field(b.hour) for b in builds])
 
 
 def _verified(
@@ -331,6 +335,7 @@ def _rebuild_day(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, day: 
                 stale = [key for key in _day_keys(layout, spec, day) if key not in day_hashes]
                 if stale:
                     pipe.delete(*stale)
+                mark_changed(pipe, layout)
                 pipe.execute()
                 return
             except redis.WatchError:
@@ -524,6 +529,7 @@ def rollback_hour(
                 pipe.rpush(layout.history(field_name), previous, *[b for b in history if b != previous])
                 pipe.hset(layout.day_index(), mapping=day_index)
                 pipe.hset(layout.meta(), "published_at", published_at)
+                mark_changed(pipe, layout)
                 pipe.execute()
                 break
             except redis.WatchError:

@@ -9,9 +9,12 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from cache.keys import KeyLayout
 from dashboard_api.errors import install_error_handlers
 from dashboard_api.middleware import ALLOWED_METHODS, BearerTokenMiddleware, ReadOnlyMiddleware
-from dashboard_api.routes import build_router
+from dashboard_api.page import install_page
+from dashboard_api.response_cache import ResponseCacheMiddleware
+from dashboard_api.routes import build_router, cache_control
 from dashboard_api.store import open_client
 from tally.settings import Settings, get_settings
 from tally.spec import load_spec
@@ -36,7 +39,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.dependency_overrides[get_settings] = lambda: resolved
     install_error_handlers(app)
     # Added innermost first: CORS answers a browser's preflight (OPTIONS) before the
-    # token and read-only rules, which would refuse it.
+    # token and read-only rules, which would refuse it; the response cache sees only
+    # requests those rules let through.
+    if resolved.api_response_cache_mb > 0:
+        app.add_middleware(
+            ResponseCacheMiddleware,
+            layout=KeyLayout(resolved.redis_prefix),
+            max_bytes=resolved.api_response_cache_mb * 2**20,
+            cache_control=lambda now: cache_control(now, resolved.publish_lag_seconds),
+        )
     app.add_middleware(ReadOnlyMiddleware)
     if resolved.api_token is not None:
         app.add_middleware(BearerTokenMiddleware, token=resolved.api_token.get_secret_value())
@@ -50,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.include_router(build_router(app.state.spec))
+    install_page(app)
     return app
 
 

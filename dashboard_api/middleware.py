@@ -52,8 +52,10 @@ def _without_body(send: Send) -> Send:
 
 
 # Load balancers and the local stack probe /health without credentials; it reveals
-# only freshness, never a metric.
-OPEN_PATHS: frozenset[str] = frozenset({"/health"})
+# only freshness, never a metric. The dashboard page and its static files hold no
+# data (the page asks for the token, then calls the API with it).
+OPEN_PATHS: frozenset[str] = frozenset({"/health", "/"})
+OPEN_PREFIXES: tuple[str, ...] = ("/static/",)
 
 
 class BearerTokenMiddleware:
@@ -64,7 +66,7 @@ class BearerTokenMiddleware:
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")

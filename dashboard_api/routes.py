@@ -164,11 +164,16 @@ def caching_headers(request: Request, version: str, as_of: str | None, now: date
     """ETag (the builds read plus the exact query), Cache-Control until the next publish, Last-Modified."""
     query = "&".join(sorted(f"{k}={v}" for k, v in request.query_params.multi_items()))
     etag = hashlib.sha256(f"{request.url.path}?{query}#{version}".encode()).hexdigest()[:24]
-    headers = {"ETag": f'"{etag}"', "Cache-Control": f"public, max-age={seconds_to_next_publish(now, lag)}"}
+    headers = {"ETag": f'"{etag}"', "Cache-Control": cache_control(now, lag)}
     if as_of:
         published = parse_published_at(as_of)
         headers["Last-Modified"] = format_datetime(published, usegmt=True)
     return headers
+
+
+def cache_control(now: datetime, lag: int) -> str:
+    """Shared caches may keep a series until the next hourly publish is expected."""
+    return f"public, max-age={seconds_to_next_publish(now, lag)}"
 
 
 def seconds_to_next_publish(now: datetime, lag: int) -> int:

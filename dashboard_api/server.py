@@ -17,7 +17,9 @@ from tally.settings import Settings
 UVICORN_OPTIONS: dict[str, Any] = {"loop": "auto", "http": "auto", "access_log": False}
 
 
-def serve(host: str | None = None, port: int = 8000, settings: Settings | None = None, access_log: bool = False) -> None:
+def serve(
+    host: str | None = None, port: int = 8000, settings: Settings | None = None, access_log: bool = False
+) -> None:
     """Serve the API until interrupted, on ``host`` or the configured TALLY_API_HOST (127.0.0.1)."""
     app = create_app(settings)
     bind = host or app.state.settings.api_host

@@ -81,11 +81,18 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="Address `tally serve` binds (TALLY_API_HOST).")
     api_token: SecretStr | None = Field(
         default=None,
-        description="If set, every API request but /health needs `Authorization: Bearer <token>` (TALLY_API_TOKEN).",
+        description="If set, every API request but /health and the dashboard page needs "
+        "`Authorization: Bearer <token>` (TALLY_API_TOKEN).",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Origins allowed to read the API from a browser, comma-separated; none by default.",
+    )
+    api_response_cache_mb: int = Field(
+        default=64,
+        ge=0,
+        description="Memory for encoded series responses the API serves again while the data is unchanged; "
+        "0 turns it off (TALLY_API_RESPONSE_CACHE_MB).",
     )
     input_wait_hours: float = Field(
         default=6.0,
