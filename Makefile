@@ -21,12 +21,13 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
 	@touch $@
 
+# The dashboard's browser test drives Debian's chromium (installed with apt-get if missing).
 test: env
+	@scripts/install-chromium
 	$(PY) -m pytest
 
 bench: env
-	$(PY) -m bench.window_latency
-	$(PY) -m bench.load
+	$(PY) -m bench.suite
 
 demo: env
 	$(PY) -m tally.local demo

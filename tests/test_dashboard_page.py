@@ -1,0 +1,340 @@
+"""The dashboard page (`/`) in a real headless Chromium, against real data served by `tally serve`.
+
+Sample events for the 48 hours before the current one go through the real Spark job
+and publisher into a Redis prefix of this module's own; `tally serve` serves them;
+Debian's chromium, driven by selenium through the system chromedriver (no browser is
+downloaded), loads the page. What the page drew (its uPlot data and its cards) must
+equal what the API answers for the same queries, gaps and incomplete buckets included.
+
+Needs /usr/bin/chromium and /usr/bin/chromedriver: `scripts/install-chromium`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.wait import WebDriverWait
+
+from bench.server import start_server, stop
+from cache.freshness import INPUT_CHANGED, mark_pending
+from cache.keys import KeyLayout
+from cache.publish import publish_hours
+from dashboard_api import create_app
+from dashboard_api.page import STATIC_DIR
+from jobs.hourly import run_hours
+from tally.generate import generate
+from tally.settings import DEFAULT_SPEC_PATH, Settings
+from tally.spec import load_spec
+from tests.conftest import ROOT, delete_prefix
+
+SPEC = load_spec(DEFAULT_SPEC_PATH)
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SCREENSHOT = ROOT / "docs" / "dashboard.png"
+VIEWPORT = (1280, 900)
+HEADLINE = ("revenue", "orders", "avg_order_value", "active_users", "conversion_rate")
+TOKEN = "page-test-token"
+ONE_HOUR = timedelta(hours=1)
+
+# What the page exposes in window.tallyDashboard, as plain JSON (uPlot's own data arrays included).
+SNAPSHOT_JS = """
+const d = window.tallyDashboard;
+const charts = {};
+for (const [name, c] of Object.entries(d.charts)) {
+  charts[name] = {query: c.query, labels: c.series.map(s => s.label), message: c.message || null,
+                  plotted: c.plot ? c.plot.data : null,
+                  canvas: c.plot ? c.plot.root.querySelector("canvas").width : 0};
+}
+const cards = {};
+for (const el of document.querySelectorAll(".card")) {
+  const record = d.cards[el.dataset.metric];
+  cards[el.dataset.metric] = {value: record.value, previous: record.previous, complete: record.complete,
+                              queries: record.queries, text: el.querySelector(".value").textContent,
+                              change: el.querySelector(".change").textContent, dataValue: el.dataset.value};
+}
+return JSON.stringify({state: d.state, problems: d.problems, cards, charts,
+                       badge: {...document.getElementById("freshness").dataset},
+                       text: document.body.innerText});
+"""
+
+
+@dataclass(frozen=True)
+class Served:
+    base: str
+    client: redis.Redis
+    layout: KeyLayout
+    hours: list[datetime]  # the published hours, oldest first
+
+    @property
+    def anchor(self) -> datetime:
+        """The end of the newest published hour: every range of the page ends there."""
+        return self.hours[-1] + ONE_HOUR
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def iso(instant: datetime) -> str:
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture(scope="module")
+def served(spark, redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The 48 hours before the current one through the real job and publisher, under a prefix of this
+    module's own, served by `tally serve` (hours taken now, so the data is fresh whenever the module runs)."""
+    current_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    hours = [current_hour - ONE_HOUR * i for i in range(48, 0, -1)]
+    data_dir = tmp_path_factory.mktemp("dashboard-data")
+    generate(data_dir, hours[0].date(), days=3, events_per_hour=120, seed=5, progress=False)
+    report = run_hours(spark, data_dir, SPEC, hours)
+    assert not report.failed, report.failed
+    client = redis.Redis.from_url(redis_server)
+    layout = KeyLayout(f"tally-test-page-{uuid.uuid4().hex[:12]}")
+    server = None
+    try:
+        publish_hours(client, layout, data_dir, SPEC, hours, superseded_ttl=60)
+        port = free_port()
+        server = start_server(redis_server, layout.prefix, port)
+        yield Served(f"http://127.0.0.1:{port}", client, layout, hours)
+    finally:
+        stop(server)
+        delete_prefix(client, layout)
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail(f"the dashboard test needs {CHROMIUM} and {CHROMEDRIVER}: run scripts/install-chromium")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # CI runs as root
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
+        "--lang=en-US",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    # The window size is the outer window; the screenshot wants exactly this viewport.
+    width, height = VIEWPORT
+    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def open_page(browser: webdriver.Chrome, url: str) -> dict[str, Any]:
+    """Load the page, wait until every card and chart is drawn, and return what it shows."""
+    browser.get_log("browser")  # only this page's console messages count
+    browser.get(url)
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return !!window.tallyDashboard?.ready"))
+    return json.loads(browser.execute_script(SNAPSHOT_JS))
+
+
+def console_errors(browser: webdriver.Chrome) -> list[dict[str, Any]]:
+    return [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def api_series(base: str, name: str, **params: str) -> dict[str, Any]:
+    response = httpx.get(f"{base}/v1/metrics/{name}", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def catalogue(base: str) -> list[dict[str, Any]]:
+    return httpx.get(f"{base}/v1/metrics").json()["metrics"]
+
+
+def plotted_from(body: dict[str, Any]) -> list[list[Any]]:
+    """The uPlot data the page must draw for an API answer: bucket starts (epoch seconds), then each series."""
+    points = body["series"][0]["points"]
+    xs = [int(datetime.fromisoformat(p["ts"].replace("Z", "+00:00")).timestamp()) for p in points]
+    return [xs, *[[p["value"] for p in s["points"]] for s in body["series"]]]
+
+
+def card_queries(anchor: datetime, days: int, **filters: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The cards' two periods: the `days` ending at the anchor, and the same length before."""
+    base = {"grain": "hour", "tz": "UTC", "window": f"{days}d", **filters}
+    previous_end = anchor - timedelta(days=days)
+    return (
+        {**base, "start": iso(anchor - ONE_HOUR), "end": iso(anchor)},
+        {**base, "start": iso(previous_end - ONE_HOUR), "end": iso(previous_end)},
+    )
+
+
+def test_the_page_and_its_assets_are_served_outside_the_api_schema(redis_server: str) -> None:
+    with TestClient(create_app(Settings(redis_url=redis_server, redis_prefix="tally-test-page-static"))) as api:
+        page = api.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        for asset in ("dashboard.js", "dashboard.css", "vendor/uPlot.iife.min.js", "vendor/uPlot.min.css"):
+            assert f'"static/{asset}"' in page.text, asset
+            response = api.get(f"/static/{asset}")
+            assert response.status_code == 200 and response.content == (STATIC_DIR / asset).read_bytes(), asset
+        assert api.head("/static/dashboard.js").status_code == 200
+        missing = api.get("/static/nothing.js")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        paths = api.get("/openapi.json").json()["paths"]
+        assert "/v1/metrics" in paths and "/" not in paths and not any(p.startswith("/static") for p in paths)
+    # The vendored uPlot is the version its README names.
+    version = re.search(r"\(v([0-9.]+)\)", (STATIC_DIR / "vendor" / "uPlot.iife.min.js").read_text()[:200])
+    assert version and f"| {version.group(1)} |" in (STATIC_DIR / "vendor" / "README.md").read_text()
+
+
+def test_cards_and_charts_show_the_apis_numbers(served: Served, browser: webdriver.Chrome, tmp_path: Path) -> None:
+    page = open_page(browser, f"{served.base}/?range=1d&grain=hour&tz=UTC")
+
+    health = httpx.get(f"{served.base}/health").json()
+    assert health["newest_hour"] == iso(served.hours[-1])
+    assert page["badge"]["newestHour"] == health["newest_hour"] and page["badge"]["status"] == "fresh"
+
+    current, previous = card_queries(served.anchor, 1)
+    assert list(page["cards"]) == list(HEADLINE)
+    for name in HEADLINE:
+        card = page["cards"][name]
+        [now_point] = api_series(served.base, name, **current)["series"][0]["points"]
+        [before_point] = api_series(served.base, name, **previous)["series"][0]["points"]
+        assert card["queries"] == {"current": current, "previous": previous}
+        assert (card["value"], card["previous"], card["complete"]) == (
+            now_point["value"],
+            before_point["value"],
+            now_point["complete"],
+        )
+        assert now_point["complete"] and now_point["value"] > 0
+        assert float(card["dataValue"]) == now_point["value"]
+        assert "%" in card["change"] or "pp" in card["change"], card
+    orders = page["cards"]["orders"]
+    assert re.sub(r"\D", "", orders["text"]) == str(orders["value"])  # drawn as text too, not only stored
+
+    day_before = served.anchor - timedelta(days=1)
+    chart_range = {"grain": "hour", "tz": "UTC", "start": iso(day_before), "end": iso(served.anchor)}
+    for metric in catalogue(served.base):
+        chart = page["charts"][metric["name"]]
+        if "hour" not in metric["grains"]:
+            assert chart["plotted"] is None and "grain only" in chart["message"]
+            continue
+        body = api_series(served.base, metric["name"], **chart_range)
+        assert chart["query"] == chart_range
+        assert chart["plotted"] == plotted_from(body), metric["name"]
+        assert len(chart["plotted"][0]) == 24 and chart["canvas"] > 0
+    assert not page["problems"] and not console_errors(browser)
+
+    shot = tmp_path / "dashboard.png"
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
+    if os.environ.get("TALLY_UPDATE_SCREENSHOT") == "1":  # the README's picture, refreshed on request
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOT)
+
+
+def test_a_split_in_another_time_zone_plots_every_series(served: Served, browser: webdriver.Chrome) -> None:
+    page = open_page(browser, f"{served.base}/?range=1d&grain=hour&tz=America/New_York&group_by=platform")
+    query = {
+        "grain": "hour",
+        "tz": "America/New_York",
+        "start": iso(served.anchor - timedelta(days=1)),
+        "end": iso(served.anchor),
+        "group_by": "platform",
+        "limit": "5",
+    }
+    for name in ("revenue", "active_users", "conversion_rate"):
+        body = api_series(served.base, name, **query)
+        chart = page["charts"][name]
+        assert chart["query"] == query
+        assert chart["labels"] == [s["labels"]["platform"] if not s["other"] else "Other" for s in body["series"]]
+        assert len(chart["labels"]) >= 2
+        assert chart["plotted"] == plotted_from(body)
+    # A filter on a dimension a metric lacks: that card and chart say so, and nothing asks the API for it.
+    page = open_page(browser, f"{served.base}/?range=1d&grain=hour&event_type=purchase")
+    assert page["charts"]["revenue"]["message"] == "Not sliced by event_type."
+    assert page["cards"]["revenue"]["change"] == "not sliced by event_type"
+    events = api_series(served.base, "events", **page["charts"]["events"]["query"])
+    assert page["charts"]["events"]["query"]["event_type"] == "purchase"
+    assert page["charts"]["events"]["plotted"] == plotted_from(events)
+    assert not console_errors(browser)
+
+
+def test_null_and_incomplete_buckets_render_as_gaps_without_errors(served: Served, browser: webdriver.Chrome) -> None:
+    newest_day = served.hours[-1].astimezone(ZoneInfo("America/New_York")).date()
+    query = {
+        "grain": "day",
+        "tz": "America/New_York",
+        "start": (newest_day - timedelta(days=6)).isoformat(),
+        "end": (newest_day + timedelta(days=1)).isoformat(),
+        "platform": "web",
+    }
+    current, _ = card_queries(served.anchor, 7, platform="web")
+    pending_hour = served.hours[-3]  # as if a late file had been found for it
+    mark_pending(served.client, served.layout, [pending_hour], {pending_hour: INPUT_CHANGED})
+    try:
+        page = open_page(browser, f"{served.base}/?range=7d&grain=day&tz=America/New_York&platform=web")
+        for name in HEADLINE:
+            body = api_series(served.base, name, **query)
+            points = body["series"][0]["points"]
+            assert page["charts"][name]["query"] == query
+            assert page["charts"][name]["plotted"] == plotted_from(body), name
+            assert points[0]["value"] is None  # days before the data: a gap, not 0
+            assert any(p["value"] is not None and not p["complete"] for p in points)  # shaded as incomplete
+            card = page["cards"][name]
+            [point] = api_series(served.base, name, **current)["series"][0]["points"]
+            assert (card["value"], card["complete"]) == (point["value"], False)
+            assert card["previous"] is None and "no data for the prior 7 days" in card["change"]
+            assert "incomplete" in card["change"]
+    finally:
+        mark_pending(served.client, served.layout, [pending_hour], {})
+    assert "NaN" not in page["text"] and "undefined" not in page["text"]
+    assert not page["problems"] and not console_errors(browser)
+
+
+def test_with_a_token_the_page_loads_and_asks_for_it(
+    served: Served, browser: webdriver.Chrome, redis_server: str
+) -> None:
+    port = free_port()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TALLY_API_TOKEN", TOKEN)
+        server = start_server(redis_server, served.layout.prefix, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert httpx.get(f"{base}/v1/metrics").status_code == 401
+        for path in ("/", "/static/dashboard.js", "/static/vendor/uPlot.iife.min.js"):
+            assert httpx.get(f"{base}{path}").status_code == 200, path
+        page = open_page(browser, f"{base}/?range=1d&grain=hour")
+        assert [p["code"] for p in page["problems"]] == ["unauthorized"]
+        assert browser.find_element(By.ID, "token-form").is_displayed()
+
+        page = open_page(browser, f"{base}/?token={TOKEN}&range=1d&grain=hour")
+        assert "token" not in browser.current_url  # taken out of the address bar and history
+        assert browser.execute_script("return localStorage.getItem('tally.apiToken')") == TOKEN
+        assert not page["problems"]
+        [point] = api_series(served.base, "revenue", **card_queries(served.anchor, 1)[0])["series"][0]["points"]
+        assert page["cards"]["revenue"]["value"] == point["value"]
+    finally:
+        stop(server)
