@@ -20,9 +20,9 @@ from tally.services import start_local_redis
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_server(redis_url: str, prefix: str, port: int) -> subprocess.Popen:
-    """`tally serve` in its own process for ``prefix``; returns once /health answers."""
-    env = {**os.environ, "REDIS_URL": redis_url, "TALLY_REDIS_PREFIX": prefix}
+def start_server(redis_url: str, prefix: str, port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`tally serve` in its own process for ``prefix`` (plus settings in ``env``); returns once /health answers."""
+    env = {**os.environ, **(env or {}), "REDIS_URL": redis_url, "TALLY_REDIS_PREFIX": prefix}
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("tally")), "serve", "--port", str(port)],
         env=env,

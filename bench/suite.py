@@ -290,8 +290,8 @@ def _hello_server(port: int) -> Iterator[None]:
 
 
 @contextmanager
-def _tally_server(b: Bench, port: int) -> Iterator[subprocess.Popen]:
-    server = start_server(b.redis_url, b.layout.prefix, port)
+def _tally_server(b: Bench, port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    server = start_server(b.redis_url, b.layout.prefix, port, env)
     os.sched_setaffinity(server.pid, {SERVER_CPU})
     try:
         yield server
@@ -323,6 +323,9 @@ def p4_api_throughput(b: Bench) -> Figure:
                 raise RuntimeError(f"{path}: HTTP {status}")
         for connections in (16, 64):
             runs[f"tally_{connections}"] = _load(port, list(API_PATHS.values()), connections)
+    # Before the response cache, for the record (not part of the ratio).
+    with _tally_server(b, port + 2, {"TALLY_API_RESPONSE_CACHE_MB": "0"}):
+        runs["tally_uncached_16"] = _load(port + 2, list(API_PATHS.values()), 16)
     errors = sum(r["errors"] for r in runs.values())
     ratio = min(runs[f"tally_{c}"]["rps"] / runs[f"hello_{c}"]["rps"] for c in (16, 64))
     p99_16 = runs["tally_16"]["p99_ms"]
