@@ -8,6 +8,7 @@ but they depend on the machine and are not the target.
 
     python -m bench.suite            # everything, about 10 minutes on 2 cores
     python -m bench.suite P1 P4      # some of it
+    python -m bench.suite chart      # redraw the chart from results/bench.json
 """
 
 from __future__ import annotations
@@ -554,6 +555,7 @@ def write_chart(figures: list[Figure], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     scored = [f for f in figures if f.id != "P7"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1.2, 1]})
@@ -561,6 +563,10 @@ def write_chart(figures: list[Figure], path: Path) -> None:
     left.barh([f"{f.id} ({f.target})" for f in scored], [f.headroom for f in scored], color=colors)
     left.axvline(1.0, color="black", linewidth=1)
     left.set_xscale("log")
+    left.xaxis.set_major_locator(FixedLocator([0.1, 0.3, 1, 3, 10]))
+    left.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    left.xaxis.set_minor_formatter(NullFormatter())
+    left.set_xlim(0.1, 20)
     left.invert_yaxis()
     left.set_xlabel("headroom against the target (> 1: met; log scale)")
     left.set_title("Targets, each a ratio against a peer in the same run")
@@ -573,12 +579,19 @@ def write_chart(figures: list[Figure], path: Path) -> None:
         hello = [runs["hello_16"]["rps"], runs["hello_64"]["rps"]]
         tally = [runs["tally_16"]["rps"], runs["tally_64"]["rps"]]
         x = range(len(labels))
-        right.bar([i - 0.2 for i in x], hello, width=0.4, label="bare FastAPI hello world", color="#9e9e9e")
-        right.bar([i + 0.2 for i in x], tally, width=0.4, label="Tally dashboard reads", color="#1565c0")
+        uncached = [runs["tally_uncached_16"]["rps"], 0] if "tally_uncached_16" in runs else [0, 0]
+        right.bar([i - 0.27 for i in x], hello, width=0.27, label="bare FastAPI hello world", color="#9e9e9e")
+        right.bar(list(x), tally, width=0.27, label="Tally dashboard reads", color="#1565c0")
+        right.bar([i + 0.27 for i in x], uncached, width=0.27, label="Tally, response cache off", color="#90caf9")
         right.set_xticks(list(x), labels)
         right.set_ylabel("requests per second (server on one core)")
         right.set_title("P4: API throughput")
-        right.legend()
+        for i, values in enumerate(zip(hello, tally, uncached, strict=True)):
+            for offset, value in zip((-0.27, 0, 0.27), values, strict=True):
+                if value:
+                    right.annotate(f"{value:,.0f}", (i + offset, value), ha="center", va="bottom", fontsize=8)
+        right.set_ylim(0, max(hello) * 1.35)
+        right.legend(loc="upper center", ncols=2, fontsize=8)
     else:
         right.axis("off")
     fig.tight_layout()
@@ -587,7 +600,12 @@ def write_chart(figures: list[Figure], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    wanted = [a.upper() for a in (argv if argv is not None else sys.argv[1:])] or list(MEASURES)
+    args = argv if argv is not None else sys.argv[1:]
+    if args == ["chart"]:  # redraw results/bench.png from results/bench.json
+        saved = json.loads((RESULTS / "bench.json").read_text())["figures"]
+        write_chart([Figure(**f) for f in saved], RESULTS / "bench.png")
+        return 0
+    wanted = [a.upper() for a in args] or list(MEASURES)
     unknown = [w for w in wanted if w not in MEASURES]
     if unknown:
         print(f"unknown measure(s) {unknown}; choose from {list(MEASURES)}", file=sys.stderr)

@@ -64,5 +64,6 @@ def mark_pending(
         for hour, reason in pending.items():
             mark = json.dumps({"reason": reason, "detected_at": detected_at})
             pipe.hsetnx(layout.pending(), hour_field(hour), mark)
-        mark_changed(pipe, layout)
-        pipe.execute()
+        changed = any(pipe.execute())
+    if changed:  # after the marks: a reader that sees the new token sees them too
+        mark_changed(client, layout)

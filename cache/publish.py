@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -567,13 +567,15 @@ def publish_hours(
     max_movement_factor: float = 10.0,
     force: bool = False,
     keep_builds: int = KEEP_BUILDS,
+    progress: Callable[[Sequence[datetime]], Iterable[datetime]] | None = None,
 ) -> PublishReport:
     """Read the hours' rollups from the durable store and publish them in one switch.
 
     Every hour must have a complete rollup (NotComputedError otherwise); nothing is
-    switched unless all of them can be read.
+    switched unless all of them can be read. ``progress`` wraps the hours as they
+    are read (the CLI's progress bar).
     """
-    builds = [read_hour_build(data_dir, as_utc(hour), spec) for hour in hours]
+    builds = [read_hour_build(data_dir, as_utc(hour), spec) for hour in (progress or list)(hours)]
     if not builds:
         return PublishReport(published=[], unchanged=[])
     return publish_builds(
@@ -616,7 +618,13 @@ def is_cold(client: redis.Redis, layout: KeyLayout) -> bool:
     return not client.exists(layout.meta())
 
 
-def publish_settings_hours(settings: Settings, hours: Sequence[datetime], *, force: bool = False) -> PublishReport:
+def publish_settings_hours(
+    settings: Settings,
+    hours: Sequence[datetime],
+    *,
+    force: bool = False,
+    progress: Callable[[Sequence[datetime]], Iterable[datetime]] | None = None,
+) -> PublishReport:
     """Publish computed hours using the configured Redis, prefix and spec.
 
     A cold cache (Redis restarted empty) is rehydrated from the rollups first, so
@@ -641,6 +649,7 @@ def publish_settings_hours(settings: Settings, hours: Sequence[datetime], *, for
             max_movement_factor=settings.max_movement_factor,
             force=force,
             keep_builds=settings.history_builds,
+            progress=progress,
         )
     finally:
         client.close()

@@ -18,7 +18,15 @@ from typing import Any
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.source import HOUR_COLUMN, HourInput, InputError, inspect_hour, read_failure_message, read_hours
+from jobs.source import (
+    HOUR_COLUMN,
+    HourInput,
+    InputError,
+    inspect_hour,
+    partition_hour,
+    read_failure_message,
+    read_hours,
+)
 from jobs.transform import (
     REASON,
     counted_events,
@@ -139,7 +147,8 @@ def _run_batch(
         checkpoint("job:after-rollup")
         _write_quarantine(spark, data_dir, classified, computed)
         # Statistics are written last: their presence marks the hour's rollup complete.
-        stats = hour_stats(classified, computed, counted_events(finest))
+        rows_read = {i.hour: i.rows for i in inputs}
+        stats = hour_stats(_read_quarantine(spark, data_dir, computed), computed, rows_read, counted_events(finest))
         # One small row per hour, plus the input fingerprint taken when the files were listed.
         fingerprints = {f"{i.hour:%Y-%m-%dT%H}": input_fingerprint(list(i.files)) for i in inputs}
         seconds = round(time.monotonic() - started, 3)  # the application's work so far, shared by its hours
@@ -180,6 +189,15 @@ def _write_quarantine(spark: SparkSession, data_dir: Path, classified: DataFrame
         F.date_format(HOUR_COLUMN, "HH").alias("hour"),
     )
     invalid.write.mode("overwrite").partitionBy("dt", "hour").parquet(str(data_dir / QUARANTINE))
+
+
+def _read_quarantine(spark: SparkSession, data_dir: Path, hours: Sequence[datetime]) -> DataFrame:
+    """(``_hour``, ``reason``) of the hours' quarantined rows, as just written."""
+    folders = [str(folder) for folder in (quarantine_hour_dir(data_dir, h) for h in hours) if folder.is_dir()]
+    if not folders:
+        return spark.createDataFrame([], f"{HOUR_COLUMN} timestamp, {REASON} string")
+    frame = spark.read.option("basePath", str(data_dir / QUARANTINE)).parquet(*folders)
+    return frame.select(partition_hour().alias(HOUR_COLUMN), REASON)
 
 
 def _delete_paths(spark: SparkSession, paths: Sequence[Path]) -> None:

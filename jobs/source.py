@@ -48,19 +48,35 @@ class HourInput:
     hour: datetime
     files: tuple[Path, ...]
     encodings: tuple[FileEncoding, ...]
+    rows: int = 0  # from the files' footers: what a full read returns
 
 
 def inspect_hour(hour: datetime, files: Sequence[Path]) -> HourInput:
     """Check every file of an hour against the contract; InputError names the first bad one."""
-    return HourInput(hour, tuple(files), tuple(check_footer(path) for path in files))
+    checked = [_read_footer(path) for path in files]
+    return HourInput(
+        hour,
+        tuple(files),
+        tuple(check_schema(path, schema) for path, (schema, _) in zip(files, checked, strict=True)),
+        sum(rows for _, rows in checked),
+    )
+
+
+def _read_footer(path: Path) -> tuple[pa.Schema, int]:
+    try:
+        with pq.ParquetFile(path) as parquet:  # one footer read: the Arrow schema and the row count
+            return parquet.schema_arrow, parquet.metadata.num_rows
+    except Exception as exc:  # pyarrow raises several types for broken files
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
 def check_footer(path: Path) -> FileEncoding:
     """Validate one file's schema against the contract."""
-    try:
-        schema = pq.read_schema(path)
-    except Exception as exc:  # pyarrow raises several types for broken files
-        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+    return check_schema(path, _read_footer(path)[0])
+
+
+def check_schema(path: Path, schema: pa.Schema) -> FileEncoding:
+    """Validate a file's schema (named by ``path`` in errors) against the contract."""
     names = schema.names
     for column in REQUIRED_COLUMNS:
         if column not in names:
@@ -203,5 +219,9 @@ def _read_group(spark: SparkSession, encoding: FileEncoding, files: list[tuple[P
         raise ValueError(f"input files must share one raw-events folder, got {sorted(map(str, roots))}")
     schema = T.StructType([*_read_schema(encoding).fields, *_PARTITION_COLUMNS])
     frame = spark.read.schema(schema).option("basePath", str(roots.pop())).parquet(*[str(p) for p, _ in files])
-    hour = F.timestamp_seconds(F.unix_date(F.col("dt")).cast("long") * 86400 + F.col("hour") * 3600)
-    return frame.select(*_normalised(encoding), hour.alias(HOUR_COLUMN))
+    return frame.select(*_normalised(encoding), partition_hour().alias(HOUR_COLUMN))
+
+
+def partition_hour() -> Column:
+    """The hour of the ``dt``/``hour`` partition columns (of any of Tally's tables)."""
+    return F.timestamp_seconds(F.unix_date(F.col("dt").cast("date")).cast("long") * 86400 + F.col("hour") * 3600)

@@ -12,7 +12,9 @@ from jobs.source import HOUR_COLUMN, raw_schema
 from jobs.transform import (
     REASON,
     aggregate,
+    counted_events,
     deduplicate,
+    finest_slices,
     hour_stats,
     valid_events,
     with_hour_placeholders,
@@ -159,7 +161,10 @@ def test_hour_stats_count_reasons_and_duplicates(spark):
         ("e2", None, "u1", "s1", "page_view", None, "US", "web", H10),
         ("e3", t(1), "u1", "s1", "purchase", -3.0, "US", "web", H10),
     ]
-    frame = hour_stats(with_invalid_reason(raw(spark, rows)), [H10, H11])
+    classified = with_invalid_reason(raw(spark, rows))
+    invalid = classified.where(F.col(REASON).isNotNull())
+    finest = finest_slices(with_hour_placeholders(deduplicate(valid_events(classified)), [H10, H11]), SPEC)
+    frame = hour_stats(invalid, [H10, H11], {H10: len(rows)}, counted_events(finest))
     stats = {r.hour: r.asDict(recursive=True) for r in frame.collect()}
     ten = stats["10"]
     counts = ("rows_read", "valid_rows", "invalid_rows", "duplicate_rows", "counted_events")
