@@ -53,12 +53,12 @@ with DAG(
     def aggregate_range(params=None) -> list[str]:
         from jobs.hourly import compute_hours
         from tally.layout import format_hour, parse_range_hours
+        from tally.pipeline import log_run_stats
         from tally.settings import get_settings
 
         hours = parse_range_hours(params["start"], params["end"], max_hours=24 * 400)
         report = compute_hours(get_settings(), hours, app_name="tally_recompute")
-        for hour, stats in report.computed.items():
-            print(f"run statistics for {hour}: {stats}")
+        log_run_stats(report.computed)
         for hour, why in report.missing.items():
             print(f"skipped {hour}: {why}")
         if report.failed:

@@ -11,6 +11,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from cache.keys import KeyLayout
 from dashboard_api.errors import install_error_handlers
+from dashboard_api.metrics import install_metrics
 from dashboard_api.middleware import ALLOWED_METHODS, BearerTokenMiddleware, ReadOnlyMiddleware
 from dashboard_api.page import install_page
 from dashboard_api.response_cache import ResponseCacheMiddleware
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ReadOnlyMiddleware)
     if resolved.api_token is not None:
         app.add_middleware(BearerTokenMiddleware, token=resolved.api_token.get_secret_value())
+    # Outside the response cache, token and read-only rules, so their answers are counted; inside CORS.
+    install_metrics(app)
     if resolved.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -257,9 +257,7 @@ def health(settings: SettingsDep, client: RedisDep, layout: LayoutDep) -> Health
         redis="ok",
         cache="warm" if meta.published_at else "cold",
         newest_hour=format_hour(meta.newest_hour) if meta.newest_hour else None,
-        lag_seconds=(datetime.now(UTC) - meta.newest_hour - timedelta(hours=1)).total_seconds()
-        if meta.newest_hour
-        else None,
+        lag_seconds=meta.lag_seconds(datetime.now(UTC)),
         published_at=meta.published_at,
         pending_hours=[format_hour(hour) for hour in meta.pending_hours],
     )

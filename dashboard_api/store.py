@@ -45,6 +45,12 @@ class Meta:
     published_at: str | None
     pending_hours: list[datetime]
 
+    def lag_seconds(self, now: datetime) -> float | None:
+        """Seconds from the end of the newest published hour to ``now``; None when nothing is published."""
+        if self.newest_hour is None:
+            return None
+        return (now - self.newest_hour - timedelta(hours=1)).total_seconds()
+
 
 def open_client(url: str) -> redis.Redis:
     """A client that connects lazily, so the app starts (and recovers) whatever Redis's state."""
@@ -79,6 +85,12 @@ def read_pointers(client: redis.Redis, layout: KeyLayout, hours: Sequence[dateti
         return {}
     raw = client.hmget(layout.pointer(), [hour_field(hour) for hour in hours])
     return {hour: _pointer(value) for hour, value in zip(hours, raw, strict=True) if value}
+
+
+def newest_computed_hours(client: redis.Redis, layout: KeyLayout, count: int) -> list[datetime]:
+    """The ``count`` newest hours that have a live build, oldest first."""
+    hours = sorted(parse_hour_field(field.decode()) for field in client.hkeys(layout.pointer()))
+    return hours[-count:] if count > 0 else []
 
 
 def _pointer(value: bytes) -> Pointer:

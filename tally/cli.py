@@ -81,6 +81,18 @@ def _parser() -> argparse.ArgumentParser:
     acl.add_argument("--reader-password", default="<api-password>")
     acl.set_defaults(handler=_redis_acl)
 
+    status = sub.add_parser("status", help="freshness of what Redis serves, and the newest runs' statistics")
+    status.add_argument("--runs", type=int, default=10, help="how many of the newest computed hours to list")
+    status.add_argument(
+        "--max-lag",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="exit 1 when the newest hour ended longer ago than this (default 7200: one hourly publish missed)",
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    status.set_defaults(handler=_status)
+
     serve = sub.add_parser("serve", help="serve the read-only metrics API")
     serve.add_argument("--host", help="address to bind (default TALLY_API_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000)
@@ -91,8 +103,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
     from tally.generate import generate
+    from tally.progress import wanted
 
-    summary = generate(settings.data_dir, args.start, args.days, args.events_per_hour, seed=args.seed)
+    summary = generate(
+        settings.data_dir, args.start, args.days, args.events_per_hour, seed=args.seed, progress=wanted()
+    )
     print(
         f"wrote {summary.rows} rows in {summary.files} files for {summary.hours} hours "
         f"under {settings.data_dir / 'raw' / 'events'}"
@@ -131,19 +146,26 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 def _compute_and_publish(settings: Settings, hours: list, *, publish: bool, strict: bool) -> int:
     from jobs.hourly import compute_hours, require_complete
+    from tally import progress
 
     if publish:  # fail before the Spark work if the results could not be published
         from cache.client import connect
 
         connect(settings.redis_url).close()
-    report = compute_hours(settings, hours)
+    # One Spark application computes every hour in one batch: the bar follows its tasks.
+    show = progress.wanted()
+    with progress.spark_tasks(f"computing {len(hours)} hour(s)", enabled=show):
+        report = compute_hours(settings, hours)
     _print_report(report, detailed=len(hours) == 1)
     if strict:
         require_complete(report, hours)
     if publish and report.computed_hours:
+        from functools import partial
+
         from cache.publish import publish_settings_hours
 
-        result = publish_settings_hours(settings, report.computed_hours)
+        read = partial(progress.hours, desc="reading rollups to publish", enabled=show)
+        result = publish_settings_hours(settings, report.computed_hours, progress=read)
         print(f"published {len(result.published)} hour(s), {len(result.unchanged)} unchanged")
     return 0 if report.ok else 1
 
@@ -211,6 +233,28 @@ def _redis_acl(args: argparse.Namespace, settings: Settings) -> int:
 
     print(acl_lines(settings.redis_prefix, args.reader_password, args.writer_password))
     return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from cache.keys import KeyLayout
+    from dashboard_api.store import open_client
+    from tally.status import DEFAULT_MAX_LAG_SECONDS, read_status, render
+
+    client = open_client(settings.redis_url)  # short timeouts: a dead Redis is reported in about a second
+    try:
+        status = read_status(
+            client,
+            KeyLayout(settings.redis_prefix),
+            redis_url=settings.redis_url,
+            runs=args.runs,
+            max_lag_seconds=DEFAULT_MAX_LAG_SECONDS if args.max_lag is None else args.max_lag,
+        )
+    finally:
+        client.close()
+    print(json.dumps(status.to_json(), indent=2) if args.json else render(status))
+    if status.error is not None:
+        print(f"tally status: error: {status.error}", file=sys.stderr)
+    return status.exit_code
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:

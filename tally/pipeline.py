@@ -102,7 +102,31 @@ def compute(settings: Settings, own: Sequence[datetime], stale: Stale, *, app_na
     own_texts = {format_hour(h) for h in own}
     publish = sorted({*(format_hour(h) for h in report.computed_hours), *(format_hour(h) for h in stale.republish)})
     failed = {h: why for h, why in {**report.missing, **report.failed}.items() if h not in own_texts}
+    log_run_stats(report.computed)
     return Computed(publish=publish, failed=failed, stats=report.computed)
+
+
+def log_run_stats(stats: dict[str, dict[str, Any]]) -> None:
+    """One log line per computed hour with its run statistics (what an Airflow task log shows)."""
+    for hour, hour_stats in sorted(stats.items()):
+        log.info("run statistics %s: %s", hour, describe_run_stats(hour_stats))
+
+
+def describe_run_stats(stats: dict[str, Any]) -> str:
+    """``rows read 1000, valid 990, invalid 10 (bad_amount 10), duplicates 2, counted 988, duration 12.3s``."""
+    by_reason = sorted(stats.get("invalid_by_reason", {}).items())
+    reasons = ", ".join(f"{reason} {count}" for reason, count in by_reason if count)
+    parts = [
+        f"rows read {stats.get('rows_read')}",
+        f"valid {stats.get('valid_rows')}",
+        f"invalid {stats.get('invalid_rows')}" + (f" ({reasons})" if reasons else ""),
+        f"duplicates {stats.get('duplicate_rows')}",
+        f"counted {stats.get('counted_events')}",
+        f"duration {stats.get('duration_seconds')}s",
+    ]
+    if "input_files" in stats:
+        parts.append(f"input files {stats['input_files']}")
+    return ", ".join(parts)
 
 
 def late_input_problems(failed: dict[str, str]) -> str | None:
