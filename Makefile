@@ -28,12 +28,15 @@ test: env
 
 bench: env
 	$(PY) -m bench.suite
+	$(PY) -m bench.window_latency
 
 demo: env
 	$(PY) -m tally.local demo
 
+# `make up AIRFLOW_DB=postgres` keeps Airflow's metadata in the local PostgreSQL (database tally_airflow,
+# created if missing) with the LocalExecutor; AIRFLOW_DB=postgresql+psycopg2://user:pw@host:5432/db for any other.
 up: env
-	$(PY) -m tally.local up
+	$(if $(AIRFLOW_DB),TALLY_AIRFLOW_DATABASE_URL='$(AIRFLOW_DB)' )$(PY) -m tally.local up
 
 down:
 	@if [ -x $(PY) ]; then $(PY) -m tally.local down; fi

@@ -17,12 +17,14 @@ from typing import Any
 
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from jobs.source import (
     HOUR_COLUMN,
     HourInput,
     InputError,
     inspect_hour,
+    local_frame,
     partition_hour,
     read_failure_message,
     read_hours,
@@ -161,7 +163,7 @@ def _run_batch(
             for row in stats.collect()
         ]
         schema = stats.schema.add("input_fingerprint", "string").add("duration_seconds", "double")
-        _overwrite_partitions(spark.createDataFrame(stats_rows, schema), data_dir / ROLLUPS_STATS)
+        _overwrite_partitions(local_frame(spark, stats_rows, schema), data_dir / ROLLUPS_STATS)
         checkpoint("job:after-stats")
     finally:
         finest.unpersist()
@@ -195,7 +197,8 @@ def _read_quarantine(spark: SparkSession, data_dir: Path, hours: Sequence[dateti
     """(``_hour``, ``reason``) of the hours' quarantined rows, as just written."""
     folders = [str(folder) for folder in (quarantine_hour_dir(data_dir, h) for h in hours) if folder.is_dir()]
     if not folders:
-        return spark.createDataFrame([], f"{HOUR_COLUMN} timestamp, {REASON} string")
+        schema = T.StructType([T.StructField(HOUR_COLUMN, T.TimestampType()), T.StructField(REASON, T.StringType())])
+        return local_frame(spark, [], schema)
     frame = spark.read.option("basePath", str(data_dir / QUARANTINE)).parquet(*folders)
     return frame.select(partition_hour().alias(HOUR_COLUMN), REASON)
 

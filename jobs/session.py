@@ -14,6 +14,10 @@ BASE_CONF: dict[str, str] = {
     # Replace exactly the hour partitions a run writes, never the whole table.
     "spark.sql.sources.partitionOverwriteMode": "dynamic",
     "spark.sql.parquet.compression.codec": "zstd",
+    # Small driver-side frames go to the JVM as Arrow (jobs.source.local_frame), so
+    # executors never need a Python worker; never fall back to pickled rows silently.
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
 }
 
 LOCAL_CONF: dict[str, str] = {

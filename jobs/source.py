@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -187,6 +188,17 @@ def raw_schema() -> T.StructType:
     )
 
 
+def local_frame(spark: SparkSession, rows: Sequence[Sequence[object]], schema: T.StructType) -> DataFrame:
+    """A small frame of driver-side values that executors read without Python.
+
+    ``spark.createDataFrame(list)`` pickles the rows, and executors unpickle them in
+    a Python worker. Through pandas and Arrow (enabled, without fallback, in
+    ``jobs.session.BASE_CONF``) the JVM decodes them itself, so a cluster's executors
+    need only Java.
+    """
+    return spark.createDataFrame(pd.DataFrame([tuple(row) for row in rows], columns=schema.names), schema)
+
+
 def read_hours(spark: SparkSession, inputs: Sequence[HourInput]) -> DataFrame:
     """All rows of the given hours, in contract types, with the folder hour attached.
 
@@ -198,7 +210,7 @@ def read_hours(spark: SparkSession, inputs: Sequence[HourInput]) -> DataFrame:
             groups[encoding].append((path, hour_input.hour))
     frames = [_read_group(spark, encoding, files) for encoding, files in groups.items()]
     if not frames:
-        return spark.createDataFrame([], raw_schema())
+        return local_frame(spark, [], raw_schema())
     result = frames[0]
     for frame in frames[1:]:
         result = result.unionByName(frame)

@@ -16,7 +16,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.source import HOUR_COLUMN
+from jobs.source import HOUR_COLUMN, local_frame
 from tally import events as ev
 from tally.spec import Kind, Metric, MetricSpec
 
@@ -87,7 +87,7 @@ def with_hour_placeholders(events: DataFrame, hours: Sequence[datetime]) -> Data
     """
     spark: SparkSession = events.sparkSession
     schema = T.StructType([T.StructField(HOUR_COLUMN, T.TimestampType(), False)])
-    placeholders = spark.createDataFrame([(h,) for h in hours], schema)
+    placeholders = local_frame(spark, [(h,) for h in hours], schema)
     real = events.select("*", F.lit(True).alias(REAL))
     return real.unionByName(placeholders.select("*", F.lit(False).alias(REAL)), allowMissingColumns=True)
 
@@ -217,7 +217,7 @@ def hour_stats(
     schema = T.StructType(
         [T.StructField(HOUR_COLUMN, T.TimestampType(), False), T.StructField("rows_read", T.LongType(), False)]
     )
-    all_hours = spark.createDataFrame([(h, rows_read.get(h, 0)) for h in hours], schema)
+    all_hours = local_frame(spark, [(h, rows_read.get(h, 0)) for h in hours], schema)
     joined = all_hours.join(reasons, on=HOUR_COLUMN, how="left").join(counted, on=HOUR_COLUMN, how="left")
 
     def number(name: str) -> Column:

@@ -1,10 +1,11 @@
 """The local stack behind ``make demo``, ``make up`` and ``make down``.
 
 Runs everything from this checkout: Airflow with its SQLite metadata DB under
-``.airflow/``, a Redis when none answers at ``REDIS_URL`` (files under
-``.tally/redis``), and the API. Process ids live in ``.tally/run`` so ``down``
-can stop each process group (``airflow standalone`` ignores SIGTERM sent to its
-main pid alone).
+``.airflow/`` (or, with TALLY_AIRFLOW_DATABASE_URL, in PostgreSQL with the
+LocalExecutor: ``make up AIRFLOW_DB=postgres``), a Redis when none answers at
+``REDIS_URL`` (files under ``.tally/redis``), and the API. Process ids live in
+``.tally/run`` so ``down`` can stop each process group (``airflow standalone``
+ignores SIGTERM sent to its main pid alone).
 
 Usage: ``python -m tally.local {demo|up|down|airflow} [args...]``.
 """
@@ -33,8 +34,14 @@ AIRFLOW_PORT = int(os.environ.get("TALLY_AIRFLOW_PORT", "8080"))
 API_PORT = int(os.environ.get("TALLY_API_PORT", "8000"))
 
 
-def airflow_env(airflow_home: Path | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for Airflow commands run against this checkout's DAGs."""
+def airflow_env(
+    airflow_home: Path | None = None, base: dict[str, str] | None = None, database_url: str | None = None
+) -> dict[str, str]:
+    """Environment for Airflow commands run against this checkout's DAGs.
+
+    With ``database_url`` (PostgreSQL) Airflow keeps its metadata there and runs
+    tasks with the LocalExecutor; without it, in SQLite under the Airflow home.
+    """
     env = dict(os.environ if base is None else base)
     home = airflow_home or AIRFLOW_HOME
     env.update(
@@ -57,7 +64,34 @@ def airflow_env(airflow_home: Path | None = None, base: dict[str, str] | None = 
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         }
     )
+    if database_url:
+        env.update(
+            {
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                # The LocalExecutor forks this many workers at once; Spark tasks want a core each.
+                "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
+            }
+        )
     return env
+
+
+def prepare_airflow_database() -> str | None:
+    """The PostgreSQL URL configured for Airflow's metadata, its database created if missing; None: SQLite.
+
+    Runs before anything is started, so an unreachable server stops `up` with nothing left running.
+    """
+    import sqlalchemy as sa
+
+    from tally.services import ensure_postgres_database
+    from tally.settings import get_settings
+
+    url = get_settings().airflow_database_url
+    if url:
+        created = ensure_postgres_database(url)
+        shown = sa.make_url(url).render_as_string(hide_password=True)
+        print(f"Airflow's metadata: {shown}{' (created)' if created else ''}, LocalExecutor")
+    return url
 
 
 def _bin(name: str) -> str:
@@ -182,9 +216,10 @@ def demo() -> int:
     """Sample data -> Airflow runs -> API in the foreground; Ctrl-C stops it all."""
     from tally.settings import get_settings
 
+    airflow_database = prepare_airflow_database()
     started_redis = ensure_redis()
     try:
-        env = airflow_env()
+        env = airflow_env(database_url=airflow_database)
         data_dir = Path(env["TALLY_DATA_DIR"])
         day = datetime.now(UTC).date() - timedelta(days=1)
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -242,8 +277,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def up() -> int:
     """Airflow (UI + REST API on :8080), Redis if needed, and the API (:8000), in the background."""
+    airflow_database = prepare_airflow_database()
     ensure_redis()
-    env = airflow_env()
+    env = airflow_env(database_url=airflow_database)
     print("preparing Airflow's metadata DB ...")
     _logged("airflow-db-migrate", [_bin("airflow"), "db", "migrate"], env)
     _start_background("airflow", [_bin("airflow"), "standalone"], env)
@@ -271,13 +307,21 @@ def down() -> int:
 
 
 def main(argv: list[str]) -> int:
+    from tally.services import PostgresUnavailableError
+    from tally.settings import get_settings
+
     commands = {"demo": demo, "up": up, "down": down}
     if argv and argv[0] == "airflow":
-        return airflow(*argv[1:], check=False).returncode
+        env = airflow_env(database_url=get_settings().airflow_database_url)
+        return airflow(*argv[1:], env=env, check=False).returncode
     if len(argv) != 1 or argv[0] not in commands:
         print(f"usage: python -m tally.local {{{'|'.join(commands)}|airflow ...}}", file=sys.stderr)
         return 2
-    return commands[argv[0]]()
+    try:
+        return commands[argv[0]]()
+    except PostgresUnavailableError as exc:
+        print(f"{exc}\nStart PostgreSQL, or unset TALLY_AIRFLOW_DATABASE_URL to use SQLite.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SPEC_PATH = Path(__file__).with_name("metrics.yaml")
+# `make up AIRFLOW_DB=postgres`: Airflow's metadata in the local PostgreSQL (created when missing).
+LOCAL_AIRFLOW_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/tally_airflow"
 
 
 class Settings(BaseSettings):
@@ -99,6 +101,13 @@ class Settings(BaseSettings):
         gt=0,
         description="How long tally_hourly waits for an hour's input folder before failing.",
     )
+    airflow_database_url: str | None = Field(
+        default=None,
+        repr=False,  # may hold a password
+        description="SQLAlchemy URL of the PostgreSQL database `make up` and `make demo` keep Airflow's metadata "
+        "in, with the LocalExecutor; `postgres` means the local server's "
+        f"{LOCAL_AIRFLOW_DATABASE_URL}; unset: SQLite under the Airflow home (TALLY_AIRFLOW_DATABASE_URL).",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -111,6 +120,19 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("airflow_database_url", mode="before")
+    @classmethod
+    def _airflow_database(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            if value == "postgres":
+                return LOCAL_AIRFLOW_DATABASE_URL
+            if not value.startswith("postgresql"):
+                raise ValueError(f"not a PostgreSQL URL (postgresql+psycopg2://user@host:5432/db): {value!r}")
+        return value
 
     @property
     def api_read_url(self) -> str:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,11 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cache.keys import KeyLayout
 from tally.generate import generate
 from tally.layout import floor_hour, format_hour
-from tests.conftest import delete_prefix
-from tests.test_e2e import free_port
+from tests.airflow_support import local_stack
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,34 +46,9 @@ def hour_values(api: str, metric: str, start: datetime, end: datetime) -> list:
 
 @pytest.fixture
 def stack(tmp_path: Path, redis_server: str, redis_client):
-    prefix = f"tally-test-stack-{os.getpid()}"
-    env = {
-        **os.environ,
-        "TALLY_LOCAL_STATE": str(tmp_path / "state"),
-        "TALLY_AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "TALLY_AIRFLOW_PORT": str(free_port()),
-        "TALLY_API_PORT": str(free_port()),
-        "TALLY_DATA_DIR": str(tmp_path / "data"),
-        "TALLY_REDIS_PREFIX": prefix,
-        "REDIS_URL": redis_server,
-        "SPARK_MASTER": "local[2]",
-        # The scheduler only queues runs of DAGs it has parsed; parse quickly.
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-    }
-    local = [sys.executable, "-m", "tally.local"]
-    up = subprocess.run([*local, "up"], env=env, capture_output=True, text=True, timeout=400, cwd=ROOT)
-    try:
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        assert "password" in up.stdout and "see " not in up.stdout.split("password", 1)[1].split(")")[0]
+    with local_stack(tmp_path, redis_server, redis_client, f"tally-test-stack-{os.getpid()}") as (env, output):
+        assert "password" in output and "see " not in output.split("password", 1)[1].split(")")[0]
         yield env, tmp_path / "data"
-    finally:
-        down = subprocess.run([*local, "down"], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
-        delete_prefix(redis_client, KeyLayout(prefix))
-        assert down.returncode == 0, down.stderr
-        for port in (env["TALLY_AIRFLOW_PORT"], env["TALLY_API_PORT"]):
-            with pytest.raises(httpx.TransportError):
-                httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
 
 
 def test_trigger_from_airflow_and_see_numbers_in_the_api(stack):
