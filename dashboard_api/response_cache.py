@@ -24,6 +24,7 @@ never stored.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from cache.keys import KeyLayout
 from dashboard_api.routes import not_modified
 
 SERIES_PREFIX = "/v1/metrics/"
+UNREACHABLE_BACKOFF_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -99,17 +101,22 @@ class ResponseCacheMiddleware:
         self.generation_key = layout.generation()
         self.cache = ResponseCache(max_bytes)
         self.cache_control = cache_control
+        self.unreachable_until = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET" or not scope["path"].startswith(SERIES_PREFIX):
             await self.app(scope, receive, send)
             return
-        try:
-            # Synchronous on purpose: one GET of a few bytes (about 50 us on loopback)
-            # costs less than a hop to a thread or an asyncio client's machinery.
-            generation = scope["state"]["redis"].get(self.generation_key)
-        except Exception:  # Redis down: the route answers with its own 503
-            generation = None
+        generation = None
+        if time.monotonic() >= self.unreachable_until:
+            try:
+                # Synchronous on purpose: one GET of a few bytes (about 50 us on loopback)
+                # costs less than a hop to a thread or an asyncio client's machinery.
+                generation = scope["state"]["redis"].get(self.generation_key)
+            except Exception:  # Redis down: the route answers with its own 503
+                # A GET that fails may have blocked the event loop for the connect
+                # timeout; don't ask again for a while, let the routes (in threads) wait.
+                self.unreachable_until = time.monotonic() + UNREACHABLE_BACKOFF_SECONDS
         if generation is None:
             await self.app(scope, receive, send)
             return
