@@ -3,8 +3,9 @@
     spark-submit --master spark://host:7077 jobs/main.py --start 2026-11-27T00:00Z --end 2026-11-28T00:00Z
 
 The driver needs Tally installed (it imports ``tally``, ``jobs`` and ``cache``);
-executors need nothing beyond Spark, because the job uses only built-in Spark
-SQL functions (no Python UDFs). The master comes from spark-submit; settings
+executors need nothing beyond Spark (no Python): the job uses only built-in Spark
+SQL functions, and its small driver-side frames travel as Arrow
+(``jobs.source.local_frame``). The master comes from spark-submit; settings
 (``TALLY_DATA_DIR``, ``REDIS_URL`` ...) from the environment as everywhere else.
 """
 
