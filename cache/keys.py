@@ -217,7 +217,7 @@ class KeyLayout:
 def mark_changed(client: Any, layout: KeyLayout) -> None:
     """Give ``{p}:generation`` a new random token: what readers see has changed.
 
-    Every switch, pending mark and day rebuild calls this inside its MULTI/EXEC, so
+    Every pointer switch and pending-mark change calls this with its writes, so
     the API may serve a response it built earlier for as long as the token it read
     then is still there (dashboard_api.response_cache). A random token, not a
     counter: after Redis loses its data a counter would start again and could

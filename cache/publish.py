@@ -335,7 +335,8 @@ def _rebuild_day(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, day: 
                 stale = [key for key in _day_keys(layout, spec, day) if key not in day_hashes]
                 if stale:
                     pipe.delete(*stale)
-                mark_changed(pipe, layout)
+                # No new generation: a day aggregate holds the same builds' data as the hours
+                # it was made from, so no answer a reader may have kept is out of date.
                 pipe.execute()
                 return
             except redis.WatchError:

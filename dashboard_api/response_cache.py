@@ -8,9 +8,9 @@ built takes microseconds. This middleware keeps the encoded 200 responses of
 one again only when both hold:
 
 * ``{prefix}:generation`` still holds the token it held before the response was
-  built. Every write a reader can see replaces the token in the same MULTI/EXEC
-  (:func:`cache.keys.mark_changed`), so one GET per request proves the data is
-  unchanged. A write racing the build can only make the stored bytes newer than
+  built. Every write that can change an answer replaces the token, in its
+  MULTI/EXEC or right after it (:func:`cache.keys.mark_changed`), so one GET per
+  request proves the data is unchanged. A write racing the build can only make the stored bytes newer than
   the token says, and the token then changes, so the entry is never served.
 * The UTC hour has not turned since. A bucket that ends in the future is
   incomplete, and buckets end on whole UTC hours (zones with fractional offsets
