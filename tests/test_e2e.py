@@ -19,6 +19,7 @@ import pytest
 from bench.server import start_server
 from cache.keys import KeyLayout
 from tally.generate import generate
+from tally.layout import format_hour
 from tests import reference
 from tests.airflow_support import prepared_env, run_airflow
 from tests.conftest import delete_prefix, event, write_events
@@ -65,9 +66,12 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, redis_server: str):
     assert "DagRun Finished" in hourly.stdout + hourly.stderr and "state=success" in hourly.stdout + hourly.stderr, (
         hourly.stdout[-4000:] + hourly.stderr[-4000:]
     )
+    # The aggregate task's log shows the hour's run statistics.
+    assert f"run statistics {format_hour(HOURS[2])}: rows read" in hourly.stdout + hourly.stderr
     conf = json.dumps({"start": HOURS[0].isoformat(), "end": HOURS[2].isoformat()})
     recompute = run_airflow(env, "dags", "test", "tally_recompute", "--conf", conf)
     assert "state=success" in recompute.stdout + recompute.stderr, recompute.stdout[-4000:] + recompute.stderr[-4000:]
+    assert all(f"run statistics {format_hour(h)}: rows read" in recompute.stdout + recompute.stderr for h in HOURS[:2])
 
     port = free_port()
     server = start_server(redis_server, prefix, port)
