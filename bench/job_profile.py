@@ -57,33 +57,39 @@ def main() -> int:
     rows = generate_hours(WORK, [HOUR], 1_000_000, seed=1).rows
     spark = build_session("local[2]", app_name="tally-profile")
     try:
-        inputs = plan_inputs(WORK, [HOUR], RunReport())
+        plans = plan_inputs(WORK, spec, [HOUR], RunReport())
+        source = spec.source("events")
+        inputs = [p.inputs[source.name] for p in plans]
         out = WORK / "out"
 
         def noop(frame: Any) -> None:
             frame.write.format("noop").mode("overwrite").save()
 
         def classified() -> Any:
-            return with_invalid_reason(read_hours(spark, inputs))
+            return with_invalid_reason(read_hours(spark, source, inputs), source)
 
         def finest() -> Any:
-            events = with_hour_placeholders(deduplicate(valid_events(classified())), [HOUR])
-            return finest_slices(events, spec)
+            events = with_hour_placeholders(deduplicate(valid_events(classified(), source, spec), source), [HOUR])
+            return finest_slices(events, spec, source)
 
-        run_planned(spark, WORK, spec, inputs, RunReport())  # warm-up: JIT, codegen
+        run_planned(spark, WORK, spec, plans, RunReport())  # warm-up: JIT, codegen
         cached = finest().persist()
         cached.count()
         stages = {
-            "whole job (tally run's work)": lambda: run_planned(spark, WORK, spec, inputs, RunReport()),
+            "whole job (tally run's work)": lambda: run_planned(spark, WORK, spec, plans, RunReport()),
             "read + classify every row": lambda: noop(classified()),
-            "... + keep valid rows": lambda: noop(valid_events(classified())),
-            "... + de-duplicate (shuffle + sort)": lambda: noop(deduplicate(valid_events(classified()))),
+            "... + keep valid rows": lambda: noop(valid_events(classified(), source, spec)),
+            "... + de-duplicate (shuffle + sort)": lambda: noop(
+                deduplicate(valid_events(classified(), source, spec), source)
+            ),
             "... + finest slices (counts, sums, HLL)": lambda: noop(finest()),
             "rollup from cached finest slices + write": lambda: _overwrite_partitions(
-                rollup_from_finest(cached, spec), out / "rollup"
+                rollup_from_finest(cached, spec, source), out / "rollup"
             ),
-            "quarantine write": lambda: _write_quarantine(spark, out, classified(), [HOUR]),
-            "run statistics": lambda: hour_stats(classified(), [HOUR], counted_events(cached)).collect(),
+            "quarantine write": lambda: _write_quarantine(spark, out, source, classified(), [HOUR]),
+            "run statistics": lambda: hour_stats(
+                classified(), [HOUR], {HOUR: rows}, counted_events(cached), source
+            ).collect(),
         }
         print(f"{rows:,} rows in one hour; median of 3 in a warm session (local[2])")
         for name, action in stages.items():

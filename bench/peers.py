@@ -1,8 +1,9 @@
 """DuckDB, the peer `make bench` measures Tally's Spark job and API against.
 
-The SQL is generated from the same metric spec and event contract the job uses
-(tally/metrics.yaml, tally/events.py), so the peer computes the same validity
-rules, the same per-hour de-duplication, the same metrics and the same slices.
+The SQL is generated from the same metric spec the job uses (tally/metrics.yaml);
+the default source's validity rules are written here in DuckDB's dialect (the
+spec's are Spark SQL), so the peer computes the same validity rules, the same
+per-hour de-duplication, the same metrics and the same slices of the sample table.
 Differences, all in DuckDB's favour: its distinct counts are bare estimates,
 not mergeable sketches that the API can union, and it writes no quarantine or
 run statistics.
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import duckdb
 
-from tally import events as ev
-from tally.spec import Kind, Metric, MetricSpec
+from tally.spec import UNKNOWN, Kind, Metric, MetricSpec
+
+PURCHASE = "purchase"
 
 
 def connect(threads: int = 2) -> duckdb.DuckDBPyConnection:
@@ -41,11 +43,10 @@ def deduplicated_events_sql(files: Sequence[Path]) -> str:
             blank("event_type"),
             "event_time IS NULL",
             "event_time < _hour OR event_time >= _hour + INTERVAL 1 HOUR",
-            f"(event_type = {_quote(ev.PURCHASE)} AND "
-            "(amount IS NULL OR isnan(amount) OR isinf(amount) OR amount < 0))",
+            f"(event_type = {_quote(PURCHASE)} AND (amount IS NULL OR isnan(amount) OR isinf(amount) OR amount < 0))",
         ]
     )
-    unknown = _quote(ev.UNKNOWN)
+    unknown = _quote(UNKNOWN)
     return f"""
         WITH raw AS (
             SELECT event_id, event_time::TIMESTAMP AS event_time, user_id, session_id, event_type,
@@ -103,6 +104,6 @@ def daily_dashboard_sql(files: Sequence[Path]) -> str:
         WITH events AS ({deduplicated_events_sql(files)})
         SELECT date_trunc('day', _hour) AS day,
                count(DISTINCT user_id) AS active_users,
-               coalesce(sum(amount) FILTER (WHERE event_type = {_quote(ev.PURCHASE)}), 0) AS revenue
+               coalesce(sum(amount) FILTER (WHERE event_type = {_quote(PURCHASE)}), 0) AS revenue
         FROM events GROUP BY 1 ORDER BY 1
     """

@@ -226,11 +226,14 @@ def p3_backfill(b: Bench) -> Figure:
 
     data = b.month
     hours = month_hours()[-168:]
-    inputs = plan_inputs(data, hours, RunReport())
+    plans = plan_inputs(data, b.spec, hours, RunReport())
+    source = b.spec.source("events")
+    inputs = [p.inputs[source.name] for p in plans]
 
     def single_aggregation() -> None:
-        events = deduplicate(valid_events(with_invalid_reason(read_hours(b.spark, inputs))))
-        rollup = aggregate(with_hour_placeholders(events, hours), b.spec)
+        classified = with_invalid_reason(read_hours(b.spark, source, inputs), source)
+        events = deduplicate(valid_events(classified, source, b.spec), source)
+        rollup = aggregate(with_hour_placeholders(events, hours), b.spec, source)
         rollup.write.mode("overwrite").parquet(str(WORK / "p3-single"))
 
     backfill_seconds, backfill_samples = median_time(lambda: b.run_job(data, hours))

@@ -29,6 +29,13 @@ key                                         type      content
                                                       switches back to the second).
 ``{p}:meta``                                hash      ``newest_hour``, ``published_at`` of the
                                                       newest publish.
+``{p}:definitions``                         hash      day -> JSON ``{metric: fingerprints}``: the
+                                                      definition each live build of the day's hours
+                                                      00..23 computed each metric under (see
+                                                      :func:`definitions_value`), switched with the
+                                                      pointers, so a reader knows which hours hold a
+                                                      metric under another definition than its spec
+                                                      gives now, or not at all.
 ``{p}:b:{build}:{hour}:manifest``           string    JSON: metrics, their slices, run statistics.
 ``{p}:b:{build}:{hour}:{metric}:values``    hash      slice -> number (counts, sums, and distinct
                                                       estimates).
@@ -145,6 +152,43 @@ def day_builds_text(builds: Sequence[str | None]) -> str:
     return ",".join("-" if build is None else build for build in builds)
 
 
+# A metric's entry for an hour in ``{p}:definitions``: no live build holds it there.
+NOT_COMPUTED = "-"
+# An hour built before definitions were recorded: taken as the current definition.
+UNRECORDED = "?"
+# The entry of every metric a day's field does not name (builds that recorded no definitions).
+ANY_METRIC = "*"
+
+
+def definitions_value(per_metric: Mapping[str, Sequence[str]]) -> str:
+    """A ``{p}:definitions`` field: for each metric, its definition fingerprint in hours 00..23.
+
+    A metric's 24 entries are a fingerprint, ``-`` (:data:`NOT_COMPUTED`) or ``?``
+    (:data:`UNRECORDED`); a day whose hours all agree is written as that one entry,
+    so the usual day is a few bytes per metric. Metrics no hour holds are left out.
+    """
+    document: dict[str, str] = {}
+    for metric in sorted(per_metric):
+        entries = list(per_metric[metric])
+        if len(entries) != HOURS_PER_DAY:
+            raise ValueError(f"a day has {HOURS_PER_DAY} hours, got {len(entries)} definitions of {metric!r}")
+        if all(entry == NOT_COMPUTED for entry in entries):
+            continue
+        document[metric] = entries[0] if len(set(entries)) == 1 else ",".join(entries)
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+def parse_definitions_value(value: str | bytes | None) -> dict[str, tuple[str, ...]]:
+    """Inverse of :func:`definitions_value`: metric -> its 24 hours' entries."""
+    if not value:
+        return {}
+    parsed: dict[str, tuple[str, ...]] = {}
+    for metric, text in json.loads(value).items():
+        entries = tuple(text.split(","))
+        parsed[metric] = entries if len(entries) == HOURS_PER_DAY else (text,) * HOURS_PER_DAY
+    return parsed
+
+
 def slice_id(labels: Mapping[str, str]) -> str:
     """The canonical slice field for a set of dimension values."""
     if not labels:
@@ -181,6 +225,9 @@ class KeyLayout:
 
     def pending(self) -> str:
         return f"{self.prefix}:pending"
+
+    def definitions(self) -> str:
+        return f"{self.prefix}:definitions"
 
     def generation(self) -> str:
         """A token replaced by every write a reader can see (see :func:`mark_changed`)."""

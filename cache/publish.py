@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -30,15 +30,21 @@ import pyarrow.parquet as pq
 import redis
 
 from cache.keys import (
+    ANY_METRIC,
     DAY_BUILDS_FIELD,
+    HOURS_PER_DAY,
+    NOT_COMPUTED,
     TOTAL_SLICE,
+    UNRECORDED,
     KeyLayout,
     day_builds_text,
     day_field,
     day_hours,
     day_index_value,
+    definitions_value,
     hour_field,
     mark_changed,
+    parse_definitions_value,
     pointer_value,
     published_at_text,
     slice_id,
@@ -46,6 +52,7 @@ from cache.keys import (
 from cache.verify import LiveBuild, VerificationError, movements, problems, totals_of
 from tally.faults import checkpoint
 from tally.layout import as_utc, computed_hours, format_hour, rollup_hour_dir, stats_hour_dir
+from tally.runstats import combine, source_row
 from tally.settings import Settings
 from tally.spec import MetricSpec, load_spec
 
@@ -84,9 +91,19 @@ class PublishReport:
     unchanged: list[str]
 
 
-def build_id(values: dict[str, dict[str, float]], sketches: dict[str, dict[str, bytes]]) -> str:
-    """A content hash of an hour's published data (not of its statistics)."""
+def build_id(
+    values: dict[str, dict[str, float]],
+    sketches: dict[str, dict[str, bytes]],
+    definitions: Mapping[str, str] | None = None,
+) -> str:
+    """A content hash of an hour's published data and the metric definitions it was computed under.
+
+    Not of its statistics: a rerun of the same input is the same build. A changed
+    definition is a new build even where its numbers happen to be the same.
+    """
     digest = hashlib.sha256()
+    for metric, fingerprint in sorted((definitions or {}).items()):
+        digest.update(f"d|{metric}|{fingerprint}\n".encode())
     for metric in sorted(values):
         for slice_text in sorted(values[metric]):
             digest.update(f"v|{metric}|{slice_text}|{values[metric][slice_text]!r}\n".encode())
@@ -109,7 +126,8 @@ def hour_build_from_rows(
         values.setdefault(row["metric"], {})[key] = float(row["value"])
         if row.get("sketch") is not None:
             sketches.setdefault(row["metric"], {})[key] = bytes(row["sketch"])
-    return HourBuild(hour, build_id(values, sketches), values, sketches, stats)
+    definitions = stats.get("metric_fingerprints") or None
+    return HourBuild(hour, build_id(values, sketches, definitions), values, sketches, stats)
 
 
 def read_hour_build(data_dir: Path, hour: datetime, spec: MetricSpec) -> HourBuild:
@@ -121,9 +139,7 @@ def read_hour_build(data_dir: Path, hour: datetime, spec: MetricSpec) -> HourBui
         raise NotComputedError(
             f"hour {format_hour(hour)} has no complete rollup under {rollup_dir}; run `tally run --hour` for it first"
         )
-    stats_rows = pq.read_table(stats_dir).to_pylist()
-    stats = {k: v for k, v in stats_rows[0].items() if k not in ("dt", "hour")} if stats_rows else {}
-    stats = {k: _plain(v) for k, v in stats.items()}
+    stats = combine([source_row(row) for row in pq.read_table(stats_dir).to_pylist()])
     rows = pq.read_table(rollup_dir).to_pylist()
     return hour_build_from_rows(hour, rows, spec.dimensions, stats)
 
@@ -172,6 +188,7 @@ def publish_builds(
                 # Replacing data that was already served makes the hour a revision, for good.
                 revised = {hour_field(b.hour) for b in changed if current[hour_field(b.hour)] is not None}
                 day_index = _day_index_after(pipe, layout, changed, published_at, revised)
+                definitions = _definitions_after(pipe, layout, [(b.hour, build_definitions(b)) for b in changed])
                 pipe.multi()
                 for hour, history in histories.items():
                     pipe.delete(layout.history(hour))
@@ -180,6 +197,7 @@ def publish_builds(
                     hour = hour_field(build.hour)
                     pipe.hset(layout.pointer(), hour, pointer_value(build.build, published_at, revised=hour in revised))
                 pipe.hset(layout.day_index(), mapping=day_index)
+                pipe.hset(layout.definitions(), mapping=definitions)
                 _record_published(pipe, layout, builds)
                 mark_changed(pipe, layout)
                 for key in new_keys:
@@ -306,6 +324,41 @@ def _day_index_after(
     return fields
 
 
+def build_definitions(build: HourBuild) -> dict[str, str]:
+    """Metric -> the definition fingerprint a build computed it under (``?`` before they were recorded)."""
+    recorded = build.stats.get("metric_fingerprints")
+    if recorded:
+        return {metric: str(fingerprint) for metric, fingerprint in dict(recorded).items()}
+    # Which metrics such a build holds is not known either: any metric counts as computed there.
+    return {ANY_METRIC: UNRECORDED}
+
+
+def _definitions_after(
+    pipe: Any, layout: KeyLayout, hours: Sequence[tuple[datetime, Mapping[str, str]]]
+) -> dict[str, str]:
+    """The ``{p}:definitions`` fields of the hours' days once each hour holds the given definitions.
+
+    Read under the caller's WATCH of the pointer hash, like :func:`_day_index_after`.
+    A metric the new build of an hour lacks is marked not computed there.
+    """
+    by_day: dict[date, list[tuple[int, Mapping[str, str]]]] = {}
+    for hour, definitions in hours:
+        utc = hour.astimezone(UTC)
+        by_day.setdefault(utc.date(), []).append((utc.hour, definitions))
+    days = sorted(by_day)
+    current = pipe.hmget(layout.definitions(), [day_field(day) for day in days]) if days else []
+    fields: dict[str, str] = {}
+    for day, value in zip(days, current, strict=True):
+        entries = {metric: list(hours) for metric, hours in parse_definitions_value(value).items()}
+        for position, definitions in by_day[day]:
+            for metric in set(entries) | set(definitions):
+                # A metric new to the day holds, in hours of builds that recorded nothing, what any metric does.
+                row = entries.setdefault(metric, list(entries.get(ANY_METRIC, [NOT_COMPUTED] * HOURS_PER_DAY)))
+                row[position] = definitions.get(metric, definitions.get(ANY_METRIC, NOT_COMPUTED))
+        fields[day_field(day)] = definitions_value(entries)
+    return fields
+
+
 def rebuild_days(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, days: Iterable[date]) -> None:
     """Recompute the day hashes of ``days`` from their hours' live builds, each day in one switch.
 
@@ -424,15 +477,6 @@ def _day_keys(layout: KeyLayout, spec: MetricSpec, day: date) -> list[str]:
     return keys
 
 
-def _plain(value: Any) -> Any:
-    """A statistics value as JSON-ready data (pyarrow gives maps as (key, value) lists)."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, list) and all(isinstance(x, tuple) and len(x) == 2 for x in value):
-        return dict(value)
-    return value
-
-
 def _live_build(pointer_value: bytes | None) -> str | None:
     return json.loads(pointer_value)["build"] if pointer_value else None
 
@@ -522,13 +566,18 @@ def rollback_hour(
                 if len(history) < 2 or not pipe.exists(layout.manifest(history[1], field_name)):
                     raise NotComputedError(f"hour {format_hour(hour)} has no earlier build kept to roll back to")
                 previous = history[1]
-                rolled_back = [HourBuild(hour, previous, {}, {})]
+                manifest = json.loads(pipe.get(layout.manifest(previous, field_name)))
+                rolled_back = [
+                    HourBuild(hour, previous, {m: {} for m in manifest["metrics"]}, {}, manifest.get("stats", {}))
+                ]
                 day_index = _day_index_after(pipe, layout, rolled_back, published_at, {field_name})
+                definitions = _definitions_after(pipe, layout, [(hour, build_definitions(rolled_back[0]))])
                 pipe.multi()
                 pipe.hset(layout.pointer(), field_name, pointer_value(previous, published_at, revised=True))
                 pipe.delete(layout.history(field_name))
                 pipe.rpush(layout.history(field_name), previous, *[b for b in history if b != previous])
                 pipe.hset(layout.day_index(), mapping=day_index)
+                pipe.hset(layout.definitions(), mapping=definitions)
                 pipe.hset(layout.meta(), "published_at", published_at)
                 mark_changed(pipe, layout)
                 pipe.execute()

@@ -5,21 +5,25 @@ Every hour, for exactly the hour of its **data interval** (UTC):
 
 1. **find_stale** (no Spark): looks back over the previous
    `TALLY_LATE_DATA_HORIZON_HOURS` (default 72) hours for hours whose input
-   changed since they were built (late or rewritten files, found by a
-   fingerprint of file names, sizes and modification times) and for rollups
+   changed since they were built (late or rewritten files in any source,
+   found by a fingerprint of file names, sizes and modification times), hours
+   built under an older definition of a metric, and for rollups
    that were written but never published (a publish that failed). It marks them
    pending in Redis, so the API reports their points `complete: false` until
    this run's publish.
 2. **wait_for_input**: waits (reschedule mode: no worker slot held) for the
-   hour's folder `raw/events/dt=YYYY-MM-DD/hour=HH` under `TALLY_DATA_DIR`.
-   If it has not appeared `TALLY_INPUT_WAIT_HOURS` (default 6) after the hour
-   ended, the task fails saying which folder is missing. Nothing is published
-   for an hour that never arrived.
-3. **aggregate**: one Spark application computes every metric and slice of the
-   hour, and of the changed hours, and overwrites their durable rollups (and
-   quarantine, and run statistics). Reruns give the same result.
+   hour's folder of every source of the spec (its `path`, e.g.
+   `raw/events/dt=YYYY-MM-DD/hour=HH` under `TALLY_DATA_DIR`). If one has not
+   appeared `TALLY_INPUT_WAIT_HOURS` (default 6) after the hour ended, the task
+   fails naming the source and its folder. Nothing is published for an hour
+   that never arrived.
+3. **aggregate**: one Spark application computes every metric and slice of
+   every source of the hour (one scan per source), and of the changed hours,
+   and overwrites their durable rollups (and quarantine, and run statistics).
+   Reruns give the same result.
 4. **publish**: verifies the builds and makes them live in Redis in one atomic
-   switch, together with the unpublished rollups found in step 1.
+   switch (every source of an hour together), with the unpublished rollups
+   found in step 1.
 5. **check_late_input**: fails the run, naming the files, if a changed earlier
    hour could not be recomputed (its input is now broken). That hour keeps its
    previous build and stays pending; the run's own hour is published anyway.
@@ -61,21 +65,23 @@ with DAG(
     def wait_for_input(data_interval_start=None, data_interval_end=None) -> bool:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from tally.layout import format_hour, raw_hour_dir
+        from tally.layout import format_hour
+        from tally.pipeline import missing_inputs
         from tally.settings import get_settings
 
         settings = get_settings()
-        folder = raw_hour_dir(settings.data_dir, data_interval_start)
-        if folder.is_dir():
+        missing = missing_inputs(settings, data_interval_start)
+        if not missing:
             return True
+        folders = "; ".join(f"source {name!r}: {folder} does not exist" for name, folder in missing)
         waited = pendulum.now("UTC") - data_interval_end
         if waited > timedelta(hours=settings.input_wait_hours):
             raise AirflowFailException(
-                f"raw events for {format_hour(data_interval_start)} never arrived: {folder} does not exist "
+                f"raw events for {format_hour(data_interval_start)} never arrived: {folders} "
                 f"{waited.total_seconds() / 3600:.1f} h after the hour ended "
                 f"(limit TALLY_INPUT_WAIT_HOURS={settings.input_wait_hours})"
             )
-        print(f"waiting for {folder}")
+        print(f"waiting for {folders}")
         return False
 
     @task(task_id="find_stale")

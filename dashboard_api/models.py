@@ -26,6 +26,10 @@ class MetricInfo(BaseModel):
 
 class MetricsResponse(BaseModel):
     metrics: list[MetricInfo]
+    cards: list[str] = Field(
+        description="The dashboard's headline metrics, in display order (the spec's dashboard.cards; "
+        "by default its first five metrics)."
+    )
 
 
 class Point(BaseModel):
@@ -74,8 +78,27 @@ class SeriesResponse(BaseModel):
     as_of: str | None = Field(description="published_at of the newest build among the hours read; null if none.")
 
 
+class SourceRun(BaseModel):
+    """One source's share of an hour's run (hours of specs with several sources)."""
+
+    rows_read: int | None = None
+    valid_rows: int | None = None
+    invalid_rows: int | None = None
+    invalid_by_reason: dict[str, int] = Field(default_factory=dict)
+    duplicate_rows: int | None = None
+    counted_events: int | None = None
+    input_files: int | None = None
+
+
 class Run(BaseModel):
     hour: str = Field(description="The UTC hour, e.g. 2026-11-27T10:00:00Z.")
+    source: str | None = Field(
+        default=None, description="The source the statistics describe, when the spec has one source."
+    )
+    sources: dict[str, SourceRun] = Field(
+        default_factory=dict,
+        description="With several sources: each source's statistics (the counts above are their sums).",
+    )
     build: str = Field(description="The live build of the hour.")
     published_at: str
     input_lag_seconds: float = Field(description="From the end of the hour to its publish.")
@@ -107,6 +130,11 @@ class HealthResponse(BaseModel):
     pending_hours: list[str] = Field(
         default_factory=list,
         description="Published hours known to be out of date until the next run publishes them, oldest first.",
+    )
+    redefined_hours: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Per metric: computed hours built under an older definition of it in the spec, or before it "
+        "was added (its points there are complete: false or null until recomputed), oldest first.",
     )
 
 

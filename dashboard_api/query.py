@@ -96,6 +96,15 @@ class ReadPlan:
     hours: dict[HashRead, frozenset[datetime]]
     days: dict[HashRead, frozenset[date]]
     slices: tuple[str, ...] | None  # None: whole hashes (group_by)
+    # Stored metric -> the fingerprint of its definition in the spec now (tally.spec.metric_fingerprint).
+    definitions: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def all_days(self) -> frozenset[date]:
+        """Every UTC day the plan touches, whole or by some of its hours."""
+        days = {day for wanted in self.days.values() for day in wanted}
+        days |= {hour.date() for wanted in self.hours.values() for hour in wanted}
+        return frozenset(days)
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,10 @@ class Snapshot:
     pending: frozenset[datetime] = frozenset()
     # Digest of every build read: the response's build identifier.
     version: str = ""
+    # Stored metric -> hours whose live build holds it under another definition than the spec's now.
+    outdated: Mapping[str, frozenset[datetime]] = field(default_factory=dict)
+    # Stored metric -> computed hours whose live build does not hold it (added to the spec since).
+    absent: Mapping[str, frozenset[datetime]] = field(default_factory=dict)
 
     @property
     def as_of(self) -> str | None:
@@ -208,6 +221,7 @@ def plan_reads(spec: MetricSpec, request: SeriesRequest) -> ReadPlan:
         hours={r: frozenset(h) for r, h in hours.items()},
         days={r: frozenset(d) for r, d in days.items()},
         slices=slices,
+        definitions={r.metric: spec.fingerprints[r.metric] for r in hours if r.metric in spec.fingerprints},
     )
 
 
@@ -225,6 +239,8 @@ class Evaluator:
         self._decoded: dict[int, Any] = {}
         self._pending = sorted(snapshot.pending)
         self._revised = sorted(snapshot.revised)
+        self._outdated = {metric: sorted(hours) for metric, hours in snapshot.outdated.items()}
+        self._absent = {metric: sorted(hours) for metric, hours in snapshot.absent.items()}
 
     def value(self, metric: Metric, span: Span, slices: Sequence[str]) -> Number | None:
         if metric.is_ratio:
@@ -254,12 +270,18 @@ class Evaluator:
         return [self.value(metric, span, slices) for span in spans]
 
     def complete(self, metric: Metric, span: Span, now: datetime) -> bool:
-        """Every hour the point reads is computed, none is in progress and none is pending."""
+        """Every hour the point reads is computed, with the metric's current definition; none pending.
+
+        Hours computed under another definition of the metric, or before it was
+        added, are served as they are (or as not computed) but make the point incomplete.
+        """
         if metric.is_ratio:
             return all(
                 self.complete(part, part_span(span, w, self.tz), now) for part, w in stored_parts(self.spec, metric)
             )
         if span.end > now or any_within(self._pending, span):
+            return False
+        if any_within(self._outdated.get(metric.name, []), span) or any_within(self._absent.get(metric.name, []), span):
             return False
         days, hours = span.split()
         computed = self.snapshot.published_at
@@ -327,6 +349,7 @@ class Evaluator:
     def _parts(self, read: HashRead, span: Span) -> list[Mapping[str, Any]] | None:
         """The fetched hashes (day and hour) that make up the span's computed hours."""
         computed = self.snapshot.published_at
+        absent = self.snapshot.absent.get(read.metric, frozenset())
         day_data = self.snapshot.days.get(read, {})
         hour_data = self.snapshot.hours.get(read, {})
         span_days, edge_hours = span.split()
@@ -334,12 +357,14 @@ class Evaluator:
         any_computed = False
         for day in span_days:
             if day in day_data:
-                parts.append(day_data[day])
-                any_computed = True
+                # A day aggregate holds the hours that have the metric; none may (a metric added since).
+                if not absent or any(h not in absent for h in _day_hours(day)):
+                    parts.append(day_data[day])
+                    any_computed = True
                 continue
-            edge_hours.extend(datetime(day.year, day.month, day.day, h, tzinfo=UTC) for h in range(24))
+            edge_hours.extend(_day_hours(day))
         for hour in edge_hours:
-            if hour in computed:
+            if hour in computed and hour not in absent:
                 any_computed = True
                 parts.append(hour_data[hour])
         return parts if any_computed else None
@@ -362,6 +387,10 @@ class Evaluator:
 
 def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _day_hours(day: date) -> list[datetime]:
+    return [datetime(day.year, day.month, day.day, h, tzinfo=UTC) for h in range(24)]
 
 
 def divide(numerator: Number | None, denominator: Number | None) -> float | None:

@@ -34,7 +34,7 @@ from dashboard_api.models import (
 )
 from dashboard_api.params import check_range, parse_bound, parse_series_query
 from dashboard_api.query import SeriesData, SeriesRequest, build_series, plan_reads
-from dashboard_api.store import CacheColdError, read_meta, read_runs, read_snapshot
+from dashboard_api.store import CacheColdError, read_meta, read_redefined, read_runs, read_snapshot
 from tally.layout import format_hour
 from tally.spec import GRAINS, Metric, MetricSpec
 
@@ -104,7 +104,7 @@ def filter_parameters(spec: MetricSpec) -> list[dict[str, Any]]:
 
 
 def list_metrics(spec: SpecDep) -> MetricsResponse:
-    return MetricsResponse(metrics=[metric_info(m) for m in spec.metrics])
+    return MetricsResponse(metrics=[metric_info(m) for m in spec.metrics], cards=list(spec.cards))
 
 
 def metric_info(metric: Metric) -> MetricInfo:
@@ -243,9 +243,12 @@ def list_runs(
     return RunsResponse(runs=runs)
 
 
-def health(settings: SettingsDep, client: RedisDep, layout: LayoutDep) -> HealthResponse | JSONResponse:
+def health(
+    settings: SettingsDep, spec: SpecDep, client: RedisDep, layout: LayoutDep
+) -> HealthResponse | JSONResponse:
     try:
         meta = read_meta(client, layout)
+        redefined = read_redefined(client, layout, spec.fingerprints)
     except REDIS_DOWN_ERRORS as exc:
         return error_response(
             "redis_unavailable",
@@ -260,4 +263,8 @@ def health(settings: SettingsDep, client: RedisDep, layout: LayoutDep) -> Health
         lag_seconds=meta.lag_seconds(datetime.now(UTC)),
         published_at=meta.published_at,
         pending_hours=[format_hour(hour) for hour in meta.pending_hours],
+        redefined_hours={
+            metric: [format_hour(hour) for hour in hours]
+            for metric, hours in redefined.items()
+        },
     )

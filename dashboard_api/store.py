@@ -10,7 +10,7 @@ Connection failures propagate as redis-py errors; the app turns them into 503s.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -20,7 +20,17 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cache.keys import DAY_BUILDS_FIELD, KeyLayout, day_field, hour_field, parse_day_index_value
+from cache.keys import (
+    ANY_METRIC,
+    DAY_BUILDS_FIELD,
+    NOT_COMPUTED,
+    UNRECORDED,
+    KeyLayout,
+    day_field,
+    hour_field,
+    parse_day_index_value,
+    parse_definitions_value,
+)
 from dashboard_api.query import HashRead, ReadPlan, Snapshot
 
 # Short, so a dead Redis costs a request about a second, not a hung worker.
@@ -114,12 +124,13 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Sna
     """
     days = sorted({day for wanted in plan.days.values() for day in wanted})
     edge_hours = sorted({hour for wanted in plan.hours.values() for hour in wanted})
-    index, pointers, pending = _read_index_and_pointers(client, layout, days, edge_hours)
+    definition_days = sorted(plan.all_days) if plan.definitions else []
+    index, pointers, pending, definitions = _read_index_and_pointers(client, layout, days, edge_hours, definition_days)
     # A day without an index entry has no computed hour, or was published before the
     # index existed: its pointers say which (one more round trip, only then).
     unindexed = [day for day in days if day not in index]
     if unindexed:
-        _, more, _ = _read_index_and_pointers(client, layout, [], [h for d in unindexed for h in _day_hours(d)])
+        _, more, _, _ = _read_index_and_pointers(client, layout, [], [h for d in unindexed for h in _day_hours(d)])
         pointers.update(more)
     builds = {hour: pointer.build for hour, pointer in pointers.items()}
     published_at = {hour: pointer.published_at for hour, pointer in pointers.items()}
@@ -161,6 +172,7 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Sna
             published_at.setdefault(hour, index[hour.date()][1])
     full_days = {day for day, (text, _, _) in index.items() if "-" not in text.split(",")}
     full_days |= {day for day in unindexed if all(hour in pointers for hour in _day_hours(day))}
+    outdated, absent = definition_hours(definitions, plan.definitions)
     return Snapshot(
         published_at=published_at,
         hours=hour_data,
@@ -170,6 +182,62 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Sna
         revised=frozenset(revised),
         pending=frozenset(pending),
         version=_version(index, pointers, pending),
+        outdated=outdated,
+        absent=absent,
+    )
+
+
+def read_redefined(client: redis.Redis, layout: KeyLayout, current: Mapping[str, str]) -> dict[str, list[datetime]]:
+    """Per metric of ``current``: computed hours held under another definition, or without the metric.
+
+    An hour counts as computed when some metric is recorded there (one ``{p}:definitions``
+    read: no pointer is needed). For ``/health`` and ``tally status``.
+    """
+    days = {parse_day_field(field.decode()): value for field, value in client.hgetall(layout.definitions()).items()}
+    outdated, absent = definition_hours(days, current)
+    computed: set[datetime] = set()
+    for day, value in days.items():
+        for entries in parse_definitions_value(value).values():
+            computed |= {hour for hour, entry in zip(_day_hours(day), entries, strict=True) if entry != NOT_COMPUTED}
+    found = {}
+    for metric in current:
+        hours = outdated.get(metric, frozenset()) | (absent.get(metric, frozenset()) & computed)
+        if hours:
+            found[metric] = sorted(hours)
+    return found
+
+
+def parse_day_field(text: str) -> date:
+    """Inverse of :func:`cache.keys.day_field`."""
+    return date.fromisoformat(text)
+
+
+def definition_hours(
+    days: dict[date, bytes], current: Mapping[str, str]
+) -> tuple[dict[str, frozenset[datetime]], dict[str, frozenset[datetime]]]:
+    """Per metric: hours held under another definition than ``current``, and hours not holding it.
+
+    ``days`` are ``{p}:definitions`` fields read (days without one were published
+    before definitions were recorded, and count as current).
+    """
+    outdated: dict[str, set[datetime]] = {metric: set() for metric in current}
+    absent: dict[str, set[datetime]] = {metric: set() for metric in current}
+    for day, value in days.items():
+        recorded = orjson.loads(value)
+        hours = _day_hours(day)
+        for metric, fingerprint in current.items():
+            text = recorded.get(metric, recorded.get(ANY_METRIC, NOT_COMPUTED))
+            if text in (fingerprint, UNRECORDED):  # the usual day: one entry, the current one
+                continue
+            entries = text.split(",") if "," in text else [text] * len(hours)
+            for hour, entry in zip(hours, entries, strict=True):
+                if entry == NOT_COMPUTED:
+                    absent[metric].add(hour)
+                elif entry not in (fingerprint, UNRECORDED):
+                    outdated[metric].add(hour)
+    return (
+        {metric: frozenset(hours) for metric, hours in outdated.items() if hours},
+        {metric: frozenset(hours) for metric, hours in absent.items() if hours},
     )
 
 
@@ -190,9 +258,16 @@ def _version(index: dict[date, DayIndexEntry], pointers: dict[datetime, Pointer]
 
 
 def _read_index_and_pointers(
-    client: redis.Redis, layout: KeyLayout, days: Sequence[date], hours: Sequence[datetime]
-) -> tuple[dict[date, DayIndexEntry], dict[datetime, Pointer], set[datetime]]:
-    """The day index entries of ``days``, the pointers of ``hours`` and every pending hour."""
+    client: redis.Redis,
+    layout: KeyLayout,
+    days: Sequence[date],
+    hours: Sequence[datetime],
+    definition_days: Sequence[date] = (),
+) -> tuple[dict[date, DayIndexEntry], dict[datetime, Pointer], set[datetime], dict[date, bytes]]:
+    """The day index entries of ``days``, the pointers of ``hours``, every pending hour, and definitions.
+
+    The ``{p}:definitions`` fields of ``definition_days`` are read in the same pipeline.
+    """
     with client.pipeline(transaction=False) as pipe:
         pipe.exists(layout.meta())
         pipe.hkeys(layout.pending())  # usually empty: a run marks hours only until it publishes them
@@ -200,6 +275,8 @@ def _read_index_and_pointers(
             pipe.hmget(layout.day_index(), [day_field(day) for day in days])
         if hours:
             pipe.hmget(layout.pointer(), [hour_field(hour) for hour in hours])
+        if definition_days:
+            pipe.hmget(layout.definitions(), [day_field(day) for day in definition_days])
         replies = pipe.execute()
     if not replies.pop(0):
         # Never answer zeros or nulls from an empty cache: say it is cold.
@@ -207,9 +284,11 @@ def _read_index_and_pointers(
     pending = {parse_hour_field(field.decode()) for field in replies.pop(0)}
     index_reply = replies.pop(0) if days else []
     pointer_reply = replies.pop(0) if hours else []
+    definitions_reply = replies.pop(0) if definition_days else []
     index = {day: parse_day_index_value(v.decode()) for day, v in zip(days, index_reply, strict=True) if v}
     pointers = {hour: _pointer(v) for hour, v in zip(hours, pointer_reply, strict=True) if v}
-    return index, pointers, pending
+    definitions = {day: v for day, v in zip(definition_days, definitions_reply, strict=True) if v}
+    return index, pointers, pending, definitions
 
 
 def _day_hours(day: date) -> list[datetime]:

@@ -1,9 +1,11 @@
-"""Reading an hour's raw event files, after checking each file against the contract.
+"""Reading a source's hour of raw files, after checking each file against its declared columns.
 
 Every file's Parquet footer is checked on the driver (metadata only, never rows),
 so a missing column or unusable type fails the hour with a message naming the
 file and the column instead of a Spark stack trace. Files are then read in at
-most a few Spark scans, grouped by how their columns must be decoded.
+most a few Spark scans, grouped by how their columns must be decoded, and every
+column comes out in its declared type (``double`` from any integer or float,
+``long`` from any integer, ``timestamp`` from any unit, null-typed as nulls).
 """
 
 from __future__ import annotations
@@ -23,28 +25,34 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from tally.events import REQUIRED_COLUMNS
+from tally.layout import PATH_PLACEHOLDERS
+from tally.spec import Source
 
 HOUR_COLUMN = "_hour"
 
 
 class InputError(ValueError):
-    """An input file breaks the contract; the message names the file and column."""
+    """An input file breaks its source's declared columns; the message names the file and column."""
+
+
+# How a declared column is physically stored, where Spark needs to know: the
+# Spark type it is read as (then cast to the declared type), or "null" for a
+# column of Parquet's null type, or "timestamp_ns" for nanosecond timestamps
+# (read as a long and converted; Spark's precision is microseconds).
+NULL = "null"
+TIMESTAMP_NANOS = "timestamp_ns"
 
 
 @dataclass(frozen=True)
 class FileEncoding:
-    """How a file's columns are physically stored, where Spark needs to know."""
+    """How a file stores each declared column (files with one encoding share a Spark scan)."""
 
-    event_time_nanos: bool
-    amount_integer: bool
-    # Columns typed null (pandas writes an all-None column so): read as nulls of the contract type.
-    null_columns: tuple[str, ...] = ()
+    physical: tuple[tuple[str, str], ...]  # (column, read type) in declared order
 
 
 @dataclass(frozen=True)
 class HourInput:
-    """An hour's input files with their checked encodings (one footer read per file)."""
+    """A source's files of one hour with their checked encodings (one footer read per file)."""
 
     hour: datetime
     files: tuple[Path, ...]
@@ -52,13 +60,13 @@ class HourInput:
     rows: int = 0  # from the files' footers: what a full read returns
 
 
-def inspect_hour(hour: datetime, files: Sequence[Path]) -> HourInput:
-    """Check every file of an hour against the contract; InputError names the first bad one."""
+def inspect_hour(source: Source, hour: datetime, files: Sequence[Path]) -> HourInput:
+    """Check every file of an hour against the source's columns; InputError names the first bad one."""
     checked = [_read_footer(path) for path in files]
     return HourInput(
         hour,
         tuple(files),
-        tuple(check_schema(path, schema) for path, (schema, _) in zip(files, checked, strict=True)),
+        tuple(check_schema(path, schema, source) for path, (schema, _) in zip(files, checked, strict=True)),
         sum(rows for _, rows in checked),
     )
 
@@ -71,80 +79,100 @@ def _read_footer(path: Path) -> tuple[pa.Schema, int]:
         raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
-def check_footer(path: Path) -> FileEncoding:
-    """Validate one file's schema against the contract."""
-    return check_schema(path, _read_footer(path)[0])
+def check_footer(path: Path, source: Source) -> FileEncoding:
+    """Validate one file's schema against the source's columns."""
+    return check_schema(path, _read_footer(path)[0], source)
 
 
-def check_schema(path: Path, schema: pa.Schema) -> FileEncoding:
-    """Validate a file's schema (named by ``path`` in errors) against the contract."""
+def check_schema(path: Path, schema: pa.Schema, source: Source) -> FileEncoding:
+    """Validate a file's schema (named by ``path`` in errors) against the source's declared columns."""
     names = schema.names
-    for column in REQUIRED_COLUMNS:
+    for column, _ in source.columns:
         if column not in names:
             raise InputError(f"{path}: missing required column {column!r}")
         if names.count(column) > 1:
             raise InputError(f"{path}: column {column!r} appears more than once")
-    for column, logical in REQUIRED_COLUMNS.items():
+    physical = []
+    for column, logical in source.columns:
         arrow_type = schema.field(column).type
         if pa.types.is_dictionary(arrow_type):
             arrow_type = arrow_type.value_type
-        if not _compatible(logical, arrow_type):
+        read_as = _read_type(logical, arrow_type)
+        if read_as is None:
             raise InputError(f"{path}: column {column!r} has type {arrow_type}, expected {logical}")
-    time_type = schema.field("event_time").type
-    amount_type = schema.field("amount").type
-    return FileEncoding(
-        event_time_nanos=pa.types.is_timestamp(time_type) and time_type.unit == "ns",
-        amount_integer=pa.types.is_integer(amount_type),
-        null_columns=tuple(c for c in REQUIRED_COLUMNS if pa.types.is_null(schema.field(c).type)),
-    )
+        physical.append((column, read_as))
+    return FileEncoding(tuple(physical))
 
 
-def _compatible(logical: str, arrow_type: pa.DataType) -> bool:
+_INTEGER_READ_TYPES = {
+    pa.int8(): "tinyint",
+    pa.int16(): "smallint",
+    pa.int32(): "int",
+    pa.int64(): "bigint",
+    pa.uint8(): "smallint",
+    pa.uint16(): "int",
+    pa.uint32(): "bigint",
+    pa.uint64(): "decimal(20,0)",
+}
+
+
+def _read_type(logical: str, arrow_type: pa.DataType) -> str | None:
+    """The Spark type a column of ``arrow_type`` is read as for a ``logical`` column; None if unusable."""
     if pa.types.is_null(arrow_type):  # every value null: valid for any type
-        return True
+        return NULL
     if logical == "string":
-        return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+        return "string" if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) else None
+    if logical == "boolean":
+        return "boolean" if pa.types.is_boolean(arrow_type) else None
     if logical == "timestamp":
-        return pa.types.is_timestamp(arrow_type)
+        if not pa.types.is_timestamp(arrow_type):
+            return None
+        return TIMESTAMP_NANOS if arrow_type.unit == "ns" else "timestamp"
+    if logical == "long":
+        return _INTEGER_READ_TYPES.get(arrow_type) if pa.types.is_integer(arrow_type) else None
     if logical == "double":
-        return pa.types.is_floating(arrow_type) or pa.types.is_integer(arrow_type)
+        if pa.types.is_integer(arrow_type):
+            return _INTEGER_READ_TYPES.get(arrow_type)
+        if pa.types.is_float32(arrow_type):
+            return "float"
+        if pa.types.is_float64(arrow_type):
+            return "double"
+        if pa.types.is_decimal(arrow_type):
+            return f"decimal({arrow_type.precision},{arrow_type.scale})"
+        return None
     raise AssertionError(logical)
 
 
+def _spark_type(name: str) -> T.DataType:
+    return T._parse_datatype_string("bigint" if name == TIMESTAMP_NANOS else name)
+
+
 def _read_schema(encoding: FileEncoding) -> T.StructType:
-    fields = []
-    for column in REQUIRED_COLUMNS:
-        if column in encoding.null_columns:
-            continue  # Spark cannot convert Parquet's null type; _normalised supplies the nulls
-        spark_type: T.DataType = T.StringType()
-        if column == "event_time":
-            spark_type = T.LongType() if encoding.event_time_nanos else T.TimestampType()
-        elif column == "amount":
-            spark_type = T.LongType() if encoding.amount_integer else T.DoubleType()
-        fields.append(T.StructField(column, spark_type, nullable=True))
-    return T.StructType(fields)
+    return T.StructType(
+        [
+            T.StructField(column, _spark_type(read_as), nullable=True)
+            for column, read_as in encoding.physical
+            if read_as != NULL  # Spark cannot convert Parquet's null type; _normalised supplies the nulls
+        ]
+    )
 
 
-def _normalised(encoding: FileEncoding) -> list[Column]:
-    """Columns in contract types, whatever the file's physical encoding."""
+def _normalised(source: Source, encoding: FileEncoding) -> list[Column]:
+    """The declared columns in their declared types, whatever each file's physical encoding."""
+    declared = source.column_types
+    columns = []
+    for column, read_as in encoding.physical:
+        value = F.lit(None) if read_as == NULL else F.col(quote_name(column))
+        if read_as == TIMESTAMP_NANOS:
+            # Nanoseconds since the epoch -> microsecond timestamp (Spark's precision).
+            value = F.timestamp_micros(F.floor(value / 1000).cast("long"))
+        columns.append(value.cast(declared[column]).alias(column))
+    return columns
 
-    def column(name: str) -> Column:
-        return F.lit(None) if name in encoding.null_columns else F.col(name)
 
-    event_time = column("event_time")
-    if encoding.event_time_nanos and "event_time" not in encoding.null_columns:
-        # Nanoseconds since the epoch -> microsecond timestamp (Spark's precision).
-        event_time = F.timestamp_micros(F.floor(event_time / 1000).cast("long"))
-    return [
-        column("event_id").cast("string").alias("event_id"),
-        event_time.cast("timestamp").alias("event_time"),
-        column("user_id").cast("string").alias("user_id"),
-        column("session_id").cast("string").alias("session_id"),
-        column("event_type").cast("string").alias("event_type"),
-        column("amount").cast("double").alias("amount"),
-        column("country").cast("string").alias("country"),
-        column("platform").cast("string").alias("platform"),
-    ]
+def quote_name(column: str) -> str:
+    """A column name as F.col accepts it whatever its characters (dots, spaces)."""
+    return "`" + column.replace("`", "``") + "`"
 
 
 # Spark names the file it could not read, e.g. "[FAILED_READ_FILE.NO_HINT] Encountered
@@ -175,15 +203,10 @@ def _root_cause(exc: BaseException) -> str:
     return str(cause.toString())[:300]
 
 
-def raw_schema() -> T.StructType:
-    """The contract's columns in their Spark types, plus the folder hour."""
+def raw_schema(source: Source) -> T.StructType:
+    """The source's declared columns in their Spark types, plus the folder hour."""
     return T.StructType(
-        [
-            T.StructField(
-                c, T.TimestampType() if c == "event_time" else T.DoubleType() if c == "amount" else T.StringType()
-            )
-            for c in REQUIRED_COLUMNS
-        ]
+        [T.StructField(column, T._parse_datatype_string(logical)) for column, logical in source.columns]
         + [T.StructField(HOUR_COLUMN, T.TimestampType(), nullable=False)]
     )
 
@@ -199,41 +222,120 @@ def local_frame(spark: SparkSession, rows: Sequence[Sequence[object]], schema: T
     return spark.createDataFrame(pd.DataFrame([tuple(row) for row in rows], columns=schema.names), schema)
 
 
-def read_hours(spark: SparkSession, inputs: Sequence[HourInput]) -> DataFrame:
-    """All rows of the given hours, in contract types, with the folder hour attached.
+def read_hours(spark: SparkSession, source: Source, inputs: Sequence[HourInput]) -> DataFrame:
+    """All rows of the source's given hours, in declared types, with the folder hour attached.
 
-    Files are grouped by encoding (checked by :func:`inspect_hour`) so each group is one scan.
+    Files are grouped by encoding (checked by :func:`inspect_hour`) so each group is
+    one scan. The folder a row came from decides its hour, not its time column. Where
+    the source's ``path`` is a chain of ``key=value`` folders (``dt={YYYY}-{MM}-{DD}/hour={HH}``,
+    ``year={YYYY}/month={MM}/...``), Spark's partition discovery gives each file its
+    folder's values as constants, once per file (parsing each row's file path cost
+    about 2 s per million rows, docs/performance.md); any other layout is read one
+    hour per scan, with the hour as a literal.
     """
     groups: dict[FileEncoding, list[tuple[Path, datetime]]] = defaultdict(list)
     for hour_input in inputs:
         for path, encoding in zip(hour_input.files, hour_input.encodings, strict=True):
             groups[encoding].append((path, hour_input.hour))
-    frames = [_read_group(spark, encoding, files) for encoding, files in groups.items()]
+    layout = partition_layout(source.path)
+    declared = {column.lower() for column, _ in source.columns}
+    if layout is not None and any(key.lower() in declared for key, _ in layout.keys):
+        layout = None  # a folder key named like a declared column: Spark would confuse the two
+    frames: list[DataFrame] = []
+    for encoding, files in groups.items():
+        if layout is not None:
+            frames.append(_read_partitioned(spark, source, encoding, files, layout))
+        else:
+            by_hour: dict[datetime, list[Path]] = defaultdict(list)
+            for path, hour in files:
+                by_hour[hour].append(path)
+            frames += [_read_one_hour(spark, source, encoding, paths, hour) for hour, paths in by_hour.items()]
     if not frames:
-        return local_frame(spark, [], raw_schema())
+        return local_frame(spark, [], raw_schema(source))
     result = frames[0]
     for frame in frames[1:]:
         result = result.unionByName(frame)
     return result
 
 
-# The partition columns Spark reads from each file's ``dt=YYYY-MM-DD/hour=HH`` folder.
-_PARTITION_COLUMNS = (T.StructField("dt", T.DateType()), T.StructField("hour", T.IntegerType()))
+@dataclass(frozen=True)
+class PartitionLayout:
+    """A ``path`` whose hour folders Spark's partition discovery can read.
+
+    ``depth`` folders below the base path, each ``key=<value>``; ``keys`` maps each
+    key to what its value holds: ``date`` ({YYYY}-{MM}-{DD}) or one of ``YYYY``,
+    ``MM``, ``DD``, ``HH``.
+    """
+
+    depth: int
+    keys: tuple[tuple[str, str], ...]
 
 
-def _read_group(spark: SparkSession, encoding: FileEncoding, files: list[tuple[Path, datetime]]) -> DataFrame:
-    # The folder a row came from decides its hour (the contract), not event_time.
-    # Spark's partition discovery gives every file its folder's dt and hour as
-    # constants, once per file; parsing each row's file path instead cost about
-    # 2 s per million rows (docs/performance.md).
-    roots = {path.parents[2] for path, _ in files}  # <root>/dt=.../hour=../file
+_SINGLE = {f"{{{p}}}": p for p in ("YYYY", "MM", "DD", "HH")}
+
+
+def partition_layout(path: str) -> PartitionLayout | None:
+    """The partition layout of a source ``path``, or None when its folders are not all ``key=value``."""
+    segments = path.strip("/").split("/")
+    first = next(i for i, segment in enumerate(segments) if any(p in segment for p in PATH_PLACEHOLDERS))
+    keys = []
+    for segment in segments[first:]:
+        key, equals, value = segment.partition("=")
+        if not equals or not re.fullmatch(r"[a-z][a-z0-9_]*", key):
+            return None
+        if value == "{YYYY}-{MM}-{DD}":
+            keys.append((key, "date"))
+        elif value in _SINGLE:
+            keys.append((key, _SINGLE[value]))
+        else:
+            return None
+    parts = [kind for _, kind in keys]
+    components = [p for kind in parts for p in (("YYYY", "MM", "DD") if kind == "date" else (kind,))]
+    names = [key for key, _ in keys]
+    if sorted(components) != sorted(_SINGLE.values()) or len(set(names)) != len(names):
+        return None
+    return PartitionLayout(depth=len(segments) - first, keys=tuple(keys))
+
+
+def _read_partitioned(
+    spark: SparkSession,
+    source: Source,
+    encoding: FileEncoding,
+    files: list[tuple[Path, datetime]],
+    layout: PartitionLayout,
+) -> DataFrame:
+    roots = {path.parents[layout.depth] for path, _ in files}  # <root>/<key=value>.../file
     if len(roots) != 1:
-        raise ValueError(f"input files must share one raw-events folder, got {sorted(map(str, roots))}")
-    schema = T.StructType([*_read_schema(encoding).fields, *_PARTITION_COLUMNS])
+        raise ValueError(f"input files must share one base folder, got {sorted(map(str, roots))}")
+    partition_fields = [
+        T.StructField(key, T.DateType() if kind == "date" else T.IntegerType()) for key, kind in layout.keys
+    ]
+    schema = T.StructType([*_read_schema(encoding).fields, *partition_fields])
     frame = spark.read.schema(schema).option("basePath", str(roots.pop())).parquet(*[str(p) for p, _ in files])
-    return frame.select(*_normalised(encoding), partition_hour().alias(HOUR_COLUMN))
+    return frame.select(*_normalised(source, encoding), _layout_hour(layout).alias(HOUR_COLUMN))
+
+
+def _layout_hour(layout: PartitionLayout) -> Column:
+    """The hour of a row's folder, from the partition columns (constants of each file)."""
+    part: dict[str, Column] = {}
+    for key, kind in layout.keys:
+        if kind == "date":
+            part["date"] = F.col(key)
+        else:
+            part[kind] = F.col(key)
+    day = part.get("date")
+    if day is None:
+        day = F.make_date(part["YYYY"], part["MM"], part["DD"])
+    return F.timestamp_seconds(F.unix_date(day).cast("long") * 86400 + part["HH"].cast("long") * 3600)
+
+
+def _read_one_hour(
+    spark: SparkSession, source: Source, encoding: FileEncoding, paths: list[Path], hour: datetime
+) -> DataFrame:
+    frame = spark.read.schema(_read_schema(encoding)).parquet(*[str(p) for p in paths])
+    return frame.select(*_normalised(source, encoding), F.lit(hour).cast("timestamp").alias(HOUR_COLUMN))
 
 
 def partition_hour() -> Column:
-    """The hour of the ``dt``/``hour`` partition columns (of any of Tally's tables)."""
+    """The hour of the ``dt``/``hour`` partition columns of Tally's own tables."""
     return F.timestamp_seconds(F.unix_date(F.col("dt").cast("date")).cast("long") * 86400 + F.col("hour") * 3600)

@@ -16,66 +16,126 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.source import HOUR_COLUMN, local_frame
-from tally import events as ev
-from tally.spec import Kind, Metric, MetricSpec
+from jobs.source import HOUR_COLUMN, local_frame, quote_name
+from tally.spec import UNKNOWN, Dimension, Kind, Metric, MetricSpec, Source
 
 REASON = "reason"
 REAL = "_real"
 COUNTED = "_counted"
+INPUT_PREFIX = "_in_"
 VALUE_COLUMNS = ("metric", "value", "sketch")
+# Epoch numbers beyond year 9999 are not times (and would overflow Spark's conversion).
+_MAX_EPOCH_SECONDS = 253_402_300_799
+_EPOCH = {"s": (F.timestamp_seconds, 1), "ms": (F.timestamp_millis, 1_000), "us": (F.timestamp_micros, 1_000_000)}
 
 
-def _blank(column: str) -> Column:
-    return F.col(column).isNull() | (F.col(column) == "")
+def column(name: str) -> Column:
+    """A declared column, whatever characters its name has."""
+    return F.col(quote_name(name))
 
 
-def with_invalid_reason(events: DataFrame) -> DataFrame:
-    """Add ``reason``: why a row is invalid (the first rule it breaks), or null."""
-    event_time, hour = F.col("event_time"), F.col(HOUR_COLUMN)
-    amount = F.col("amount")
-    is_purchase = F.col("event_type") == ev.PURCHASE
-    outside_hour = (event_time < hour) | (event_time >= hour + F.expr("INTERVAL 1 HOUR"))
-    bad_amount = amount.isNull() | F.isnan(amount) | (F.abs(amount) == float("inf")) | (amount < 0)
-    rules = [
-        (_blank("event_id"), ev.MISSING_EVENT_ID),
-        (_blank("user_id"), ev.MISSING_USER_ID),
-        (_blank("event_type"), ev.MISSING_EVENT_TYPE),
-        (event_time.isNull(), ev.MISSING_EVENT_TIME),
-        (outside_hour, ev.EVENT_TIME_OUTSIDE_HOUR),
-        (is_purchase & bad_amount, ev.INVALID_PURCHASE_AMOUNT),
-    ]
+def sql(text: str, source: Source) -> Column:
+    """A spec expression: a declared column by name, else Spark SQL over the source's columns."""
+    return column(text) if text in source.column_types else F.expr(text)
+
+
+def event_time(source: Source) -> Column:
+    """The source's time column as a timestamp (epoch numbers converted; absurd ones null)."""
+    time = column(source.time.column)
+    if source.time.unit is None:
+        return time
+    convert, per_second = _EPOCH[source.time.unit]
+    bound = _MAX_EPOCH_SECONDS * per_second
+    return F.when(time.between(-bound, bound), convert(time))
+
+
+def dimension_value(dimension: Dimension) -> Column:
+    """A dimension's value: text, with null named ``unknown``."""
+    return F.coalesce(F.expr(dimension.sql).cast("string"), F.lit(UNKNOWN))
+
+
+def with_invalid_reason(events: DataFrame, source: Source) -> DataFrame:
+    """Add ``reason``: why a row is invalid (the first rule it breaks, in the spec's order), or null.
+
+    Each ``required`` column in order (null, or empty text), then the time column
+    (null, or outside the folder's hour), then each rule (a condition valid rows
+    satisfy: false or null is invalid).
+    """
+    types = source.column_types
+    hour = F.col(HOUR_COLUMN)
+    rules: list[tuple[Column, str]] = []
+    for name in source.required:
+        blank = column(name).isNull()
+        if types[name] == "string":
+            blank = blank | (column(name) == "")
+        rules.append((blank, f"missing_{name}"))
+    time = event_time(source)
+    outside_hour = time.isNull() | (time < hour) | (time >= hour + F.expr("INTERVAL 1 HOUR"))
+    rules.append((column(source.time.column).isNull(), f"missing_{source.time.column}"))
+    rules.append((outside_hour, f"{source.time.column}_outside_hour"))
+    rules += [(~F.coalesce(F.expr(condition), F.lit(False)), reason) for reason, condition in source.rules]
     reason = reduce(
         lambda acc, rule: acc.when(rule[0], F.lit(rule[1])), rules[1:], F.when(rules[0][0], F.lit(rules[0][1]))
     )
     return events.select("*", reason.alias(REASON))
 
 
-def valid_events(classified: DataFrame) -> DataFrame:
-    """Valid rows in contract order, with null dimensions named ``unknown``."""
+def _matches(metric: Metric, source: Source) -> Column:
+    """Whether a row counts for the metric: its filter (on dimension values or raw columns) and ``where``."""
+    condition = F.lit(True)
+    for key, values in metric.filter:
+        dimension = source.dimension(key)
+        value = dimension_value(dimension) if dimension is not None else column(key)
+        condition = condition & value.isin(*values)
+    if metric.where is not None:
+        condition = condition & F.expr(metric.where)
+    return condition
+
+
+def metric_input(metric: Metric, source: Source) -> Column:
+    """What a row gives the metric: whether it counts, the number it adds, or the value it counts once."""
+    matches = _matches(metric, source)
+    if metric.kind is Kind.COUNT:
+        value = F.coalesce(matches, F.lit(False))
+    elif metric.kind is Kind.SUM:
+        value = F.when(matches, sql(metric.field or "", source).cast("double"))
+    elif metric.kind is Kind.COUNT_DISTINCT:
+        # HLL sketches take text, integers or bytes: text keeps any field type countable.
+        value = F.when(matches, sql(metric.field or "", source).cast("string"))
+    else:
+        raise ValueError(f"{metric.name}: ratios are computed at read time")
+    return value.alias(INPUT_PREFIX + metric.name)
+
+
+def valid_events(classified: DataFrame, source: Source, spec: MetricSpec) -> DataFrame:
+    """Valid rows as the aggregation needs them: hour, id, time, dimension values, one input per metric.
+
+    Expressions see the source's columns as declared; only what the metrics need
+    travels on (through the de-duplication's shuffle).
+    """
+    keep = [source.id] if source.id is not None else []
+    dimensions = [d for d in source.dimensions if d.name in spec.dimensions_of(source.name)]
     return classified.where(F.col(REASON).isNull()).select(
         HOUR_COLUMN,
-        "event_id",
-        "event_time",
-        "user_id",
-        "session_id",
-        "event_type",
-        "amount",
-        F.coalesce("country", F.lit(ev.UNKNOWN)).alias("country"),
-        F.coalesce("platform", F.lit(ev.UNKNOWN)).alias("platform"),
+        *[column(c) for c in keep],
+        column(source.time.column),
+        *[dimension_value(d).alias(d.name) for d in dimensions],
+        *[metric_input(m, source) for m in spec.stored_of(source.name)],
     )
 
 
-def deduplicate(valid: DataFrame) -> DataFrame:
-    """One row per (hour, event_id): at-least-once delivery counts once.
+def deduplicate(valid: DataFrame, source: Source) -> DataFrame:
+    """One row per (hour, id): at-least-once delivery counts once. A source without ``id`` keeps every row.
 
-    When copies differ, the smallest row (by event_time, then the other columns,
-    nulls first) wins, so reruns are deterministic whatever order files are read
-    in. A window keeps the first row of each id in one shuffle and one sort; the
+    When copies differ, the smallest row (by time, then the other columns, nulls
+    first) wins, so reruns are deterministic whatever order files are read in. A
+    window keeps the first row of each id in one shuffle and one sort; the
     equivalent ``min(struct(...))`` aggregation sorted twice and was 25% slower.
     """
-    payload = [c for c in valid.columns if c not in (HOUR_COLUMN, "event_id")]
-    first = Window.partitionBy(HOUR_COLUMN, "event_id").orderBy(*payload)
+    if source.id is None:
+        return valid
+    payload = [column(c) for c in valid.columns if c not in (HOUR_COLUMN, source.id)]
+    first = Window.partitionBy(HOUR_COLUMN, column(source.id)).orderBy(*payload)
     return valid.select("*", F.row_number().over(first).alias("_copy")).where(F.col("_copy") == 1).drop("_copy")
 
 
@@ -92,22 +152,15 @@ def with_hour_placeholders(events: DataFrame, hours: Sequence[datetime]) -> Data
     return real.unionByName(placeholders.select("*", F.lit(False).alias(REAL)), allowMissingColumns=True)
 
 
-def _matches(metric: Metric) -> Column:
-    condition = F.col(REAL)
-    for column, values in metric.filter:
-        condition = condition & F.col(column).isin(*values)
-    return condition
-
-
 def _row_column(metric: Metric, lg_k: int) -> Column:
     """The metric over the rows of one finest slice: a count, a sum or an HLL sketch."""
-    matches = _matches(metric)
+    value = F.col(INPUT_PREFIX + metric.name)
     if metric.kind is Kind.COUNT:
-        result = F.count(F.when(matches, F.lit(1)))
+        result = F.count(F.when(F.col(REAL) & value, F.lit(1)))
     elif metric.kind is Kind.SUM:
-        result = F.sum(F.when(matches, F.col(metric.field)))
+        result = F.sum(value)  # null on placeholders and rows that do not match
     elif metric.kind is Kind.COUNT_DISTINCT:
-        result = F.hll_sketch_agg(F.when(matches, F.col(metric.field)), lg_k)
+        result = F.hll_sketch_agg(value, lg_k)
     else:
         raise ValueError(f"{metric.name}: ratios are computed at read time")
     return result.alias(metric.name)
@@ -123,12 +176,12 @@ def _slice_column(metric: Metric) -> Column:
     return result.alias(metric.name)
 
 
-def _grouping_sets(spec: MetricSpec) -> list[tuple[str, ...]]:
-    sets = {dims for metric in spec.stored for dims in metric.slice_dimension_sets()}
+def _grouping_sets(metrics: Sequence[Metric]) -> list[tuple[str, ...]]:
+    sets = {dims for metric in metrics for dims in metric.slice_dimension_sets()}
     return sorted(sets, key=lambda s: (len(s), s))
 
 
-def finest_slices(events: DataFrame, spec: MetricSpec) -> DataFrame:
+def finest_slices(events: DataFrame, spec: MetricSpec, source: Source) -> DataFrame:
     """Every stored metric per hour and finest slice (every dimension split), plus ``_counted``.
 
     This is the only step that reads rows; an hour has a few hundred finest slices,
@@ -136,9 +189,10 @@ def finest_slices(events: DataFrame, spec: MetricSpec) -> DataFrame:
     the rows by every slice set directly multiplies them by the number of sets and,
     with HLL sketches, pushes Spark into sort-based aggregation: 20x slower on 1M rows.
     """
-    dims = list(spec.dimensions)
+    dims = list(spec.dimensions_of(source.name))
     counted = F.count(F.when(F.col(REAL), F.lit(1))).alias(COUNTED)
-    return events.groupBy(HOUR_COLUMN, *dims).agg(*[_row_column(m, spec.sketch_lg_k) for m in spec.stored], counted)
+    metrics = [_row_column(m, spec.sketch_lg_k) for m in spec.stored_of(source.name)]
+    return events.groupBy(HOUR_COLUMN, *dims).agg(*metrics, counted)
 
 
 def counted_events(finest: DataFrame) -> DataFrame:
@@ -146,26 +200,30 @@ def counted_events(finest: DataFrame) -> DataFrame:
     return finest.groupBy(HOUR_COLUMN).agg(F.sum(COUNTED).alias("counted_events"))
 
 
-def aggregate(events: DataFrame, spec: MetricSpec) -> DataFrame:
-    """Every stored metric for every slice of every hour of ``events``; see :func:`rollup_from_finest`."""
-    return rollup_from_finest(finest_slices(events, spec), spec)
+def aggregate(events: DataFrame, spec: MetricSpec, source: Source) -> DataFrame:
+    """Every stored metric of ``source`` for every slice of every hour of ``events``; see :func:`rollup_from_finest`."""
+    return rollup_from_finest(finest_slices(events, spec, source), spec, source)
 
 
-def rollup_from_finest(finest: DataFrame, spec: MetricSpec) -> DataFrame:
-    """Every stored metric for every slice of every hour, from :func:`finest_slices`.
+def rollup_from_finest(finest: DataFrame, spec: MetricSpec, source: Source) -> DataFrame:
+    """Every stored metric of ``source`` for every slice of every hour, from :func:`finest_slices`.
 
     Output (long): ``dt``, ``hour``, ``metric``, one column per dimension (null
     where the slice does not split by it), ``value`` (count, sum or distinct
     estimate) and ``sketch`` (HLL bytes for distinct counts, else null). Rows of a
     non-total slice whose value is 0 are dropped: absent means zero.
     """
-    dims = list(spec.dimensions)
-    sets = [[HOUR_COLUMN, *s] for s in _grouping_sets(spec)]
+    dims = list(spec.dimensions_of(source.name))
+    stored = spec.stored_of(source.name)
+    if not stored:
+        schema = ", ".join(["dt string", "hour string", "metric string", *[f"`{d}` string" for d in dims]])
+        return finest.sparkSession.createDataFrame([], f"{schema}, value double, sketch binary")
+    sets = [[HOUR_COLUMN, *s] for s in _grouping_sets(stored)]
     flags = [F.grouping(d).alias(f"_g_{d}") for d in dims]
-    wide = finest.groupingSets(sets, HOUR_COLUMN, *dims).agg(*[_slice_column(m) for m in spec.stored], *flags)
+    wide = finest.groupingSets(sets, HOUR_COLUMN, *dims).agg(*[_slice_column(m) for m in stored], *flags)
     # A grouped dimension can only be null on a placeholder row: drop those slices.
     placeholder_slice = reduce(lambda acc, d: acc | ((F.col(f"_g_{d}") == 0) & F.col(d).isNull()), dims, F.lit(False))
-    entries = F.array(*[_metric_entry(m, dims) for m in spec.stored])
+    entries = F.array(*[_metric_entry(m, dims) for m in stored])
     long = (
         wide.where(~placeholder_slice)
         .select(HOUR_COLUMN, *dims, F.explode(entries).alias("entry"))
@@ -200,18 +258,23 @@ def _metric_entry(metric: Metric, dims: Sequence[str]) -> Column:
 
 
 def hour_stats(
-    invalid: DataFrame, hours: Sequence[datetime], rows_read: Mapping[datetime, int], counted: DataFrame
+    invalid: DataFrame,
+    hours: Sequence[datetime],
+    rows_read: Mapping[datetime, int],
+    counted: DataFrame,
+    source: Source,
 ) -> DataFrame:
     """Per hour: rows read, valid, invalid (and by reason), duplicates, counted events.
 
     No scan of the input: ``rows_read`` comes from the files' footers, ``invalid``
     (``_hour``, ``reason``) is the quarantine just written (a small share of the
     rows), and ``counted`` (from :func:`counted_events`) from the rollup's own
-    pass. Every hour in ``hours`` gets a row, zeros included (a quiet hour).
+    pass. Every hour in ``hours`` gets a row, zeros included (a quiet hour), with
+    a count for each of the source's reasons.
     """
     reasons = invalid.groupBy(HOUR_COLUMN).agg(
         F.count(F.lit(1)).alias("invalid_rows"),
-        *[F.count(F.when(F.col(REASON) == r, 1)).alias(f"_reason_{r}") for r in ev.INVALID_REASONS],
+        *[F.count(F.when(F.col(REASON) == r, 1)).alias(f"_reason_{r}") for r in source.reasons],
     )
     spark = invalid.sparkSession
     schema = T.StructType(
@@ -223,7 +286,7 @@ def hour_stats(
     def number(name: str) -> Column:
         return F.coalesce(F.col(name), F.lit(0)).cast("long")
 
-    by_reason = F.create_map(*[x for r in ev.INVALID_REASONS for x in (F.lit(r), number(f"_reason_{r}"))])
+    by_reason = F.create_map(*[x for r in source.reasons for x in (F.lit(r), number(f"_reason_{r}"))])
     valid_rows = number("rows_read") - number("invalid_rows")
     return joined.select(
         F.date_format(HOUR_COLUMN, "yyyy-MM-dd").alias("dt"),
@@ -235,4 +298,5 @@ def hour_stats(
         number("counted_events").alias("counted_events"),
         by_reason.alias("invalid_by_reason"),
         F.current_timestamp().alias("computed_at"),
+        F.lit(source.name).alias("source"),
     )

@@ -15,6 +15,7 @@ import redis
 
 from tally.layout import HourError, hours_between, parse_hour, parse_instant
 from tally.settings import Settings, get_settings
+from tally.spec import SpecError
 
 if TYPE_CHECKING:  # the job module imports pyspark; keep `tally --help` and `serve` light
     from jobs.hourly import RunReport
@@ -29,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings.model_copy(update={"data_dir": Path(args.data_dir)})
     try:
         return args.handler(args, settings)
+    except SpecError as exc:  # one line per problem, each naming the file, source or metric and field
+        for problem in exc.problems:
+            print(f"tally {args.command}: error: {problem}", file=sys.stderr)
+        return 1
     except (HourError, ValueError, RuntimeError, ConnectionError, redis.RedisError) as exc:
         print(f"tally {args.command}: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, HourError) else 1
@@ -45,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--data-dir", help="overrides TALLY_DATA_DIR")
     gen.set_defaults(handler=_generate)
+
+    check = sub.add_parser("check-spec", help="validate a spec (structure and SQL) without reading any data")
+    check.add_argument("path", nargs="?", help="the spec file (default TALLY_SPEC_PATH)")
+    check.set_defaults(handler=_check_spec)
 
     run = sub.add_parser("run", help="aggregate and publish one hour (what tally_hourly runs)")
     run.add_argument("--hour", required=True, help="UTC hour, e.g. 2026-11-27T10:00Z")
@@ -112,6 +121,34 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
         f"wrote {summary.rows} rows in {summary.files} files for {summary.hours} hours "
         f"under {settings.data_dir / 'raw' / 'events'}"
     )
+    return 0
+
+
+def _check_spec(args: argparse.Namespace, settings: Settings) -> int:
+    from tally.spec import load_spec
+
+    path = Path(args.path) if args.path else settings.spec_path
+    spec = load_spec(path)  # structural problems: raised before Spark starts
+    from jobs.session import build_session
+    from jobs.spec_check import require_valid_sql
+
+    # The analyzer needs no cluster: a small local session checks every expression.
+    spark = build_session("local[1]", app_name="tally-check-spec")
+    try:
+        require_valid_sql(spark, spec, path)
+    finally:
+        spark.stop()
+    print(f"{path}: ok")
+    for source in spec.sources:
+        print(
+            f"source {source.name}: {len(source.columns)} columns, {len(source.dimensions)} dimensions, "
+            f"{len(source.reasons)} invalid reasons, {len(spec.stored_of(source.name))} stored metrics; "
+            f"{source.path}"
+        )
+    ratios = len(spec.metrics) - len(spec.stored)
+    slices = sum(len(m.slice_dimension_sets()) for m in spec.stored)
+    print(f"metrics: {len(spec.metrics)} ({len(spec.stored)} stored, {ratios} ratios)")
+    print(f"slices per hour: {slices} slice sets of stored metrics (each one row per combination of values seen)")
     return 0
 
 
@@ -238,6 +275,7 @@ def _redis_acl(args: argparse.Namespace, settings: Settings) -> int:
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     from cache.keys import KeyLayout
     from dashboard_api.store import open_client
+    from tally.spec import load_spec
     from tally.status import DEFAULT_MAX_LAG_SECONDS, read_status, render
 
     client = open_client(settings.redis_url)  # short timeouts: a dead Redis is reported in about a second
@@ -248,6 +286,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
             redis_url=settings.redis_url,
             runs=args.runs,
             max_lag_seconds=DEFAULT_MAX_LAG_SECONDS if args.max_lag is None else args.max_lag,
+            definitions=load_spec(settings.spec_path).fingerprints,
         )
     finally:
         client.close()

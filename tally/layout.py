@@ -1,8 +1,10 @@
 """Where data lives on disk, and how hours are named.
 
-The input contract (``raw/events/dt=YYYY-MM-DD/hour=HH/*.parquet``) and every
-derived location (rollups, run statistics, quarantine) are built here and
-nowhere else. All hours are UTC, whole hours, timezone-aware datetimes.
+A source's hour folder comes from its spec ``path`` (``{YYYY}``, ``{MM}``, ``{DD}``,
+``{HH}`` replaced by the UTC hour, relative to ``TALLY_DATA_DIR`` unless
+absolute); the sample table's is ``raw/events/dt=YYYY-MM-DD/hour=HH``. Every
+derived location (rollups, run statistics, each source's quarantine) is built
+here and nowhere else. All hours are UTC, whole hours, timezone-aware datetimes.
 """
 
 from __future__ import annotations
@@ -13,11 +15,17 @@ from pathlib import Path
 
 ONE_HOUR = timedelta(hours=1)
 
+# The placeholders of a source's `path`, all of which must appear.
+PATH_PLACEHOLDERS: tuple[str, ...] = ("{YYYY}", "{MM}", "{DD}", "{HH}")
+# The sample table's folder (the default spec's source `events`).
+SAMPLE_EVENTS_PATH = "raw/events/dt={YYYY}-{MM}-{DD}/hour={HH}"
+
 # Sub-folders of TALLY_DATA_DIR.
 RAW_EVENTS = Path("raw") / "events"
 ROLLUPS_HOURLY = Path("rollups") / "hourly"
 ROLLUPS_STATS = Path("rollups") / "stats"
-QUARANTINE = Path("quarantine") / "events"
+QUARANTINE_ROOT = Path("quarantine")
+QUARANTINE = QUARANTINE_ROOT / "events"  # the sample source's quarantine
 
 
 class HourError(ValueError):
@@ -82,8 +90,26 @@ def hour_from_partition(dt: str, hour: str) -> datetime:
     return datetime.strptime(f"{dt}T{hour}", "%Y-%m-%dT%H").replace(tzinfo=UTC)
 
 
+def hour_folder(data_dir: Path, path_template: str, hour: datetime) -> Path:
+    """A source's folder for ``hour``: its ``path`` with the placeholders filled in."""
+    utc = hour.astimezone(UTC)
+    relative = (
+        path_template.replace("{YYYY}", f"{utc.year:04d}")
+        .replace("{MM}", f"{utc.month:02d}")
+        .replace("{DD}", f"{utc.day:02d}")
+        .replace("{HH}", f"{utc.hour:02d}")
+    )
+    return data_dir / relative  # an absolute template stays absolute
+
+
+def parquet_files(folder: Path) -> list[Path]:
+    """A folder's input files, sorted; hidden and marker files are skipped."""
+    return sorted(p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith((".", "_")))
+
+
 def raw_hour_dir(data_dir: Path, hour: datetime) -> Path:
-    return data_dir / RAW_EVENTS / partition(hour)
+    """The sample table's folder of ``hour`` (what `tally generate` writes)."""
+    return hour_folder(data_dir, SAMPLE_EVENTS_PATH, hour)
 
 
 def rollup_hour_dir(data_dir: Path, hour: datetime) -> Path:
@@ -94,14 +120,18 @@ def stats_hour_dir(data_dir: Path, hour: datetime) -> Path:
     return data_dir / ROLLUPS_STATS / partition(hour)
 
 
-def quarantine_hour_dir(data_dir: Path, hour: datetime) -> Path:
-    return data_dir / QUARANTINE / partition(hour)
+def quarantine_dir(data_dir: Path, source: str) -> Path:
+    """Where a source's invalid rows are kept, partitioned by hour (``quarantine/<source>``)."""
+    return data_dir / QUARANTINE_ROOT / source
+
+
+def quarantine_hour_dir(data_dir: Path, hour: datetime, source: str = "events") -> Path:
+    return quarantine_dir(data_dir, source) / partition(hour)
 
 
 def raw_parquet_files(data_dir: Path, hour: datetime) -> list[Path]:
-    """The hour's input files, sorted; hidden and marker files are skipped."""
-    folder = raw_hour_dir(data_dir, hour)
-    return sorted(p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith((".", "_")))
+    """The sample table's input files of ``hour``."""
+    return parquet_files(raw_hour_dir(data_dir, hour))
 
 
 def parse_range_hours(start: str, end: str, *, max_hours: int) -> list[datetime]:
@@ -131,22 +161,54 @@ def input_fingerprint(files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+def combined_fingerprint(per_source: dict[str, str]) -> str:
+    """An hour's input fingerprint over all its sources (a single source's own, unchanged)."""
+    import hashlib
+
+    if len(per_source) == 1:
+        return next(iter(per_source.values()))
+    text = ";".join(f"{name}={fp}" for name, fp in sorted(per_source.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def built_fingerprints(data_dir: Path, hours: Iterable[datetime]) -> dict[datetime, str | None]:
     """For each of ``hours`` with a complete rollup: the input fingerprint it was built from.
 
-    None for statistics written before fingerprints were recorded. One small file
-    read per hour, shared by the late-data check and the unpublished-rollup check.
+    The fingerprint combines every source's (:func:`combined_fingerprint`). None for
+    statistics written before fingerprints were recorded. One small file read per
+    hour, shared by the late-data check and the unpublished-rollup check.
     """
+    return {hour: stats.input_fingerprint for hour, stats in built_hours(data_dir, hours).items()}
+
+
+class BuiltHour:
+    """What an hour's statistics say it was built from: per source, its input and metric definitions."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.sources: dict[str, str | None] = {}
+        self.definitions: dict[str, str] = {}
+        for row in rows:
+            name = row.get("source") or "events"
+            self.sources[name] = row.get("input_fingerprint")
+            self.definitions.update(dict(row.get("metric_fingerprints") or {}))
+
+    @property
+    def input_fingerprint(self) -> str | None:
+        if not self.sources or any(fp is None for fp in self.sources.values()):
+            return None
+        return combined_fingerprint({name: fp for name, fp in self.sources.items() if fp is not None})
+
+
+def built_hours(data_dir: Path, hours: Iterable[datetime]) -> dict[datetime, BuiltHour]:
+    """For each of ``hours`` with a complete rollup: what it was built from (one small file read)."""
     import pyarrow.parquet as pq
 
-    built: dict[datetime, str | None] = {}
+    built: dict[datetime, BuiltHour] = {}
     for hour in hours:
         stats_dir = stats_hour_dir(data_dir, hour)
         if not any(stats_dir.glob("*.parquet")):
             continue
-        table = pq.read_table(stats_dir)
-        has_fingerprint = "input_fingerprint" in table.column_names and table.num_rows
-        built[hour] = table.column("input_fingerprint")[0].as_py() if has_fingerprint else None
+        built[hour] = BuiltHour(pq.read_table(stats_dir).to_pylist())
     return built
 
 

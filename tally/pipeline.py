@@ -17,9 +17,10 @@ DAG files and ``tally --help`` stay light.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from tally.layout import ONE_HOUR, as_utc, format_hour, parse_hour
@@ -61,17 +62,35 @@ def lookback(first_hour: datetime, horizon_hours: int) -> list[datetime]:
     return [first_hour - ONE_HOUR * i for i in range(horizon_hours, 0, -1)]
 
 
+def missing_inputs(settings: Settings, hour: datetime) -> list[tuple[str, Path]]:
+    """(source, folder) of every source whose folder of ``hour`` has not arrived."""
+    from tally.layout import hour_folder
+    from tally.spec import load_spec
+
+    spec = load_spec(settings.spec_path)
+    folders = [(s.name, hour_folder(settings.data_dir, s.path, as_utc(hour))) for s in spec.sources]
+    return [(name, folder) for name, folder in folders if not folder.is_dir()]
+
+
 def find_stale(settings: Settings, window: Sequence[datetime]) -> Stale:
     """The hours of ``window`` that are out of date in Redis; marks exactly them pending there."""
     from cache.client import connect
     from cache.freshness import INPUT_CHANGED, NOT_PUBLISHED, mark_pending, unpublished_hours
     from cache.keys import KeyLayout
-    from jobs.hourly import changed_hours
-    from tally.layout import built_fingerprints
+    from jobs.hourly import changed_hours, hour_input_fingerprint
+    from tally.layout import built_hours
+    from tally.spec import load_spec
 
     window = [as_utc(h) for h in window]
-    built = built_fingerprints(settings.data_dir, window)
-    changed = changed_hours(settings.data_dir, window, built)
+    spec = load_spec(settings.spec_path)
+    hours_built = built_hours(settings.data_dir, window)
+    built = {hour: b.input_fingerprint for hour, b in hours_built.items()}
+    changed = changed_hours(settings.data_dir, spec, window, built)
+    redefined = [
+        hour
+        for hour in outdated_hours(hours_built, spec.fingerprints)
+        if hour not in changed and hour_input_fingerprint(settings.data_dir, spec, hour) is not None
+    ]
     client = connect(settings.redis_url)
     try:
         layout = KeyLayout(settings.redis_prefix)
@@ -84,7 +103,24 @@ def find_stale(settings: Settings, window: Sequence[datetime]) -> Stale:
         log.info("input changed since they were built, recomputing: %s", [format_hour(h) for h in changed])
     if unpublished:
         log.info("rollups not published yet, publishing: %s", [format_hour(h) for h in unpublished])
-    return Stale(recompute=changed, republish=unpublished)
+    if redefined:
+        # Not marked pending: the API already reports exactly the redefined metrics' points incomplete.
+        log.info("built under an older definition of a metric, recomputing: %s", [format_hour(h) for h in redefined])
+    unpublished = [h for h in unpublished if h not in redefined]
+    return Stale(recompute=sorted({*changed, *redefined}), republish=unpublished)
+
+
+def outdated_hours(built: Mapping[datetime, Any], fingerprints: Mapping[str, str]) -> list[datetime]:
+    """Built hours missing a stored metric of the spec, or holding one under another definition.
+
+    ``built`` maps hours to :class:`tally.layout.BuiltHour`; an hour built before
+    definitions were recorded counts as current.
+    """
+    return sorted(
+        hour
+        for hour, b in built.items()
+        if b.definitions and any(b.definitions.get(metric) != fp for metric, fp in fingerprints.items())
+    )
 
 
 def compute(settings: Settings, own: Sequence[datetime], stale: Stale, *, app_name: str) -> Computed:

@@ -6,6 +6,7 @@ the CLI and ``/health`` can never disagree about the newest hour or the lag.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +15,7 @@ import redis
 
 from cache.client import safe_url
 from cache.keys import KeyLayout, parse_published_at
-from dashboard_api.store import newest_computed_hours, read_meta, read_runs
+from dashboard_api.store import newest_computed_hours, read_meta, read_redefined, read_runs
 from tally.layout import ONE_HOUR, format_hour
 
 # One missed hourly publish: an hour ends, is normally published minutes later,
@@ -32,6 +33,8 @@ class Status:
     lag_seconds: float | None = None
     published_at: str | None = None
     pending_hours: list[datetime] = field(default_factory=list)
+    # Per metric: hours built under an older definition of it, or before it was added.
+    redefined_hours: dict[str, list[datetime]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
@@ -58,6 +61,7 @@ class Status:
             "max_lag_seconds": self.max_lag_seconds,
             "published_at": self.published_at,
             "pending_hours": [format_hour(h) for h in self.pending_hours],
+            "redefined_hours": {m: [format_hour(h) for h in hours] for m, hours in self.redefined_hours.items()},
             "runs": self.runs,
             "error": self.error,
         }
@@ -70,13 +74,18 @@ def read_status(
     redis_url: str,
     runs: int,
     max_lag_seconds: float,
+    definitions: Mapping[str, str] | None = None,
     now: datetime | None = None,
 ) -> Status:
-    """Freshness and the ``runs`` newest computed hours' statistics; Redis errors become ``unavailable``."""
+    """Freshness and the ``runs`` newest computed hours' statistics; Redis errors become ``unavailable``.
+
+    ``definitions`` (the spec's metric fingerprints) adds the hours each metric is out of date in.
+    """
     base = Status(redis_url=safe_url(redis_url), prefix=layout.prefix, max_lag_seconds=max_lag_seconds)
     try:
         meta = read_meta(client, layout)
         recent = read_runs(client, layout, newest_computed_hours(client, layout, runs))
+        redefined = read_redefined(client, layout, definitions) if definitions else {}
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         return replace(base, error=f"Redis at {base.redis_url} is unreachable: {exc}")
     return replace(
@@ -85,6 +94,7 @@ def read_status(
         lag_seconds=meta.lag_seconds(now or datetime.now(UTC)),
         published_at=meta.published_at,
         pending_hours=meta.pending_hours,
+        redefined_hours=redefined,
         runs=[_run(run) for run in reversed(recent)],  # newest first
     )
 
@@ -114,6 +124,11 @@ def render(status: Status) -> str:
         f"newest hour   {format_hour(status.newest_hour)} (published {status.published_at})",
         f"lag           {_duration(status.lag_seconds)} (limit {_duration(status.max_lag_seconds)}): {verdict}",
         f"pending       {', '.join(format_hour(h) for h in status.pending_hours) or 'none'}",
+        *[
+            f"redefined     {metric}: {len(hours)} hour(s), {format_hour(hours[0])} .. {format_hour(hours[-1])} "
+            "(built under an older definition; recomputed within the late-data horizon, or by `tally backfill`)"
+            for metric, hours in status.redefined_hours.items()
+        ],
         "",
         _table(status.runs),
     ]

@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import datasketches
@@ -209,6 +210,38 @@ def test_lists_metrics_in_spec_order(api: TestClient) -> None:
     }
     stickiness = body["metrics"][-1]
     assert stickiness["grains"] == ["day"] and stickiness["max_window_days"] == 0
+
+
+def test_lists_the_default_specs_cards(api: TestClient) -> None:
+    body = api.get("/v1/metrics").json()
+    assert body["cards"] == ["revenue", "orders", "avg_order_value", "active_users", "conversion_rate"]
+    schema = api.get("/openapi.json").json()["components"]["schemas"]["MetricsResponse"]
+    assert "cards" in schema["required"] and schema["properties"]["cards"]["description"]
+
+
+RIDES_SPEC = """
+sources:
+  rides:
+    path: lake/rides/year={YYYY}/month={MM}/day={DD}/hour={HH}
+    time: {column: started_ms, unit: ms}
+    columns: {started_ms: long, rider: string, fare: double, city: string}
+    dimensions: {city: city}
+metrics:
+  - {name: trips, description: Trips., unit: trips, kind: count, dimensions: [city]}
+  - {name: fares, description: Fares., unit: currency, kind: sum, field: fare, dimensions: [city]}
+  - {name: riders, description: Riders., unit: riders, kind: count_distinct, field: rider, dimensions: [city]}
+dashboard: {cards: [riders, fares]}
+"""
+
+
+def test_cards_come_from_the_spec_in_its_order(layout: KeyLayout, tmp_path: Path) -> None:
+    spec_path = tmp_path / "rides.yaml"
+    spec_path.write_text(RIDES_SPEC)
+    settings = Settings(redis_url=REDIS_URL, redis_prefix=layout.prefix, spec_path=spec_path)
+    with TestClient(create_app(settings)) as rides:
+        body = rides.get("/v1/metrics").json()
+    assert [m["name"] for m in body["metrics"]] == ["trips", "fares", "riders"]
+    assert body["cards"] == ["riders", "fares"]
 
 
 # --- hour grain -------------------------------------------------------------------

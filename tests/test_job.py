@@ -91,14 +91,14 @@ def test_footer_check_names_the_problem(tmp_path: Path, table, message):
     path = tmp_path / "bad.parquet"
     pq.write_table(table, path)
     with pytest.raises(InputError, match=message):
-        check_footer(path)
+        check_footer(path, SPEC.source("events"))
 
 
 def test_not_parquet_is_named(tmp_path: Path):
     path = tmp_path / "junk.parquet"
     path.write_text("hello")
     with pytest.raises(InputError, match=f"{path}: not a readable Parquet file"):
-        check_footer(path)
+        check_footer(path, SPEC.source("events"))
 
 
 def test_missing_hour_is_not_computed_and_quiet_hour_is_zero(spark, tmp_path: Path):

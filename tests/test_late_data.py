@@ -97,7 +97,7 @@ def test_a_late_file_is_pending_then_recomputed_and_marked_revised(spark, publis
         revised = {run["hour"]: run.get("revised_from") for run in runs}
         assert revised["2026-11-27T10:00:00Z"] is not None
         assert revised["2026-11-27T11:00:00Z"] is None and revised["2026-11-27T13:00:00Z"] is None
-    assert changed_hours(settings.data_dir, [H[10], H[11], H[12], H[13]]) == []
+    assert changed_hours(settings.data_dir, SPEC, [H[10], H[11], H[12], H[13]]) == []
 
 
 def test_input_that_goes_back_to_what_was_built_is_no_longer_pending(published: Settings, redis_client, layout):

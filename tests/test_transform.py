@@ -26,6 +26,7 @@ from tally.spec import load_spec
 H10 = datetime(2026, 11, 27, 10, tzinfo=UTC)
 H11 = datetime(2026, 11, 27, 11, tzinfo=UTC)
 SPEC = load_spec(DEFAULT_SPEC_PATH)
+SOURCE = SPEC.source("events")
 
 
 def t(minute: int, hour: int = 10) -> datetime:
@@ -34,7 +35,7 @@ def t(minute: int, hour: int = 10) -> datetime:
 
 def raw(spark, rows):
     """rows: (event_id, event_time, user_id, session_id, event_type, amount, country, platform, folder_hour)."""
-    return spark.createDataFrame(rows, raw_schema())
+    return spark.createDataFrame(rows, raw_schema(SOURCE))
 
 
 def reasons(frame) -> dict[str, str | None]:
@@ -60,7 +61,7 @@ def test_each_invalid_rule_gets_its_reason(spark):
         ("zero", t(2), "u", "s", "purchase", 0.0, "US", "web", H10),
         ("view_nan", t(2), "u", "s", "page_view", float("nan"), "US", "web", H10),
     ]
-    got = reasons(with_invalid_reason(raw(spark, rows)))
+    got = reasons(with_invalid_reason(raw(spark, rows), SOURCE))
     assert got.pop(None) == "missing_event_id"
     assert got == {
         "ok": None,
@@ -89,15 +90,15 @@ def test_null_dimensions_become_unknown_and_duplicates_count_once(spark):
         ("e2", t(6), "u2", "s2", "page_view", None, "DE", "ios", H10),
         ("e2", t(6, hour=11), "u2", "s2", "page_view", None, "DE", "ios", H11),  # same id, other hour
     ]
-    deduped = deduplicate(valid_events(with_invalid_reason(raw(spark, rows))))
+    deduped = deduplicate(valid_events(with_invalid_reason(raw(spark, rows), SOURCE), SOURCE, SPEC), SOURCE)
     got = sorted((r[HOUR_COLUMN].hour, r.event_id, r.country, r.platform) for r in deduped.collect())
     # The earliest copy of e1 wins, deterministically; e2 counts once per hour.
     assert got == [(10, "e1", "unknown", "unknown"), (10, "e2", "DE", "ios"), (11, "e2", "DE", "ios")]
 
 
 def rollup_rows(spark, rows, hours):
-    events = deduplicate(valid_events(with_invalid_reason(raw(spark, rows))))
-    out = aggregate(with_hour_placeholders(events, hours), SPEC).collect()
+    events = deduplicate(valid_events(with_invalid_reason(raw(spark, rows), SOURCE), SOURCE, SPEC), SOURCE)
+    out = aggregate(with_hour_placeholders(events, hours), SPEC, SOURCE).collect()
     return out
 
 
@@ -161,10 +162,11 @@ def test_hour_stats_count_reasons_and_duplicates(spark):
         ("e2", None, "u1", "s1", "page_view", None, "US", "web", H10),
         ("e3", t(1), "u1", "s1", "purchase", -3.0, "US", "web", H10),
     ]
-    classified = with_invalid_reason(raw(spark, rows))
+    classified = with_invalid_reason(raw(spark, rows), SOURCE)
     invalid = classified.where(F.col(REASON).isNotNull())
-    finest = finest_slices(with_hour_placeholders(deduplicate(valid_events(classified)), [H10, H11]), SPEC)
-    frame = hour_stats(invalid, [H10, H11], {H10: len(rows)}, counted_events(finest))
+    valid = deduplicate(valid_events(classified, SOURCE, SPEC), SOURCE)
+    finest = finest_slices(with_hour_placeholders(valid, [H10, H11]), SPEC, SOURCE)
+    frame = hour_stats(invalid, [H10, H11], {H10: len(rows)}, counted_events(finest), SOURCE)
     stats = {r.hour: r.asDict(recursive=True) for r in frame.collect()}
     ten = stats["10"]
     counts = ("rows_read", "valid_rows", "invalid_rows", "duplicate_rows", "counted_events")
@@ -186,4 +188,4 @@ def test_whitespace_is_not_empty(spark, column):
     row = {"event_id": "e", "user_id": "u"}
     row[column] = " "
     frame = raw(spark, [(row["event_id"], t(1), row["user_id"], "s", "page_view", None, "US", "web", H10)])
-    assert with_invalid_reason(frame).where(F.col(REASON).isNull()).count() == 1
+    assert with_invalid_reason(frame, SOURCE).where(F.col(REASON).isNull()).count() == 1

@@ -11,8 +11,6 @@
 (() => {
   "use strict";
 
-  const HEADLINE = ["revenue", "orders", "avg_order_value", "active_users", "conversion_rate"];
-  const TITLES = { avg_order_value: "Average order value", conversion_rate: "Conversion" };
   const RANGES = [
     { key: "1d", days: 1, label: "Last 24 hours", previous: "prior 24 h", grain: "hour" },
     { key: "7d", days: 7, label: "Last 7 days", previous: "prior 7 days", grain: "day" },
@@ -39,7 +37,7 @@
     hourCycle: "h23",
     timeZoneName: "short",
   };
-  // Tick steps for counts: 1, 2, 5, 10, 20, 50, ... (never 0.5 of an order).
+  // Tick steps for counts: 1, 2, 5, 10, 20, 50, ... (never half a unit).
   const WHOLE_INCREMENTS = [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9].flatMap((p) => [p, 2 * p, 5 * p]);
   // uPlot's time-axis ticks, 24-hour and without US-style dates:
   // [tick step (s), format, rollover formats for year, month, day, hour, minute, second, mode 1 = append].
@@ -57,6 +55,7 @@
     state: null,
     health: null,
     catalogue: [],
+    headline: [], // metric names of the cards, in order: the spec's, from GET /v1/metrics
     cards: {},
     charts: {},
     problems: [],
@@ -255,7 +254,7 @@
 
   function title(metric) {
     const name = metric.name;
-    return TITLES[name] || name.charAt(0).toUpperCase() + name.slice(1).replaceAll("_", " ");
+    return name.charAt(0).toUpperCase() + name.slice(1).replaceAll("_", " ");
   }
 
   // --- view state (the query string) -----------------------------------------------
@@ -441,8 +440,11 @@
 
   // --- cards -----------------------------------------------------------------------
 
+  // One card per metric, since a card is found by its data-metric.
   function headlineMetrics() {
-    return HEADLINE.map((name) => dashboard.catalogue.find((m) => m.name === name)).filter(Boolean);
+    return [...new Set(dashboard.headline)]
+      .map((name) => dashboard.catalogue.find((m) => m.name === name))
+      .filter(Boolean);
   }
 
   function cardElement(metric) {
@@ -873,7 +875,9 @@
     try {
       dashboard.health = await api("health");
       renderFreshness(dashboard.health, zoneFromUrl());
-      dashboard.catalogue = (await api("v1/metrics")).metrics;
+      const listing = await api("v1/metrics");
+      dashboard.catalogue = listing.metrics;
+      dashboard.headline = listing.cards;
     } catch (error) {
       if (!dashboard.health) {
         $("freshness").dataset.status = "stale";

@@ -1,0 +1,74 @@
+"""The run statistics: the one owner of their fields, per source and per hour.
+
+The job writes one row per source and hour under ``rollups/stats`` (written last:
+its presence marks the hour's rollup complete). Everything that shows them (the
+manifest in Redis, ``GET /v1/runs``, ``tally status``, the task logs) reads the
+hour's rows combined by :func:`combine`: the counts summed over the sources, and
+each source's own row under ``sources``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from tally.layout import combined_fingerprint
+
+# The counts of a source's hour, each summed over the sources of an hour.
+COUNT_FIELDS: tuple[str, ...] = ("rows_read", "valid_rows", "invalid_rows", "duplicate_rows", "counted_events")
+# Fields of a row that are about the row's place, not its content.
+LOCATION_FIELDS: tuple[str, ...] = ("dt", "hour")
+
+
+def plain(value: Any) -> Any:
+    """A statistics value as JSON-ready data (pyarrow gives maps as (key, value) lists)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list) and all(isinstance(x, tuple) and len(x) == 2 for x in value):
+        return dict(value)
+    return value
+
+
+def source_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One stored statistics row as plain data, without its partition columns."""
+    return {key: plain(value) for key, value in row.items() if key not in LOCATION_FIELDS}
+
+
+def combine(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """An hour's statistics from its sources' rows (plain data, see :func:`source_row`).
+
+    The counts and the invalid rows by reason are summed (a reason two sources
+    share adds up); ``input_fingerprint`` covers every source's input;
+    ``metric_fingerprints`` joins the sources' metrics; ``sources`` keeps each row.
+    An hour of a single source is that source's row as it is (``source`` names it).
+    """
+    if not rows:
+        return {}
+    if len(rows) == 1:  # one source: its row is the hour's statistics (and names the source)
+        return {"source": "events", **rows[0]}
+    by_source = {str(row.get("source") or "events"): dict(row) for row in rows}
+    combined: dict[str, Any] = {}
+    for name in COUNT_FIELDS:
+        if all(name in row for row in rows):
+            combined[name] = sum(int(row[name]) for row in rows)
+    reasons: dict[str, int] = {}
+    for row in rows:
+        for reason, count in dict(row.get("invalid_by_reason") or {}).items():
+            reasons[reason] = reasons.get(reason, 0) + int(count)
+    combined["invalid_by_reason"] = reasons
+    for name in ("computed_at", "duration_seconds"):
+        present = [row[name] for row in rows if row.get(name) is not None]
+        if present:
+            combined[name] = max(present)
+    if all("input_files" in row for row in rows):
+        combined["input_files"] = sum(int(row["input_files"]) for row in rows)
+    fingerprints = {name: row.get("input_fingerprint") for name, row in by_source.items()}
+    if all(fingerprints.values()):
+        combined["input_fingerprint"] = combined_fingerprint({k: str(v) for k, v in fingerprints.items()})
+    definitions: dict[str, str] = {}
+    for row in rows:
+        definitions.update(dict(row.get("metric_fingerprints") or {}))
+    combined["metric_fingerprints"] = definitions
+    combined["sources"] = by_source
+    return combined
