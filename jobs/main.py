@@ -29,16 +29,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from jobs.hourly import run_hours
     from jobs.session import BASE_CONF
+    from jobs.spec_check import require_valid_sql
     from tally.spec import load_spec
 
     settings = get_settings()
+    spec = load_spec(settings.spec_path)  # a broken spec fails before Spark starts
     hours = parse_range_hours(args.start, args.end, max_hours=24 * 400)
     builder = SparkSession.builder.appName("tally")
     for key, value in BASE_CONF.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()  # master and resources come from spark-submit
     try:
-        report = run_hours(spark, settings.data_dir, load_spec(settings.spec_path), hours)
+        require_valid_sql(spark, spec, settings.spec_path)  # before reading any data
+        report = run_hours(spark, settings.data_dir, spec, hours)
     finally:
         spark.stop()
     print(json.dumps({"computed": sorted(report.computed), "missing": report.missing, "failed": report.failed}))

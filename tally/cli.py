@@ -15,7 +15,7 @@ import redis
 
 from tally.layout import HourError, hours_between, parse_hour, parse_instant
 from tally.settings import Settings, get_settings
-from tally.spec import SpecError
+from tally.spec import MetricSpec, SpecError
 
 if TYPE_CHECKING:  # the job module imports pyspark; keep `tally --help` and `serve` light
     from jobs.hourly import RunReport
@@ -31,8 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args, settings)
     except SpecError as exc:  # one line per problem, each naming the file, source or metric and field
-        for problem in exc.problems:
-            print(f"tally {args.command}: error: {problem}", file=sys.stderr)
+        _print_problems(args.command, exc)
         return 1
     except (HourError, ValueError, RuntimeError, ConnectionError, redis.RedisError) as exc:
         print(f"tally {args.command}: error: {exc}", file=sys.stderr)
@@ -51,8 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--data-dir", help="overrides TALLY_DATA_DIR")
     gen.set_defaults(handler=_generate)
 
-    check = sub.add_parser("check-spec", help="validate a spec (structure and SQL) without reading any data")
-    check.add_argument("path", nargs="?", help="the spec file (default TALLY_SPEC_PATH)")
+    check = sub.add_parser("check-spec", help="validate specs (structure and SQL) without reading any data")
+    check.add_argument("paths", nargs="*", metavar="PATH", help="spec files (default TALLY_SPEC_PATH)")
     check.set_defaults(handler=_check_spec)
 
     run = sub.add_parser("run", help="aggregate and publish one hour (what tally_hourly runs)")
@@ -127,29 +126,50 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
 def _check_spec(args: argparse.Namespace, settings: Settings) -> int:
     from tally.spec import load_spec
 
-    path = Path(args.path) if args.path else settings.spec_path
-    spec = load_spec(path)  # structural problems: raised before Spark starts
-    from jobs.session import build_session
-    from jobs.spec_check import require_valid_sql
+    paths = [Path(p) for p in args.paths] or [settings.spec_path]
+    loaded, failed = [], False
+    for path in paths:  # structural problems: found before Spark starts
+        try:
+            loaded.append((path, load_spec(path)))
+        except SpecError as exc:
+            _print_problems(args.command, exc)
+            failed = True
+    if loaded:
+        from jobs.session import build_session
+        from jobs.spec_check import sql_problems
 
-    # The analyzer needs no cluster: a small local session checks every expression.
-    spark = build_session("local[1]", app_name="tally-check-spec")
-    try:
-        require_valid_sql(spark, spec, path)
-    finally:
-        spark.stop()
+        # The analyzer needs no cluster: one small local session checks every expression of every spec.
+        spark = build_session("local[1]", app_name="tally-check-spec")
+        try:
+            checked = [(path, spec, sql_problems(spark, spec, path)) for path, spec in loaded]
+        finally:
+            spark.stop()
+        for path, spec, problems in checked:
+            if problems:
+                _print_problems(args.command, SpecError(problems))
+                failed = True
+            else:
+                _print_summary(path, spec)
+    return 1 if failed else 0
+
+
+def _print_problems(command: str, exc: SpecError) -> None:
+    for problem in exc.problems:
+        print(f"tally {command}: error: {problem}", file=sys.stderr)
+
+
+def _print_summary(path: Path, spec: MetricSpec) -> None:
     print(f"{path}: ok")
     for source in spec.sources:
         print(
-            f"source {source.name}: {len(source.columns)} columns, {len(source.dimensions)} dimensions, "
+            f"  source {source.name}: {len(source.columns)} columns, {len(source.dimensions)} dimensions, "
             f"{len(source.reasons)} invalid reasons, {len(spec.stored_of(source.name))} stored metrics; "
             f"{source.path}"
         )
     ratios = len(spec.metrics) - len(spec.stored)
     slices = sum(len(m.slice_dimension_sets()) for m in spec.stored)
-    print(f"metrics: {len(spec.metrics)} ({len(spec.stored)} stored, {ratios} ratios)")
-    print(f"slices per hour: {slices} slice sets of stored metrics (each one row per combination of values seen)")
-    return 0
+    print(f"  metrics: {len(spec.metrics)} ({len(spec.stored)} stored, {ratios} ratios)")
+    print(f"  slices per hour: {slices} slice sets of stored metrics (each one row per combination of values seen)")
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:

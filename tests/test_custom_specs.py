@@ -240,3 +240,63 @@ def test_a_changed_metric_is_incomplete_until_recomputed_and_an_added_one_is_nul
         query = {"start": format_hour(HOURS[0]), "end": format_hour(HOURS[-1] + timedelta(hours=1))}
         assert api.get("/v1/metrics/bike_trips", params=query).status_code == 404
         assert "bike_trips" not in [m["name"] for m in api.get("/v1/metrics").json()["metrics"]]
+
+
+@pytest.mark.e2e
+def test_the_shop_spec_through_airflow_dags_test(tables, tmp_path_factory, redis_server, redis_client):
+    """`airflow dags test tally_hourly` waits for both sources, computes and publishes them together."""
+    from tests.airflow_support import prepared_env, run_airflow
+
+    data_dir, visits_root, _, shop_path = tables
+    airflow_data = tmp_path_factory.mktemp("airflow-data")
+    import shutil
+
+    shutil.copytree(data_dir / "shop", airflow_data / "shop")  # the visits table stays outside, by absolute path
+    prefix = f"tally-test-shop-airflow-{os.getpid()}"
+    env = prepared_env(
+        tmp_path_factory.mktemp("airflow-home"),
+        TALLY_DATA_DIR=str(airflow_data),
+        TALLY_SPEC_PATH=str(shop_path),
+        TALLY_REDIS_PREFIX=prefix,
+        REDIS_URL=redis_server,
+        SPARK_MASTER="local[2]",
+    )
+    try:
+        run = run_airflow(env, "dags", "test", "tally_hourly", (HOURS[2] + timedelta(hours=1)).isoformat())
+        output = run.stdout + run.stderr
+        assert "state=success" in output, output[-4000:]
+        assert f"run statistics {format_hour(HOURS[2])}: rows read" in output
+        settings = Settings(redis_url=redis_server, redis_prefix=prefix, spec_path=shop_path, data_dir=airflow_data)
+        (visits, _), (orders, _) = specs.visits_frame(visits_root, HOURS[2]), specs.orders_frame(airflow_data, HOURS[2])
+        answer = specs.shop_metrics(visits, orders)
+        query = {"grain": "hour", "start": format_hour(HOURS[2]), "end": format_hour(HOURS[2] + timedelta(hours=1))}
+        with TestClient(create_app(settings)) as api:
+
+            def point(metric: str) -> dict:
+                return api.get(f"/v1/metrics/{metric}", params=query).json()["series"][0]["points"][0]
+
+            assert point("visits")["value"] == answer["visits"]
+            assert point("paid_orders")["value"] == answer["paid_orders"]
+            assert point("order_revenue")["value"] == pytest.approx(answer["order_revenue"], abs=0.005)
+            assert within(point("visitors")["value"], answer["visitors"])
+            conversion = point("visit_conversion")
+            assert conversion["complete"] is True
+            assert conversion["value"] == pytest.approx(answer["paid_orders"] / answer["visits"], rel=1e-9)
+    finally:
+        delete_prefix(redis_client, KeyLayout(prefix))
+
+
+def test_an_hour_waits_for_every_source_and_names_the_missing_one(tables, tmp_path):
+    from jobs.hourly import RunReport, plan_inputs
+    from tally.pipeline import missing_inputs
+
+    data_dir, visits_root, _, shop_path = tables
+    late = HOURS[-1] + timedelta(hours=1)
+    (data_dir / f"shop/orders/dt={late:%Y-%m-%d}/hr={late:%H}").mkdir(parents=True, exist_ok=True)
+    settings = Settings(spec_path=shop_path, data_dir=data_dir)
+    assert missing_inputs(settings, late) == [("visits", visits_root / "web" / f"{late:%Y%m%d}" / f"{late:%H}")]
+    assert missing_inputs(settings, HOURS[0]) == []
+    report = RunReport()
+    assert plan_inputs(data_dir, load_spec(shop_path), [late], report) == []
+    assert "source 'visits'" in report.missing[format_hour(late)]
+    assert "source 'orders'" not in report.missing[format_hour(late)]
