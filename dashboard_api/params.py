@@ -26,9 +26,10 @@ from dashboard_api.calendar import (
 from dashboard_api.errors import ApiError
 from dashboard_api.query import SeriesRequest
 from tally.layout import format_hour
-from tally.spec import Metric
+from tally.spec import API_PARAMETERS, Metric
 
-KNOWN_PARAMETERS: tuple[str, ...] = ("grain", "start", "end", "group_by", "tz", "window", "limit")
+# The spec refuses dimensions named like these (any other parameter of a request is a filter).
+KNOWN_PARAMETERS: tuple[str, ...] = API_PARAMETERS
 DEFAULT_GRAIN: Grain = "hour"
 MAX_LIMIT = 100
 MAX_WINDOWED_HOURS = 24 * 7

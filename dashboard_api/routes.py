@@ -243,9 +243,7 @@ def list_runs(
     return RunsResponse(runs=runs)
 
 
-def health(
-    settings: SettingsDep, spec: SpecDep, client: RedisDep, layout: LayoutDep
-) -> HealthResponse | JSONResponse:
+def health(settings: SettingsDep, spec: SpecDep, client: RedisDep, layout: LayoutDep) -> HealthResponse | JSONResponse:
     try:
         meta = read_meta(client, layout)
         redefined = read_redefined(client, layout, spec.fingerprints)
@@ -263,8 +261,5 @@ def health(
         lag_seconds=meta.lag_seconds(datetime.now(UTC)),
         published_at=meta.published_at,
         pending_hours=[format_hour(hour) for hour in meta.pending_hours],
-        redefined_hours={
-            metric: [format_hour(hour) for hour in hours]
-            for metric, hours in redefined.items()
-        },
+        redefined_hours={metric: [format_hour(hour) for hour in hours] for metric, hours in redefined.items()},
     )

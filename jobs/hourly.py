@@ -45,7 +45,6 @@ from tally.layout import (
     ROLLUPS_HOURLY,
     ROLLUPS_STATS,
     as_utc,
-    built_fingerprints,
     combined_fingerprint,
     format_hour,
     hour_folder,
@@ -54,7 +53,7 @@ from tally.layout import (
     quarantine_dir,
     quarantine_hour_dir,
 )
-from tally.runstats import combine, source_row
+from tally.runstats import built_fingerprints, combine, source_row
 from tally.settings import Settings
 from tally.spec import MetricSpec, Source, load_spec
 
@@ -323,15 +322,21 @@ def _delete_paths(spark: SparkSession, paths: Sequence[Path]) -> None:
         hadoop_path.getFileSystem(conf).delete(hadoop_path, True)
 
 
-def hour_input_fingerprint(data_dir: Path, spec: MetricSpec, hour: datetime) -> str | None:
-    """The fingerprint of the hour's input over every source, None while a source's folder is missing."""
+def source_fingerprints(data_dir: Path, spec: MetricSpec, hour: datetime) -> dict[str, str] | None:
+    """Each source's input fingerprint of the hour, None while a source's folder is missing."""
     per_source = {}
     for source in spec.sources:
         folder = source_hour_dir(data_dir, source, hour)
         if not folder.is_dir():
             return None
         per_source[source.name] = input_fingerprint(parquet_files(folder))
-    return combined_fingerprint(per_source)
+    return per_source
+
+
+def hour_input_fingerprint(data_dir: Path, spec: MetricSpec, hour: datetime) -> str | None:
+    """The fingerprint of the hour's input over every source, None while a source's folder is missing."""
+    per_source = source_fingerprints(data_dir, spec, hour)
+    return None if per_source is None else combined_fingerprint(per_source)
 
 
 def changed_hours(
@@ -342,7 +347,7 @@ def changed_hours(
 ) -> list[datetime]:
     """Computed hours whose input changed since they were built (late or rewritten files, in any source).
 
-    ``built`` (from :func:`tally.layout.built_fingerprints`) saves reading the
+    ``built`` (from :func:`tally.runstats.built_fingerprints`) saves reading the
     statistics again when the caller already has them.
     """
     built = built_fingerprints(data_dir, hours) if built is None else built

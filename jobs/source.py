@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from tally.layout import PATH_PLACEHOLDERS
-from tally.spec import Source
+from tally.spec import Source, quote_column
 
 HOUR_COLUMN = "_hour"
 
@@ -162,17 +162,12 @@ def _normalised(source: Source, encoding: FileEncoding) -> list[Column]:
     declared = source.column_types
     columns = []
     for column, read_as in encoding.physical:
-        value = F.lit(None) if read_as == NULL else F.col(quote_name(column))
+        value = F.lit(None) if read_as == NULL else F.col(quote_column(column))
         if read_as == TIMESTAMP_NANOS:
             # Nanoseconds since the epoch -> microsecond timestamp (Spark's precision).
             value = F.timestamp_micros(F.floor(value / 1000).cast("long"))
         columns.append(value.cast(declared[column]).alias(column))
     return columns
-
-
-def quote_name(column: str) -> str:
-    """A column name as F.col accepts it whatever its characters (dots, spaces)."""
-    return "`" + column.replace("`", "``") + "`"
 
 
 # Spark names the file it could not read, e.g. "[FAILED_READ_FILE.NO_HINT] Encountered

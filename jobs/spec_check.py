@@ -66,9 +66,12 @@ def _check(frame: DataFrame, expression: str, want: str) -> str | None:
     kind, _, label = want.partition(":")
     prefix = f"{label}: " if label else ""
     try:
-        data_type = frame.selectExpr(expression).schema[0].dataType
+        fields = frame.selectExpr(expression).schema.fields
     except Exception as exc:  # PySparkException, or a py4j error pyspark does not wrap
         return prefix + _first_line(exc)
+    if len(fields) != 1:
+        return f"{prefix}{expression!r} is {len(fields)} expressions; give exactly one"
+    data_type = fields[0].dataType
     try:
         # A WHERE refuses aggregates, windows and generators: a row-level expression is wanted.
         frame.where(f"(({expression}) IS NULL) OR TRUE")

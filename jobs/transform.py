@@ -16,8 +16,8 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.source import HOUR_COLUMN, local_frame, quote_name
-from tally.spec import UNKNOWN, Dimension, Kind, Metric, MetricSpec, Source
+from jobs.source import HOUR_COLUMN, local_frame
+from tally.spec import UNKNOWN, Dimension, Kind, Metric, MetricSpec, Source, quote_column
 
 REASON = "reason"
 REAL = "_real"
@@ -31,7 +31,7 @@ _EPOCH = {"s": (F.timestamp_seconds, 1), "ms": (F.timestamp_millis, 1_000), "us"
 
 def column(name: str) -> Column:
     """A declared column, whatever characters its name has."""
-    return F.col(quote_name(name))
+    return F.col(quote_column(name))
 
 
 def sql(text: str, source: Source) -> Column:

@@ -9,7 +9,7 @@ here and nowhere else. All hours are UTC, whole hours, timezone-aware datetimes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -169,47 +169,6 @@ def combined_fingerprint(per_source: dict[str, str]) -> str:
         return next(iter(per_source.values()))
     text = ";".join(f"{name}={fp}" for name, fp in sorted(per_source.items()))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def built_fingerprints(data_dir: Path, hours: Iterable[datetime]) -> dict[datetime, str | None]:
-    """For each of ``hours`` with a complete rollup: the input fingerprint it was built from.
-
-    The fingerprint combines every source's (:func:`combined_fingerprint`). None for
-    statistics written before fingerprints were recorded. One small file read per
-    hour, shared by the late-data check and the unpublished-rollup check.
-    """
-    return {hour: stats.input_fingerprint for hour, stats in built_hours(data_dir, hours).items()}
-
-
-class BuiltHour:
-    """What an hour's statistics say it was built from: per source, its input and metric definitions."""
-
-    def __init__(self, rows: list[dict]) -> None:
-        self.sources: dict[str, str | None] = {}
-        self.definitions: dict[str, str] = {}
-        for row in rows:
-            name = row.get("source") or "events"
-            self.sources[name] = row.get("input_fingerprint")
-            self.definitions.update(dict(row.get("metric_fingerprints") or {}))
-
-    @property
-    def input_fingerprint(self) -> str | None:
-        if not self.sources or any(fp is None for fp in self.sources.values()):
-            return None
-        return combined_fingerprint({name: fp for name, fp in self.sources.items() if fp is not None})
-
-
-def built_hours(data_dir: Path, hours: Iterable[datetime]) -> dict[datetime, BuiltHour]:
-    """For each of ``hours`` with a complete rollup: what it was built from (one small file read)."""
-    import pyarrow.parquet as pq
-
-    built: dict[datetime, BuiltHour] = {}
-    for hour in hours:
-        stats_dir = stats_hour_dir(data_dir, hour)
-        if not any(stats_dir.glob("*.parquet")):
-            continue
-        built[hour] = BuiltHour(pq.read_table(stats_dir).to_pylist())
-    return built
 
 
 def computed_hours(data_dir: Path) -> list[datetime]:

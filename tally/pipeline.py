@@ -77,8 +77,8 @@ def find_stale(settings: Settings, window: Sequence[datetime]) -> Stale:
     from cache.client import connect
     from cache.freshness import INPUT_CHANGED, NOT_PUBLISHED, mark_pending, unpublished_hours
     from cache.keys import KeyLayout
-    from jobs.hourly import changed_hours, hour_input_fingerprint
-    from tally.layout import built_hours
+    from jobs.hourly import changed_hours, hour_input_fingerprint, source_fingerprints
+    from tally.runstats import built_hours
     from tally.spec import load_spec
 
     window = [as_utc(h) for h in window]
@@ -95,7 +95,14 @@ def find_stale(settings: Settings, window: Sequence[datetime]) -> Stale:
     try:
         layout = KeyLayout(settings.redis_prefix)
         unpublished = [h for h in unpublished_hours(client, layout, built) if h not in changed]
-        pending = {**dict.fromkeys(unpublished, NOT_PUBLISHED), **dict.fromkeys(changed, INPUT_CHANGED)}
+        pending = dict.fromkeys(unpublished, NOT_PUBLISHED)
+        for hour in changed:
+            now = source_fingerprints(settings.data_dir, spec, hour) or {}
+            moved = sorted(name for name, fp in now.items() if hours_built[hour].sources.get(name) != fp)
+            # With several sources, the mark says whose files changed.
+            pending[hour] = (
+                INPUT_CHANGED if len(spec.sources) == 1 else f"{INPUT_CHANGED} (sources: {', '.join(moved)})"
+            )
         mark_pending(client, layout, window, pending)
     finally:
         client.close()
@@ -113,7 +120,7 @@ def find_stale(settings: Settings, window: Sequence[datetime]) -> Stale:
 def outdated_hours(built: Mapping[datetime, Any], fingerprints: Mapping[str, str]) -> list[datetime]:
     """Built hours missing a stored metric of the spec, or holding one under another definition.
 
-    ``built`` maps hours to :class:`tally.layout.BuiltHour`; an hour built before
+    ``built`` maps hours to :class:`tally.runstats.BuiltHour`; an hour built before
     definitions were recorded counts as current.
     """
     return sorted(

@@ -9,11 +9,13 @@ each source's own row under ``sources``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from tally.layout import combined_fingerprint
+from tally.layout import combined_fingerprint, stats_hour_dir
 
 # The counts of a source's hour, each summed over the sources of an hour.
 COUNT_FIELDS: tuple[str, ...] = ("rows_read", "valid_rows", "invalid_rows", "duplicate_rows", "counted_events")
@@ -72,3 +74,43 @@ def combine(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     combined["metric_fingerprints"] = definitions
     combined["sources"] = by_source
     return combined
+
+
+@dataclass(frozen=True)
+class BuiltHour:
+    """What an hour's statistics say it was built from."""
+
+    sources: Mapping[str, str | None]  # source -> the input fingerprint of its files
+    definitions: Mapping[str, str]  # stored metric -> the fingerprint of its definition (empty: not recorded)
+
+    @property
+    def input_fingerprint(self) -> str | None:
+        """The fingerprint over every source's input; None for statistics written before fingerprints."""
+        if not self.sources or any(fp is None for fp in self.sources.values()):
+            return None
+        return combined_fingerprint({name: str(fp) for name, fp in self.sources.items()})
+
+
+def built_hours(data_dir: Path, hours: Iterable[datetime]) -> dict[datetime, BuiltHour]:
+    """For each of ``hours`` with a complete rollup: what it was built from (one small file read per hour).
+
+    Shared by the late-data, redefinition and unpublished-rollup checks.
+    """
+    import pyarrow.parquet as pq
+
+    built: dict[datetime, BuiltHour] = {}
+    for hour in hours:
+        stats_dir = stats_hour_dir(data_dir, hour)
+        if not any(stats_dir.glob("*.parquet")):
+            continue
+        rows = pq.read_table(stats_dir).to_pylist()
+        built[hour] = BuiltHour(
+            sources={str(row.get("source") or "events"): row.get("input_fingerprint") for row in rows},
+            definitions={m: fp for row in rows for m, fp in plain(row.get("metric_fingerprints") or {}).items()},
+        )
+    return built
+
+
+def built_fingerprints(data_dir: Path, hours: Iterable[datetime]) -> dict[datetime, str | None]:
+    """For each of ``hours`` with a complete rollup: the input fingerprint it was built from."""
+    return {hour: built.input_fingerprint for hour, built in built_hours(data_dir, hours).items()}

@@ -300,3 +300,52 @@ def test_an_hour_waits_for_every_source_and_names_the_missing_one(tables, tmp_pa
     assert plan_inputs(data_dir, load_spec(shop_path), [late], report) == []
     assert "source 'visits'" in report.missing[format_hour(late)]
     assert "source 'orders'" not in report.missing[format_hour(late)]
+
+
+def test_a_late_file_in_one_source_is_pending_naming_it_then_recomputed(spark, tables, tmp_path, layout, redis_client):
+    """Late data works per source: the hour is marked pending for `orders`, recomputed, and both sources switch."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from cache.publish import publish_settings_hours
+    from tally.pipeline import compute, find_stale, lookback
+
+    data_dir, visits_root, _, shop_path = tables
+    copy_dir = tmp_path / "data"
+    shutil.copytree(data_dir / "shop", copy_dir / "shop")
+    settings = Settings(
+        redis_url=os.environ.get("TALLY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        redis_prefix=layout.prefix,
+        data_dir=copy_dir,
+        spec_path=shop_path,
+        spark_master="local[2]",
+    )
+    run_hours(spark, copy_dir, load_spec(shop_path), HOURS)
+    publish_settings_hours(settings, HOURS)
+    late_dir = copy_dir / f"shop/orders/dt={HOURS[1]:%Y-%m-%d}/hr={HOURS[1]:%H}"
+    before = specs.shop_metrics(specs.visits_frame(visits_root, HOURS[1])[0], specs.orders_frame(copy_dir, HOURS[1])[0])
+    extra = tmp_path / "extra"
+    specs.write_orders(extra, HOURS[1], np.random.default_rng(99), n=40)
+    source = extra / f"shop/orders/dt={HOURS[1]:%Y-%m-%d}/hr={HOURS[1]:%H}/a.parquet"
+    import pandas as pd
+
+    late = pd.read_parquet(source)
+    late["order_no"] = "late-" + late["order_no"]  # new orders, not copies of delivered ones
+    late.to_parquet(late_dir / "late.parquet", index=False)
+
+    stale = find_stale(settings, lookback(HOURS[2], settings.late_data_horizon_hours))
+    assert stale.recompute == [HOURS[1]]
+    mark = json.loads(redis_client.hget(KeyLayout(layout.prefix).pending(), "2026-10-05T01Z"))
+    assert mark["reason"].endswith("(sources: orders)")
+    computed = compute(settings, [HOURS[2]], stale, app_name="test")
+    publish_settings_hours(settings, [datetime.fromisoformat(h) for h in computed.publish])
+    after = specs.shop_metrics(specs.visits_frame(visits_root, HOURS[1])[0], specs.orders_frame(copy_dir, HOURS[1])[0])
+    assert after["paid_orders"] > before["paid_orders"]
+    with TestClient(create_app(settings)) as api:
+        (series,) = hourly(api, "paid_orders")
+        point = series["points"][1]
+        assert (point["value"], point["complete"], point["revised"]) == (after["paid_orders"], True, True)
+        (series,) = hourly(api, "visit_conversion")
+        assert series["points"][1]["value"] == pytest.approx(after["paid_orders"] / after["visits"], rel=1e-9)

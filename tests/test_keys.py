@@ -102,3 +102,17 @@ def test_slice_values_cannot_escape_their_field(value):
     text = slice_id({"country": value, "platform": "web"})
     assert text.count(",") == 1 and text.count("=") == 2 and ":" not in text and "*" not in text
     assert slice_labels(text) == {"country": value, "platform": "web"}
+
+
+def test_definitions_index_names_each_metrics_fingerprint_per_hour():
+    from cache.keys import NOT_COMPUTED, definitions_value, parse_definitions_value
+
+    assert KeyLayout("tally").definitions() == "tally:definitions"
+    uniform = definitions_value({"revenue": ["abc"] * 24, "gone": [NOT_COMPUTED] * 24})
+    assert uniform == '{"revenue":"abc"}'  # a day that agrees is one entry; metrics no hour holds are left out
+    mixed = ["old"] * 12 + ["new"] * 11 + [NOT_COMPUTED]
+    text = definitions_value({"orders": mixed})
+    assert text == '{"orders":"' + ",".join(mixed) + '"}'
+    assert parse_definitions_value(text) == {"orders": tuple(mixed)}
+    assert parse_definitions_value(uniform) == {"revenue": ("abc",) * 24}
+    assert parse_definitions_value(None) == {}

@@ -120,3 +120,53 @@ def test_unreadable_spec_file_names_the_file(tmp_path: Path):
         load_spec(bad)
     with pytest.raises(SpecError, match=r"missing\.yaml: spec file not found"):
         load_spec(tmp_path / "missing.yaml")
+
+
+def test_the_default_spec_declares_the_sample_table_as_source_events():
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    (events,) = spec.sources
+    assert (events.name, events.path, events.id) == ("events", "raw/events/dt={YYYY}-{MM}-{DD}/hour={HH}", "event_id")
+    assert events.reasons == (
+        "missing_event_id",
+        "missing_user_id",
+        "missing_event_type",
+        "missing_event_time",
+        "event_time_outside_hour",
+        "invalid_purchase_amount",
+    )
+    assert {m.source for m in spec.stored} == {"events"}
+    assert spec.cards == ("revenue", "orders", "avg_order_value", "active_users", "conversion_rate")
+
+
+def test_a_metrics_fingerprint_changes_with_its_definition_only():
+    base = parse_spec(default_document())
+    changed = parse_spec(_mutate("orders", filter={"event_type": ["purchase", "signup"]}))
+    moved = copy.deepcopy(default_document())
+    moved["sources"]["events"]["path"] = "elsewhere/{YYYY}/{MM}/{DD}/{HH}"
+    relocated = parse_spec(moved)
+    assert {m for m in base.fingerprints if base.fingerprints[m] != changed.fingerprints[m]} == {"orders"}
+    assert all(base.fingerprints[m] != relocated.fingerprints[m] for m in base.fingerprints)
+
+
+def test_partition_layouts_are_read_by_discovery_others_hour_by_hour():
+    from jobs.source import partition_layout
+
+    assert partition_layout("raw/events/dt={YYYY}-{MM}-{DD}/hour={HH}").depth == 2
+    rides = partition_layout("lake/rides/year={YYYY}/month={MM}/day={DD}/hour={HH}")
+    assert rides.keys == (("year", "YYYY"), ("month", "MM"), ("day", "DD"), ("hour", "HH"))
+    assert partition_layout("/mnt/web/{YYYY}{MM}{DD}/{HH}") is None
+    assert partition_layout("raw/{YYYY}/{MM}/{DD}/{HH}") is None
+    assert partition_layout("raw/dt={YYYY}-{MM}-{DD}/x/hour={HH}") is None
+
+
+def test_several_problems_are_reported_together_one_line_each():
+    document = _mutate("revenue", kind="median")
+    target = next(m for m in document["metrics"] if m["name"] == "sessions")
+    target["dimensions"] = ["device"]
+    with pytest.raises(SpecError) as info:
+        parse_spec(document, source="metrics.yaml")
+    assert len(info.value.problems) == 2
+    assert "metric 'revenue': field 'kind'" in info.value.problems[0]
+    assert "metric 'sessions': field 'dimensions'" in info.value.problems[1]
+    # The ratio that reads the broken metric is not reported again.
+    assert not any("avg_order_value" in p for p in info.value.problems)
