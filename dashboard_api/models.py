@@ -90,7 +90,7 @@ class SourceRun(BaseModel):
     input_files: int | None = None
 
 
-class Run(BaseModel):
+class Run(SourceRun):
     hour: str = Field(description="The UTC hour, e.g. 2026-11-27T10:00:00Z.")
     source: str | None = Field(
         default=None, description="The source the statistics describe, when the spec has one source."
@@ -102,12 +102,6 @@ class Run(BaseModel):
     build: str = Field(description="The live build of the hour.")
     published_at: str
     input_lag_seconds: float = Field(description="From the end of the hour to its publish.")
-    rows_read: int | None = None
-    valid_rows: int | None = None
-    invalid_rows: int | None = None
-    invalid_by_reason: dict[str, int] = Field(default_factory=dict)
-    duplicate_rows: int | None = None
-    counted_events: int | None = None
     computed_at: str | None = None
     duration_seconds: float | None = Field(default=None, description="Time the Spark application spent on it.")
     revised_from: str | None = Field(default=None, description="The build this one replaced, if it is a revision.")

@@ -21,7 +21,6 @@ PATH_PLACEHOLDERS: tuple[str, ...] = ("{YYYY}", "{MM}", "{DD}", "{HH}")
 SAMPLE_EVENTS_PATH = "raw/events/dt={YYYY}-{MM}-{DD}/hour={HH}"
 
 # Sub-folders of TALLY_DATA_DIR.
-RAW_EVENTS = Path("raw") / "events"
 ROLLUPS_HOURLY = Path("rollups") / "hourly"
 ROLLUPS_STATS = Path("rollups") / "stats"
 QUARANTINE_ROOT = Path("quarantine")

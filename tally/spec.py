@@ -230,12 +230,6 @@ class MetricSpec:
         used = {d for m in self.stored_of(source) for d in m.dimensions}
         return tuple(d.name for d in self.source(source).dimensions if d.name in used)
 
-    def parts(self, metric: Metric) -> tuple[Metric, ...]:
-        """The stored metrics a metric reads: itself, or a ratio's two sides."""
-        if not metric.is_ratio:
-            return (metric,)
-        return tuple(self.get(name) for name in (metric.numerator, metric.denominator))  # type: ignore[misc]
-
 
 def quote_column(name: str) -> str:
     """A column name as a Spark SQL identifier."""
