@@ -66,6 +66,13 @@ class Series(BaseModel):
     points: list[Point] = Field(description="One point per bucket of [start, end), in order.")
 
 
+class ResponseWarning(BaseModel):
+    code: str = Field(description="Stable code: value_not_seen (a filter value no stored slice of the range holds).")
+    dimension: str
+    value: str
+    message: str = Field(description="Human-readable explanation; wording may change.")
+
+
 class SeriesResponse(BaseModel):
     metric: str
     grain: str
@@ -74,6 +81,32 @@ class SeriesResponse(BaseModel):
     start: str
     end: str
     series: list[Series]
+    build: str = Field(default="", description="Identifies the builds this response was read from (also its ETag).")
+    as_of: str | None = Field(description="published_at of the newest build among the hours read; null if none.")
+    warnings: list[ResponseWarning] = Field(
+        default_factory=list,
+        description="Things that make the answer likely not what was meant, e.g. a filter value never seen "
+        "in the range (a misspelling answers 0, not an error).",
+    )
+
+
+class DimensionValue(BaseModel):
+    value: str
+    count: int | float | None = Field(
+        description="The metric over the range for this value (for a ratio, its denominator); "
+        "null when no hour of the range is computed."
+    )
+
+
+class ValuesResponse(BaseModel):
+    metric: str
+    dimension: str
+    tz: str
+    start: str
+    end: str
+    values: list[DimensionValue] = Field(
+        description="Every value the dimension takes in a stored slice of [start, end), sorted by value."
+    )
     build: str = Field(default="", description="Identifies the builds this response was read from (also its ETag).")
     as_of: str | None = Field(description="published_at of the newest build among the hours read; null if none.")
 

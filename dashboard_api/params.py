@@ -19,12 +19,13 @@ from dashboard_api.calendar import (
     Grain,
     bucket_count,
     first_fractional_offset,
+    format_ts,
     is_aligned,
     local_midnight,
     parse_zone,
 )
 from dashboard_api.errors import ApiError
-from dashboard_api.query import SeriesRequest
+from dashboard_api.query import SeriesRequest, ValuesRequest
 from tally.layout import format_hour
 from tally.spec import API_PARAMETERS, Metric
 
@@ -71,6 +72,35 @@ def parse_series_query(metric: Metric, items: Sequence[tuple[str, str]], limits:
     )
 
 
+VALUES_PARAMETERS = ("start", "end", "tz")
+
+
+def parse_values_query(
+    metric: Metric, dimension: str, items: Sequence[tuple[str, str]], limits: Mapping[str, int]
+) -> ValuesRequest:
+    """Validate a dimension-values request: ``start`` and ``end`` (whole hours, or dates in ``tz``), ``tz``."""
+    params = _single_valued(items)
+    for name in params:
+        if name not in VALUES_PARAMETERS:
+            raise ApiError(
+                "bad_parameter", f"unknown parameter {name!r}; this endpoint takes {', '.join(VALUES_PARAMETERS)}"
+            )
+    if dimension not in metric.dimensions:
+        known = ", ".join(metric.dimensions) or "none"
+        raise ApiError(
+            "unknown_dimension", f"{dimension!r} is not a dimension of metric {metric.name!r} (its dimensions: {known})"
+        )
+    tz = parse_tz(params.get("tz", "UTC"))
+    start, end = parse_instant(params, "start", tz), parse_instant(params, "end", tz)
+    # The zone first: a date in a zone such as Asia/Kolkata is no whole UTC hour, and that is why.
+    check_whole_hours(tz, start, end, None)
+    check_aligned(params["start"], "start", start, "hour", tz)
+    check_aligned(params["end"], "end", end, "hour", tz)
+    # One span over the range: its cost grows with its days, so the day limit bounds it.
+    check_range(start, end, "day", limits)
+    return ValuesRequest(metric=metric, dimension=dimension, tz=tz, start=start, end=end)
+
+
 def _single_valued(items: Sequence[tuple[str, str]]) -> dict[str, str]:
     # A repeated parameter has no single meaning (OR? last wins?), so refuse it.
     counts = Counter(name for name, _ in items)
@@ -112,17 +142,27 @@ def parse_tz(text: str) -> ZoneInfo:
 
 def parse_bound(params: Mapping[str, str], name: str, grain: Grain, tz: ZoneInfo) -> datetime:
     """Parse ``start``/``end``: ISO-8601; a date or a time without offset is local to ``tz``."""
+    instant = parse_instant(params, name, tz)
+    check_aligned(params[name], name, instant, grain, tz)
+    return instant
+
+
+def parse_instant(params: Mapping[str, str], name: str, tz: ZoneInfo) -> datetime:
+    """``start``/``end`` as an instant, whatever its alignment."""
     text = params.get(name)
     if text is None:
         raise ApiError("bad_parameter", f"query parameter {name!r} is required")
     try:
-        instant = parse_local_instant(_restore_plus(text), tz)
+        return parse_local_instant(_restore_plus(text), tz)
     except (OverflowError, ValueError):
         raise ApiError(
             "bad_parameter",
             f"query parameter {name!r}: {text!r} is not an ISO-8601 date or time "
             "(e.g. 2026-11-27 or 2026-11-27T10:00:00Z)",
         ) from None
+
+
+def check_aligned(text: str, name: str, instant: datetime, grain: Grain, tz: ZoneInfo) -> None:
     if not is_aligned(instant, grain, tz):
         boundary = {
             "hour": "a whole hour",
@@ -131,7 +171,6 @@ def parse_bound(params: Mapping[str, str], name: str, grain: Grain, tz: ZoneInfo
             "month": f"the first of a month, midnight in {tz.key}",
         }[grain]
         raise ApiError("bad_range", f"{name} {text!r} is not {boundary}; grain={grain} buckets start there")
-    return instant
 
 
 def parse_local_instant(text: str, tz: ZoneInfo) -> datetime:
@@ -179,14 +218,22 @@ def check_range(start: datetime, end: datetime, grain: Grain, limits: Mapping[st
 
 
 def check_whole_hours(tz: ZoneInfo, start: datetime, end: datetime, window_days: int | None) -> None:
-    first = start - timedelta(days=(window_days or 0) + 1)
-    bad = first_fractional_offset(tz, first, end)
+    """Refuse a zone that is a fractional number of hours from UTC anywhere the request reads.
+
+    The instant named is inside [start, end) when there is one; else it lies in
+    the days a rolling window reads before ``start``, and the message says so.
+    """
+    bad, where = first_fractional_offset(tz, start, end), ""
+    if bad is None and window_days:
+        bad = first_fractional_offset(tz, start - timedelta(days=window_days + 1), start)
+        where = f" (before start: the {window_days}d window reads back there)"
     if bad is not None:
         offset = bad.astimezone(tz).utcoffset()
         raise ApiError(
             "unsupported_timezone",
-            f"tz: {tz.key} is UTC{_offset_text(offset)} at {format_hour(bad)}, not a whole number of hours "
-            "from UTC; Tally's base grain is the UTC hour, so its buckets cannot start at that zone's midnights",
+            f"tz: {tz.key} is UTC{_offset_text(offset)} at {format_ts(bad, tz)} ({format_hour(bad)}){where}, "
+            "not a whole number of hours from UTC; Tally's base grain is the UTC hour, "
+            "so its buckets cannot start at that zone's midnights",
         )
 
 

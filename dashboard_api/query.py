@@ -204,12 +204,25 @@ def source_for(metric: Metric, spans: Sequence[Span], single_slice: bool) -> Sou
 
 def plan_reads(spec: MetricSpec, request: SeriesRequest) -> ReadPlan:
     slices = None if request.group_by else (slice_id(request.filters),)
+    needed = evaluation_spans(spec, request)
+    return plan_spans(spec, needed, slices, request.start, request.end, single_slice=request.limit is None)
+
+
+def plan_spans(
+    spec: MetricSpec,
+    needed: Mapping[str, Sequence[Span]],
+    slices: tuple[str, ...] | None,
+    start: datetime,
+    end: datetime,
+    *,
+    single_slice: bool,
+) -> ReadPlan:
+    """The reads that evaluate each stored metric of ``needed`` over its spans."""
     hours: dict[HashRead, set[datetime]] = {}
     days: dict[HashRead, set[date]] = {}
-    start, end = request.start, request.end
-    for name, spans in evaluation_spans(spec, request).items():
+    for name, spans in needed.items():
         metric = _part(spec, name)
-        read = HashRead(name, source_for(metric, spans, single_slice=request.limit is None))
+        read = HashRead(name, source_for(metric, spans, single_slice=single_slice))
         for span in spans:
             span_days, edge_hours = span.split()
             days.setdefault(read, set()).update(span_days)
@@ -475,3 +488,66 @@ def build_series(
         )
         for labels, slices, other in targets
     ]
+
+
+# --- dimension values ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValuesRequest:
+    """A validated request for the values a dimension took over a range."""
+
+    metric: Metric
+    dimension: str
+    tz: ZoneInfo
+    start: datetime
+    end: datetime
+
+
+def plan_values(spec: MetricSpec, request: ValuesRequest) -> ReadPlan:
+    """Whole hashes (every slice) over the range: one span per stored part, its window included."""
+    whole = Span(request.start, request.end)
+    needed: dict[str, list[Span]] = {}
+    for part, window in stored_parts(spec, request.metric):
+        needed.setdefault(part.name, []).append(part_span(whole, window, request.tz))
+    return plan_spans(spec, needed, None, request.start, request.end, single_slice=False)
+
+
+def dimension_values(
+    spec: MetricSpec, request: ValuesRequest, plan: ReadPlan, snapshot: Snapshot
+) -> list[tuple[str, Number | None]]:
+    """Each value of the dimension in a stored slice of the range (sorted), with the metric over the range.
+
+    A ratio's figure is its denominator's: what the ratio is taken over (a value
+    that only its numerator saw has 0).
+    """
+    evaluator = Evaluator(spec, snapshot, [*plan.hours, *plan.days], request.tz)
+    counted, window = stored_parts(spec, request.metric)[-1]
+    span = part_span(Span(request.start, request.end), window, request.tz)
+    values = group_values(seen_slices(snapshot), {}, request.dimension)
+    return [(value, evaluator.value(counted, span, [slice_id({request.dimension: value})])) for value in values]
+
+
+def seen_values(snapshot: Snapshot, dimensions: Iterable[str]) -> dict[str, set[str]]:
+    """Per dimension: the values it takes in the single-dimension slices of every fetched hash."""
+    slices = seen_slices(snapshot)
+    return {dim: set(group_values(slices, {}, dim)) for dim in dimensions}
+
+
+def slice_seen(snapshot: Snapshot, filters: Mapping[str, str]) -> bool:
+    """Whether the slice of exactly ``filters`` is in some fetched hash."""
+    return slice_id(filters) in seen_slices(snapshot)
+
+
+def unseen_filter_values(filters: Mapping[str, str], seen: Mapping[str, Iterable[str]]) -> list[tuple[str, str]]:
+    """The (dimension, value) filters whose value no stored slice holds, where the dimension has some value.
+
+    A dimension with no value at all in the range says nothing (no hour computed):
+    the points are null already.
+    """
+    unseen = []
+    for dim, value in sorted(filters.items()):
+        known = set(seen.get(dim, ()))
+        if known and value not in known:
+            unseen.append((dim, value))
+    return unseen

@@ -13,29 +13,47 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Annotated, Any
 
+import redis
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from cache.keys import parse_published_at
+from cache.keys import KeyLayout, parse_published_at
 from dashboard_api.calendar import UTC_ZONE, format_ts, utc_hours
 from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep, SpecDep
 from dashboard_api.errors import REDIS_DOWN_ERRORS, ApiError, error_response, redis_down_message
 from dashboard_api.models import (
+    DimensionValue,
     ErrorResponse,
     HealthResponse,
     HealthUnavailableResponse,
     MetricInfo,
     MetricsResponse,
     Point,
+    ResponseWarning,
     Run,
     RunsResponse,
     Series,
     SeriesResponse,
+    ValuesResponse,
 )
-from dashboard_api.params import check_range, parse_bound, parse_series_query
-from dashboard_api.query import SeriesData, SeriesRequest, build_series, plan_reads
+from dashboard_api.params import check_range, parse_bound, parse_series_query, parse_values_query
+from dashboard_api.query import (
+    ReadPlan,
+    SeriesData,
+    SeriesRequest,
+    Snapshot,
+    ValuesRequest,
+    build_series,
+    dimension_values,
+    plan_reads,
+    plan_values,
+    seen_values,
+    slice_seen,
+    unseen_filter_values,
+)
 from dashboard_api.store import CacheColdError, read_meta, read_redefined, read_runs, read_snapshot
 from tally.layout import format_hour
+from tally.settings import Settings
 from tally.spec import GRAINS, Metric, MetricSpec
 
 # Every error shares one body; "default" also stops FastAPI advertising a 422 we never send.
@@ -69,6 +87,14 @@ def build_router(spec: MetricSpec) -> APIRouter:
         responses=SERIES_RESPONSES,
         summary="One metric as time series",
         openapi_extra={"parameters": filter_parameters(spec)},
+    )
+    router.add_api_route(
+        "/v1/metrics/{name}/values/{dimension}",
+        metric_dimension_values,
+        methods=["GET"],
+        response_model=ValuesResponse,
+        responses=SERIES_RESPONSES,
+        summary="The values a dimension took over a range",
     )
     router.add_api_route(
         "/v1/runs",
@@ -141,22 +167,112 @@ def metric_series(
         str | None, Query(description="With group_by: the N largest series over the range, plus 'other'.")
     ] = None,
 ) -> SeriesResponse:
-    metric = spec.get(name)
-    if metric is None:
-        raise ApiError("unknown_metric", f"no metric named {name!r}; GET /v1/metrics lists them")
-    limits = {"hour": settings.max_hour_buckets, "day": settings.max_day_buckets}
-    query = parse_series_query(metric, request.query_params.multi_items(), limits)
+    metric = known_metric(spec, name)
+    query = parse_series_query(metric, request.query_params.multi_items(), range_limits(settings))
     plan = plan_reads(spec, query)
-    try:
-        snapshot = read_snapshot(client, layout, plan)
-    except CacheColdError as exc:
-        raise ApiError("cache_cold", str(exc)) from None
+    snapshot = read_or_cold(client, layout, plan)
     now = datetime.now(UTC)
     series = build_series(spec, query, plan, snapshot, now)
     headers = caching_headers(request, snapshot.version, snapshot.as_of, now, settings.publish_lag_seconds)
     if not_modified(request.headers.get("if-none-match"), headers["ETag"]):
         return Response(status_code=304, headers=headers)
     body = series_response(query, series, snapshot.as_of, snapshot.version)
+    body.warnings = filter_warnings(spec, query, snapshot, client, layout)
+    return JSONResponse(body.model_dump(mode="json"), headers=headers)
+
+
+def known_metric(spec: MetricSpec, name: str) -> Metric:
+    metric = spec.get(name)
+    if metric is None:
+        raise ApiError("unknown_metric", f"no metric named {name!r}; GET /v1/metrics lists them")
+    return metric
+
+
+def range_limits(settings: Settings) -> dict[str, int]:
+    return {"hour": settings.max_hour_buckets, "day": settings.max_day_buckets}
+
+
+def read_or_cold(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Snapshot:
+    try:
+        return read_snapshot(client, layout, plan)
+    except CacheColdError as exc:
+        raise ApiError("cache_cold", str(exc)) from None
+
+
+def filter_warnings(
+    spec: MetricSpec, query: SeriesRequest, snapshot: Snapshot, client: redis.Redis, layout: KeyLayout
+) -> list[ResponseWarning]:
+    """``value_not_seen`` for each filter value that no stored slice of the range holds.
+
+    A grouped request read whole hashes, so they tell; a filtered one read only its
+    own slice, and only when no hash held it is each dimension's values read
+    (a second read, paid by requests that are probably misspelt).
+    """
+    if not query.filters:
+        return []
+    if query.group_by is not None:
+        seen = seen_values(snapshot, query.filters)
+    elif slice_seen(snapshot, query.filters):
+        return []
+    else:
+        seen = {}
+        for dim in query.filters:
+            request = ValuesRequest(query.metric, dim, query.tz, query.start, query.end)
+            seen[dim] = {value for value, _ in _values(spec, request, client, layout)}
+    path = f"/v1/metrics/{query.metric.name}/values"
+    return [
+        ResponseWarning(
+            code="value_not_seen",
+            dimension=dim,
+            value=value,
+            message=f"{dim}={value!r} occurs in no stored slice of the range, so it matches nothing; "
+            f"values seen: {', '.join(sorted(seen[dim])[:20])} (all of them: GET {path}/{dim})",
+        )
+        for dim, value in unseen_filter_values(query.filters, seen)
+    ]
+
+
+def _values(
+    spec: MetricSpec, request: ValuesRequest, client: redis.Redis, layout: KeyLayout
+) -> list[tuple[str, int | float | None]]:
+    plan = plan_values(spec, request)
+    return dimension_values(spec, request, plan, read_or_cold(client, layout, plan))
+
+
+def metric_dimension_values(
+    name: str,
+    dimension: str,
+    request: Request,
+    spec: SpecDep,
+    settings: SettingsDep,
+    client: RedisDep,
+    layout: LayoutDep,
+    start: Annotated[str, Query(description="Inclusive ISO-8601 start; a date or a time without offset is in tz.")],
+    end: Annotated[str, Query(description="Exclusive ISO-8601 end; a date or a time without offset is in tz.")],
+    tz: Annotated[str, Query(description="IANA time zone that dates and offset-less times are read in.")] = "UTC",
+) -> ValuesResponse:
+    """Every value ``dimension`` takes in the stored slices of [start, end), sorted, with the metric over the range.
+
+    Filter pickers list these; a value not here matches nothing in the range.
+    """
+    metric = known_metric(spec, name)
+    query = parse_values_query(metric, dimension, request.query_params.multi_items(), range_limits(settings))
+    plan = plan_values(spec, query)
+    snapshot = read_or_cold(client, layout, plan)
+    now = datetime.now(UTC)
+    headers = caching_headers(request, snapshot.version, snapshot.as_of, now, settings.publish_lag_seconds)
+    if not_modified(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    body = ValuesResponse(
+        metric=metric.name,
+        dimension=dimension,
+        tz=query.tz.key,
+        start=format_ts(query.start, query.tz),
+        end=format_ts(query.end, query.tz),
+        values=[DimensionValue(value=v, count=c) for v, c in dimension_values(spec, query, plan, snapshot)],
+        as_of=snapshot.as_of,
+        build=snapshot.version,
+    )
     return JSONResponse(body.model_dump(mode="json"), headers=headers)
 
 

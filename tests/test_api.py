@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 import socket
 import threading
 import uuid
@@ -392,9 +393,123 @@ def test_several_filters(api: TestClient) -> None:
     assert values(body) == [len(web_purchases)]
 
 
-# --- errors -----------------------------------------------------------------------
-
 H_RANGE = "start=2026-11-27T10:00:00Z&end=2026-11-27T12:00:00Z"
+KOLKATA_DAY = "tz=Asia/Kolkata&start=2026-11-27&end=2026-11-28"
+
+
+def test_misspelt_filter_value_answers_zero_with_a_warning(api: TestClient) -> None:
+    body = series(api, "revenue", **HOURS_10_TO_14, country="us")
+    assert values(body) == [0, 0, None, 0]  # answered as before: nothing matches
+    [warning] = body["warnings"]
+    assert {k: warning[k] for k in ("code", "dimension", "value")} == {
+        "code": "value_not_seen",
+        "dimension": "country",
+        "value": "us",
+    }
+    assert "US" in warning["message"] and "/v1/metrics/revenue/values/country" in warning["message"]
+
+
+def test_seen_values_give_no_warning(api: TestClient) -> None:
+    assert series(api, "revenue", **HOURS_10_TO_14, country="US")["warnings"] == []
+    # Both values occur in the range, only never together: a true zero, no warning.
+    body = series(api, "events", **HOUR_10, event_type="signup", platform="ios")
+    assert values(body) == [0]
+    assert body["warnings"] == []
+    assert series(api, "revenue", **HOURS_10_TO_14)["warnings"] == []
+
+
+def test_value_seen_only_outside_the_range_warns(api: TestClient) -> None:
+    # android occurs on the 28th only (hour E).
+    inside = series(api, "revenue", **HOURS_10_TO_14, platform="android")
+    assert [(w["dimension"], w["value"]) for w in inside["warnings"]] == [("platform", "android")]
+    wider = series(api, "revenue", grain="day", start="2026-11-27", end="2026-11-29", platform="android")
+    assert values(wider) == [0, 100.0]
+    assert wider["warnings"] == []
+
+
+def test_grouped_request_warns_about_its_filter(api: TestClient) -> None:
+    body = series(api, "events", **HOURS_10_TO_12, country="JP", platform="tv", group_by="event_type")
+    assert body["series"] == []
+    assert [(w["dimension"], w["value"]) for w in body["warnings"]] == [("country", "JP"), ("platform", "tv")]
+
+
+def test_no_warning_where_nothing_is_computed(api: TestClient) -> None:
+    body = series(api, "revenue", start="2026-11-29T00:00:00Z", end="2026-11-29T02:00:00Z", country="us")
+    assert values(body) == [None, None]
+    assert body["warnings"] == []
+
+
+def dimension_values(api: TestClient, metric: str, dimension: str, **params: str) -> list[tuple[str, object]]:
+    response = api.get(f"/v1/metrics/{metric}/values/{dimension}", params=params)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["metric"], body["dimension"]) == (metric, dimension)
+    return [(v["value"], v["count"]) for v in body["values"]]
+
+
+def test_values_of_a_dimension_sorted_with_counts(api: TestClient) -> None:
+    events = [*EVENTS_A, *EVENTS_B, *EVENTS_D]
+    expected = {c: sum(e.country == c for e in events) for c in {e.country for e in events}}
+    assert dimension_values(api, "events", "country", **HOURS_10_TO_14) == sorted(expected.items())
+
+
+def test_values_of_a_sum_over_days_and_edge_hours(api: TestClient) -> None:
+    # Whole day 27 (hours A, B, D) plus 28 00:00-06:00 (hour E): android only there.
+    got = dimension_values(api, "revenue", "platform", start="2026-11-27", end="2026-11-28T06:00:00Z")
+    assert got == [("android", 100.0), ("ios", 20.5), ("web", 22.75)]
+    day_27 = dimension_values(api, "revenue", "platform", start="2026-11-27", end="2026-11-28")
+    assert [v for v, _ in day_27] == ["ios", "web"]
+
+
+def test_values_of_a_distinct_metric_are_unions(api: TestClient) -> None:
+    got = dict(dimension_values(api, "active_users", "platform", **HOURS_10_TO_12))
+    for platform in ("web", "ios"):
+        exact = len({e.user_id for e in [*EVENTS_A, *EVENTS_B] if e.platform == platform})
+        assert within(got[platform], exact), (platform, got[platform], exact)
+
+
+def test_values_of_a_ratio_count_its_denominator(api: TestClient) -> None:
+    ratio = dimension_values(api, "avg_order_value", "platform", **HOURS_10_TO_12)
+    assert ratio == dimension_values(api, "orders", "platform", **HOURS_10_TO_12)
+    assert dict(ratio) == {"ios": 1, "web": 3}
+
+
+def test_values_where_nothing_is_computed_are_empty(api: TestClient) -> None:
+    assert dimension_values(api, "events", "country", start="2026-11-29", end="2026-11-30") == []
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "code"),
+    [
+        (f"/v1/metrics/nope/values/country?{H_RANGE}", 404, "unknown_metric"),
+        (f"/v1/metrics/revenue/values/event_type?{H_RANGE}", 400, "unknown_dimension"),
+        (f"/v1/metrics/revenue/values/country?grain=day&{H_RANGE}", 400, "bad_parameter"),
+        (f"/v1/metrics/revenue/values/country?country=US&{H_RANGE}", 400, "bad_parameter"),
+        ("/v1/metrics/revenue/values/country?start=2026-11-27", 400, "bad_parameter"),
+        ("/v1/metrics/revenue/values/country?start=2026-11-28&end=2026-11-27", 400, "bad_range"),
+        ("/v1/metrics/revenue/values/country?start=2020-01-01&end=2026-01-01", 400, "range_too_large"),
+        (
+            "/v1/metrics/revenue/values/country?tz=Asia/Kolkata&start=2026-11-27&end=2026-11-28",
+            400,
+            "unsupported_timezone",
+        ),
+    ],
+)
+def test_values_errors(api: TestClient, url: str, status: int, code: str) -> None:
+    response = api.get(url)
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code), response.text
+
+
+def test_unsupported_timezone_names_an_instant_inside_the_range(api: TestClient) -> None:
+    response = api.get("/v1/metrics/revenue?grain=day&tz=Asia/Kolkata&start=2026-11-28&end=2026-11-30")
+    message = response.json()["error"]["message"]
+    # The range is [2026-11-27T18:30Z, 2026-11-29T18:30Z): local midnights of the 28th and the 30th.
+    named = datetime.fromisoformat(re.search(r"\((\S+Z)\)", message).group(1))
+    assert datetime(2026, 11, 27, 18, 30, tzinfo=UTC) <= named < datetime(2026, 11, 29, 18, 30, tzinfo=UTC), message
+    assert "+05:30" in message
+
+
+# --- errors -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
