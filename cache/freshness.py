@@ -23,6 +23,18 @@ import redis
 from cache.keys import KeyLayout, hour_field, mark_changed, published_at_text
 
 INPUT_CHANGED = "input changed since the hour was built"
+
+
+def freshness_state(lag_seconds: float | None, max_lag_seconds: float) -> str:
+    """``ok``, ``stale`` (the newest hour ended more than the limit ago) or ``cold`` (nothing published).
+
+    The one rule behind ``/health``'s status and ``tally status``.
+    """
+    if lag_seconds is None:
+        return "cold"
+    return "stale" if lag_seconds > max_lag_seconds else "ok"
+
+
 NOT_PUBLISHED = "a newer rollup is not published yet"
 
 

@@ -28,7 +28,7 @@ from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cache.keys import KeyLayout
-from dashboard_api.deps import LayoutDep, RedisDep
+from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep
 from dashboard_api.errors import REDIS_DOWN_ERRORS
 from dashboard_api.store import read_meta
 
@@ -130,14 +130,17 @@ def _template(route: object) -> str:
     return getattr(route, "path_format", None) or getattr(route, "path", UNMATCHED_ROUTE)
 
 
-def prometheus_metrics(request: Request, client: RedisDep, layout: LayoutDep) -> Response:
+def prometheus_metrics(request: Request, client: RedisDep, layout: LayoutDep, settings: SettingsDep) -> Response:
     """The app's request metrics and the freshness of Redis, in Prometheus's text format."""
     metrics: RequestMetrics = request.app.state.request_metrics
-    body = generate_latest(_Scrape(metrics.registry, freshness_metrics(client, layout)))  # type: ignore[arg-type]
+    freshness = freshness_metrics(client, layout, settings.max_lag_seconds)
+    body = generate_latest(_Scrape(metrics.registry, freshness))  # type: ignore[arg-type]
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-def freshness_metrics(client: redis.Redis, layout: KeyLayout, now: datetime | None = None) -> list[Metric]:
+def freshness_metrics(
+    client: redis.Redis, layout: KeyLayout, max_lag_seconds: float, now: datetime | None = None
+) -> list[Metric]:
     """Redis reachability, freshness lag and pending hours, read now (as ``/health`` reads them)."""
     up = GaugeMetricFamily("tally_redis_up", "1 if the API could read Redis at this scrape, else 0.")
     lag = GaugeMetricFamily(
@@ -145,17 +148,22 @@ def freshness_metrics(client: redis.Redis, layout: KeyLayout, now: datetime | No
         "Seconds since the newest published hour ended (absent while Redis is down or nothing is published).",
     )
     pending = GaugeMetricFamily("tally_pending_hours", "Published hours awaiting a recompute or a republish.")
+    limit = GaugeMetricFamily(
+        "tally_max_lag_seconds",
+        "The freshness limit (TALLY_MAX_LAG_SECONDS): a lag above it is stale in /health and `tally status`.",
+    )
+    limit.add_metric([], max_lag_seconds)
     try:
         meta = read_meta(client, layout)
     except REDIS_DOWN_ERRORS:
         up.add_metric([], 0)
-        return [up, lag, pending]
+        return [up, lag, pending, limit]
     up.add_metric([], 1)
     seconds = meta.lag_seconds(now or datetime.now(UTC))
     if seconds is not None:
         lag.add_metric([], seconds)
     pending.add_metric([], len(meta.pending_hours))
-    return [up, lag, pending]
+    return [up, lag, pending, limit]
 
 
 @dataclass(frozen=True)

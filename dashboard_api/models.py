@@ -148,12 +148,16 @@ class RunsResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: str = Field(description="ok")
+    status: str = Field(
+        description="ok, or stale when the newest published hour ended more than max_lag_seconds ago "
+        "(still 200: the API serves what it has; `tally status` applies the same rule)."
+    )
     redis: str = Field(description="ok")
     cache: str = Field(description="warm, or cold when nothing is published (metrics then answer 503 cache_cold).")
     newest_hour: str | None = Field(description="The newest published hour, if any.")
     published_at: str | None = Field(description="When the last publish happened, if any.")
     lag_seconds: float | None = Field(default=None, description="Seconds since the newest published hour ended.")
+    max_lag_seconds: int = Field(description="The freshness limit (TALLY_MAX_LAG_SECONDS).")
     pending_hours: list[str] = Field(
         default_factory=list,
         description="Published hours known to be out of date until the next run publishes them, oldest first.",

@@ -17,6 +17,7 @@ import redis
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from cache.freshness import freshness_state
 from cache.keys import KeyLayout, parse_published_at
 from dashboard_api.calendar import UTC_ZONE, format_ts, utc_hours
 from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep, SpecDep
@@ -369,12 +370,15 @@ def health(settings: SettingsDep, spec: SpecDep, client: RedisDep, layout: Layou
             redis_down_message(settings.api_read_url, exc),
             extra={"status": "unavailable", "redis": "unreachable"},
         )
+    lag = meta.lag_seconds(datetime.now(UTC))
     return HealthResponse(
-        status="ok",
+        # Cold is told by `cache`; an empty Redis is not stale, and it is up.
+        status="stale" if freshness_state(lag, settings.max_lag_seconds) == "stale" else "ok",
         redis="ok",
         cache="warm" if meta.published_at else "cold",
         newest_hour=format_hour(meta.newest_hour) if meta.newest_hour else None,
-        lag_seconds=meta.lag_seconds(datetime.now(UTC)),
+        lag_seconds=lag,
+        max_lag_seconds=settings.max_lag_seconds,
         published_at=meta.published_at,
         pending_hours=[format_hour(hour) for hour in meta.pending_hours],
         redefined_hours={metric: [format_hour(hour) for hour in hours] for metric, hours in redefined.items()},

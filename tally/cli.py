@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="exit 1 when the newest hour ended longer ago than this (default 7200: one hourly publish missed)",
+        help="exit 1 when the newest hour ended longer ago than this (default TALLY_MAX_LAG_SECONDS, 7200)",
     )
     status.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     status.set_defaults(handler=_status)
@@ -296,7 +296,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     from cache.keys import KeyLayout
     from dashboard_api.store import open_client
     from tally.spec import load_spec
-    from tally.status import DEFAULT_MAX_LAG_SECONDS, read_status, render
+    from tally.status import read_status, render
 
     client = open_client(settings.redis_url)  # short timeouts: a dead Redis is reported in about a second
     try:
@@ -305,7 +305,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
             KeyLayout(settings.redis_prefix),
             redis_url=settings.redis_url,
             runs=args.runs,
-            max_lag_seconds=DEFAULT_MAX_LAG_SECONDS if args.max_lag is None else args.max_lag,
+            max_lag_seconds=settings.max_lag_seconds if args.max_lag is None else args.max_lag,
             definitions=load_spec(settings.spec_path).fingerprints,
         )
     finally:

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         le=3600,
         description="How long after the top of an hour its publish is expected (sets Cache-Control max-age).",
     )
+    max_lag_seconds: int = Field(
+        default=7200,
+        ge=1,
+        description="Freshness limit: with the newest published hour ended longer ago than this, /health says "
+        "stale and `tally status` STALE (the default allows one missed hourly publish).",
+    )
     max_movement_factor: float = Field(
         default=10.0,
         gt=1,

@@ -14,13 +14,11 @@ from typing import Any
 import redis
 
 from cache.client import safe_url
+from cache.freshness import freshness_state
 from cache.keys import KeyLayout, parse_published_at
 from dashboard_api.store import newest_computed_hours, read_meta, read_redefined, read_runs
 from tally.layout import ONE_HOUR, format_hour
 
-# One missed hourly publish: an hour ends, is normally published minutes later,
-# and the newest hour is then up to an hour and the publish delay behind.
-DEFAULT_MAX_LAG_SECONDS = 2 * 3600
 RUN_FIELDS = ("rows_read", "valid_rows", "invalid_rows", "duplicate_rows", "counted_events", "duration_seconds")
 
 
@@ -43,9 +41,7 @@ class Status:
         """``ok``, ``stale`` (lag above the limit), ``cold`` (nothing published) or ``unavailable``."""
         if self.error is not None:
             return "unavailable"
-        if self.lag_seconds is None:
-            return "cold"
-        return "stale" if self.lag_seconds > self.max_lag_seconds else "ok"
+        return freshness_state(self.lag_seconds, self.max_lag_seconds)
 
     @property
     def exit_code(self) -> int:

@@ -101,6 +101,23 @@ def test_freshness_lag_is_what_health_says(settings, published):
     )
 
 
+def test_health_and_metrics_apply_one_freshness_limit(settings, published):
+    lag = (datetime.now(UTC) - HOURS[-1] - timedelta(hours=1)).total_seconds()  # two to three hours
+    for limit, status in ((int(lag) + 3600, "ok"), (int(lag) - 1800, "stale")):
+        with TestClient(metrics_app(settings.model_copy(update={"max_lag_seconds": limit}))) as api:
+            response = api.get("/health")
+            samples = scrape(api)
+        assert response.status_code == 200  # stale is still served
+        assert (response.json()["status"], response.json()["max_lag_seconds"]) == (status, limit)
+        assert samples[("tally_max_lag_seconds", ())] == limit
+
+
+def test_the_default_limit_is_two_hours_from_the_environment(monkeypatch):
+    assert Settings().max_lag_seconds == 7200
+    monkeypatch.setenv("TALLY_MAX_LAG_SECONDS", "900")
+    assert Settings().max_lag_seconds == 900
+
+
 def test_a_cold_cache_has_no_lag_and_a_dead_redis_still_scrapes(settings):
     with TestClient(metrics_app(settings)) as api:
         cold = scrape(api)

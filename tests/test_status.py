@@ -83,6 +83,14 @@ def test_stale_or_cold_exits_1(env, redis_client, layout, capsys):
     assert "STALE" in capsys.readouterr().out
 
 
+def test_the_limit_is_the_settings_one_health_uses(env, redis_client, layout, monkeypatch, capsys):
+    publish(redis_client, layout, timedelta(hours=3))
+    monkeypatch.setenv("TALLY_MAX_LAG_SECONDS", str(5 * 3600))
+    get_settings.cache_clear()
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["max_lag_seconds"] == 5 * 3600
+
+
 def test_unreachable_redis_names_the_url(layout):
     url = "redis://:hunter2@127.0.0.1:1/0"
     environment = {**os.environ, "REDIS_URL": url, "TALLY_REDIS_PREFIX": layout.prefix}
