@@ -79,6 +79,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote
 
+from tally.layout import INSTANT_FORMAT
+
 TOTAL_SLICE = "_"
 # The field of a day hash naming the hourly builds it aggregates (not a slice:
 # slice ids never start with "@").
@@ -86,7 +88,7 @@ DAY_BUILDS_FIELD = "@builds"
 HOURS_PER_DAY = 24
 
 
-PUBLISHED_AT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+PUBLISHED_AT_FORMAT = INSTANT_FORMAT
 
 
 def published_at_text(moment: datetime) -> str:

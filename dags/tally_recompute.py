@@ -5,8 +5,13 @@ Recomputes and republishes every hour in **[start, end)** (UTC) in one Spark
 application. Trigger it from the Airflow UI ("Trigger DAG" → fill *start* and
 *end*), or `airflow dags trigger tally_recompute -c '{"start": "...", "end": "..."}'`.
 
+The form opens on the last full UTC day. Its defaults are computed when Airflow
+parses this file (every few minutes), which is as close to "when the form is
+rendered" as Airflow's Params allow: type any other range.
+
 Hours whose input folder does not exist are skipped (and listed in the log);
-an hour with a broken input file fails the run after the other hours are
+when none of the range's hours has arrived the run fails, naming the folders.
+An hour with a broken input file fails the run after the other hours are
 written, naming the file. Only computed hours are published, in one atomic
 switch.
 """
@@ -15,6 +20,10 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import DAG, Param, task
+
+# The last full UTC day, as of this parse (pendulum only: DAG files stay light to parse).
+_TODAY = pendulum.now("UTC").start_of("day")
+_DEFAULT_START, _DEFAULT_END = _TODAY.subtract(days=1).isoformat(), _TODAY.isoformat()
 
 DEFAULT_ARGS = {
     "owner": "tally",
@@ -33,14 +42,14 @@ with DAG(
     tags=["tally", "metrics", "backfill"],
     params={
         "start": Param(
-            "2026-11-27T00:00:00+00:00",
+            _DEFAULT_START,
             type="string",
             format="date-time",
             title="Start (inclusive, UTC)",
             description="First hour to recompute.",
         ),
         "end": Param(
-            "2026-11-28T00:00:00+00:00",
+            _DEFAULT_END,
             type="string",
             format="date-time",
             title="End (exclusive, UTC)",
@@ -51,7 +60,9 @@ with DAG(
 
     @task(task_id="aggregate_range")
     def aggregate_range(params=None) -> list[str]:
-        from jobs.hourly import compute_hours
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from jobs.hourly import HourNotArrivedError, compute_hours, require_some_arrived
         from tally.layout import format_hour, parse_range_hours
         from tally.pipeline import log_run_stats
         from tally.settings import get_settings
@@ -61,6 +72,10 @@ with DAG(
         log_run_stats(report.computed)
         for hour, why in report.missing.items():
             print(f"skipped {hour}: {why}")
+        try:
+            require_some_arrived(report, hours)
+        except HourNotArrivedError as exc:  # a retry finds the same folders missing
+            raise AirflowFailException(str(exc)) from None
         if report.failed:
             raise RuntimeError("some hours failed: " + "; ".join(f"{h}: {w}" for h, w in report.failed.items()))
         return [format_hour(h) for h in report.computed_hours]

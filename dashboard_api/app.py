@@ -6,14 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from starlette.middleware.cors import CORSMiddleware
 
 from cache.keys import KeyLayout
 from dashboard_api.errors import install_error_handlers
 from dashboard_api.metrics import install_metrics
 from dashboard_api.middleware import ALLOWED_METHODS, BearerTokenMiddleware, ReadOnlyMiddleware
-from dashboard_api.page import install_page
+from dashboard_api.page import STATIC_PATH, install_page
 from dashboard_api.response_cache import ResponseCacheMiddleware
 from dashboard_api.routes import build_router, cache_control
 from dashboard_api.store import open_client
@@ -24,6 +26,8 @@ DESCRIPTION = (
     "Read-only access to Tally's hourly rollups. Only GET and HEAD are allowed; every "
     'error is `{"error": {"code", "message"}}` with a stable code.'
 )
+# Swagger UI as vendored under static/vendor/ (see its README): /docs must work with no internet.
+SWAGGER_UI_PATH = f"{STATIC_PATH}/vendor/swagger-ui"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,7 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     on the first request.
     """
     resolved = settings or get_settings()
-    app = FastAPI(title="Tally", version="1", description=DESCRIPTION, lifespan=_lifespan)
+    # FastAPI's own /docs and /redoc load their scripts from a CDN; /docs is served by install_docs instead.
+    app = FastAPI(
+        title="Tally", version="1", description=DESCRIPTION, lifespan=_lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = resolved
     app.state.spec = load_spec(resolved.spec_path)
     if settings is not None:
@@ -65,7 +72,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.include_router(build_router(app.state.spec))
     install_page(app)
+    install_docs(app)
     return app
+
+
+def install_docs(app: FastAPI) -> None:
+    """Serve Swagger UI at ``/docs`` from the vendored assets under ``/static``."""
+
+    def swagger_ui(request: Request) -> HTMLResponse:
+        # Behind a proxy that strips a path prefix, every URL the page loads needs that prefix back.
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{SWAGGER_UI_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{SWAGGER_UI_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{SWAGGER_UI_PATH}/favicon-32x32.png",
+            # Swagger UI otherwise shows a badge image fetched from validator.swagger.io for non-local hosts.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    app.add_api_route("/docs", swagger_ui, methods=["GET"], include_in_schema=False)
 
 
 @asynccontextmanager

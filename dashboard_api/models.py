@@ -135,8 +135,15 @@ class Run(SourceRun):
     build: str = Field(description="The live build of the hour.")
     published_at: str
     input_lag_seconds: float = Field(description="From the end of the hour to its publish.")
-    computed_at: str | None = None
-    duration_seconds: float | None = Field(default=None, description="Time the Spark application spent on it.")
+    computed_at: str | None = Field(
+        default=None, description="When the job computed the hour, e.g. 2026-11-27T11:02:13.120000Z."
+    )
+    application_seconds: float | None = Field(
+        default=None,
+        description="Time the Spark application that computed the hour spent, on all its hours together: they share "
+        "one scan and one aggregation, so no hour has a time of its own.",
+    )
+    application_hours: int | None = Field(default=None, description="How many hours that application computed.")
     revised_from: str | None = Field(default=None, description="The build this one replaced, if it is a revision.")
     movements: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Totals that moved by more than the configured factor against it."
@@ -144,7 +151,10 @@ class Run(SourceRun):
 
 
 class RunsResponse(BaseModel):
-    runs: list[Run] = Field(description="Every computed hour of [start, end), in order.")
+    runs: list[Run] = Field(
+        description="Every computed hour of [start, end), in order; without start and end, the newest 24 "
+        "computed hours."
+    )
 
 
 class HealthResponse(BaseModel):

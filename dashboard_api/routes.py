@@ -52,8 +52,16 @@ from dashboard_api.query import (
     slice_seen,
     unseen_filter_values,
 )
-from dashboard_api.store import CacheColdError, read_meta, read_redefined, read_runs, read_snapshot
+from dashboard_api.store import (
+    CacheColdError,
+    newest_computed_hours,
+    read_meta,
+    read_redefined,
+    read_runs,
+    read_snapshot,
+)
 from tally.layout import format_hour
+from tally.runstats import current_names
 from tally.settings import Settings
 from tally.spec import GRAINS, Metric, MetricSpec
 
@@ -62,6 +70,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Invalid parameters."},
     "default": {"model": ErrorResponse, "description": "Any other error, same body."},
 }
+# GET /v1/runs without a range: a day of hours.
+NEWEST_RUNS = 24
 SERIES_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     404: {"model": ErrorResponse, "description": "unknown_metric"},
@@ -338,15 +348,21 @@ def list_runs(
     settings: SettingsDep,
     client: RedisDep,
     layout: LayoutDep,
-    start: Annotated[str, Query(description="First UTC hour (inclusive), ISO-8601.")],
-    end: Annotated[str, Query(description="Last UTC hour (exclusive), ISO-8601.")],
+    start: Annotated[str | None, Query(description="First UTC hour (inclusive), ISO-8601.")] = None,
+    end: Annotated[str | None, Query(description="Last UTC hour (exclusive), ISO-8601.")] = None,
 ) -> RunsResponse:
-    first = parse_bound({"start": start}, "start", "hour", UTC_ZONE)
-    last = parse_bound({"end": end}, "end", "hour", UTC_ZONE)
-    check_range(first, last, "hour", {"hour": settings.max_hour_buckets, "day": settings.max_day_buckets})
+    """The run statistics of [start, end); with neither bound, of the newest computed hours."""
+    if start is None and end is None:
+        hours = newest_computed_hours(client, layout, NEWEST_RUNS)
+    else:
+        bounds = {name: value for name, value in (("start", start), ("end", end)) if value is not None}
+        first = parse_bound(bounds, "start", "hour", UTC_ZONE)
+        last = parse_bound(bounds, "end", "hour", UTC_ZONE)
+        check_range(first, last, "hour", range_limits(settings))
+        hours = utc_hours(first, last)
     runs = []
-    for run in read_runs(client, layout, utc_hours(first, last)):
-        stats = run["stats"]
+    for run in read_runs(client, layout, hours):
+        stats = current_names(run["stats"])
         published = parse_published_at(run["published_at"])
         runs.append(
             Run(

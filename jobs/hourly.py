@@ -228,7 +228,8 @@ _STATS_SCHEMA = T.StructType(
         T.StructField("source", T.StringType()),
         T.StructField("input_fingerprint", T.StringType()),
         T.StructField("metric_fingerprints", T.MapType(T.StringType(), T.StringType())),
-        T.StructField("duration_seconds", T.DoubleType()),
+        T.StructField("application_seconds", T.DoubleType()),
+        T.StructField("application_hours", T.LongType()),
     ]
 )
 
@@ -272,13 +273,16 @@ def _source_stats(
     # The input fingerprint taken when the files were listed, and each metric's definition.
     fingerprints = {f"{p.hour:%Y-%m-%dT%H}": input_fingerprint(list(p.inputs[source.name].files)) for p in plans}
     definitions = {m.name: spec.fingerprints[m.name] for m in spec.stored_of(source.name)}
-    seconds = round(time.monotonic() - started, 3)  # the application's work so far, shared by its hours
+    # The application's work so far. Its hours share one scan and one aggregation, so no
+    # hour has a time of its own: the figure is the whole application's, with its hour count.
+    seconds = round(time.monotonic() - started, 3)
     return [
         Row(
             **row.asDict(),
             input_fingerprint=fingerprints[f"{row['dt']}T{row['hour']}"],
             metric_fingerprints=definitions,
-            duration_seconds=seconds,
+            application_seconds=seconds,
+            application_hours=len(plans),
         )
         for row in stats.collect()
     ]
@@ -383,6 +387,19 @@ def compute_hours(settings: Settings, hours: Sequence[datetime], *, app_name: st
     finally:
         if owned:
             spark.stop()
+
+
+def require_some_arrived(report: RunReport, hours: Sequence[datetime]) -> None:
+    """Raise when not one of ``hours`` has arrived: a recompute of nothing is a mistake (a wrong
+    range or data dir), not a success. Names the first folders looked for."""
+    if not hours or report.computed_hours or report.failed or len(report.missing) < len(hours):
+        return
+    shown = [f"{hour}: {why}" for hour, why in list(report.missing.items())[:3]]
+    more = len(report.missing) - len(shown)
+    raise HourNotArrivedError(
+        f"none of the {len(hours)} hour(s) from {format_hour(as_utc(hours[0]))} to {format_hour(as_utc(hours[-1]))} "
+        "has arrived, so nothing was computed: " + "; ".join(shown) + (f"; and {more} more" if more else "")
+    )
 
 
 def require_complete(report: RunReport, hours: Sequence[datetime]) -> None:

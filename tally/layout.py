@@ -60,6 +60,15 @@ def as_utc(value: datetime) -> datetime:
     return datetime.fromtimestamp(value.timestamp(), tz=UTC)
 
 
+# How instants are written where people read them (published_at, computed_at): UTC, with Z.
+INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def format_instant(moment: datetime) -> str:
+    """An instant as manifests and the API write it, e.g. ``2026-11-27T12:05:00.000000Z``."""
+    return as_utc(moment).strftime(INSTANT_FORMAT)
+
+
 def floor_hour(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 

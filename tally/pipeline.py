@@ -156,7 +156,8 @@ def log_run_stats(stats: dict[str, dict[str, Any]]) -> None:
 
 
 def describe_run_stats(stats: dict[str, Any]) -> str:
-    """``rows read 1000, valid 990, invalid 10 (bad_amount 10), duplicates 2, counted 988, duration 12.3s``."""
+    """One line: ``rows read 1000, valid 990, invalid 10 (bad_amount 10), duplicates 2, counted 988,
+    application 12.3s for 24 hour(s)``."""
     by_reason = sorted(stats.get("invalid_by_reason", {}).items())
     reasons = ", ".join(f"{reason} {count}" for reason, count in by_reason if count)
     parts = [
@@ -165,7 +166,7 @@ def describe_run_stats(stats: dict[str, Any]) -> str:
         f"invalid {stats.get('invalid_rows')}" + (f" ({reasons})" if reasons else ""),
         f"duplicates {stats.get('duplicate_rows')}",
         f"counted {stats.get('counted_events')}",
-        f"duration {stats.get('duration_seconds')}s",
+        f"application {stats.get('application_seconds')}s for {stats.get('application_hours')} hour(s)",
     ]
     if "input_files" in stats:
         parts.append(f"input files {stats['input_files']}")

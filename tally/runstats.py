@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tally.layout import combined_fingerprint, stats_hour_dir
+from tally.layout import combined_fingerprint, format_instant, stats_hour_dir
 
 # The counts of a source's hour, each summed over the sources of an hour.
 COUNT_FIELDS: tuple[str, ...] = ("rows_read", "valid_rows", "invalid_rows", "duplicate_rows", "counted_events")
@@ -23,18 +23,27 @@ COUNT_FIELDS: tuple[str, ...] = ("rows_read", "valid_rows", "invalid_rows", "dup
 LOCATION_FIELDS: tuple[str, ...] = ("dt", "hour")
 
 
+# Statistics written before the field was renamed (it was never one hour's time).
+RENAMED_FIELDS: Mapping[str, str] = {"duration_seconds": "application_seconds"}
+
+
 def plain(value: Any) -> Any:
     """A statistics value as JSON-ready data (pyarrow gives maps as (key, value) lists)."""
     if isinstance(value, datetime):
-        return value.isoformat()
+        return format_instant(value if value.tzinfo else value.replace(tzinfo=UTC))
     if isinstance(value, list) and all(isinstance(x, tuple) and len(x) == 2 for x in value):
         return dict(value)
     return value
 
 
+def current_names(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """Statistics with today's field names (manifests published earlier keep the old ones)."""
+    return {RENAMED_FIELDS.get(key, key): value for key, value in stats.items()}
+
+
 def source_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """One stored statistics row as plain data, without its partition columns."""
-    return {key: plain(value) for key, value in row.items() if key not in LOCATION_FIELDS}
+    return {RENAMED_FIELDS.get(key, key): plain(value) for key, value in row.items() if key not in LOCATION_FIELDS}
 
 
 def combine(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -59,7 +68,7 @@ def combine(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for reason, count in dict(row.get("invalid_by_reason") or {}).items():
             reasons[reason] = reasons.get(reason, 0) + int(count)
     combined["invalid_by_reason"] = reasons
-    for name in ("computed_at", "duration_seconds"):
+    for name in ("computed_at", "application_seconds", "application_hours"):
         present = [row[name] for row in rows if row.get(name) is not None]
         if present:
             combined[name] = max(present)

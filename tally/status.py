@@ -18,8 +18,17 @@ from cache.freshness import freshness_state
 from cache.keys import KeyLayout, parse_published_at
 from dashboard_api.store import newest_computed_hours, read_meta, read_redefined, read_runs
 from tally.layout import ONE_HOUR, format_hour
+from tally.runstats import current_names
 
-RUN_FIELDS = ("rows_read", "valid_rows", "invalid_rows", "duplicate_rows", "counted_events", "duration_seconds")
+RUN_FIELDS = (
+    "rows_read",
+    "valid_rows",
+    "invalid_rows",
+    "duplicate_rows",
+    "counted_events",
+    "application_seconds",
+    "application_hours",
+)
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,7 @@ def read_status(
 
 
 def _run(run: dict[str, Any]) -> dict[str, Any]:
-    stats = run["stats"]
+    stats = current_names(run["stats"])
     published = parse_published_at(run["published_at"])
     return {
         "hour": format_hour(run["hour"]),
@@ -132,12 +141,12 @@ def render(status: Status) -> str:
 
 
 def _table(runs: list[dict[str, Any]]) -> str:
-    header = ("hour", "rows read", "valid", "invalid", "duplicates", "counted", "duration", "published at")
+    header = ("hour", "rows read", "valid", "invalid", "duplicates", "counted", "application", "published at")
     rows = [
         (
             run["hour"],
             *(_count(run[name]) for name in RUN_FIELDS[:5]),
-            "-" if run["duration_seconds"] is None else f"{run['duration_seconds']:.1f}s",
+            _application(run["application_seconds"], run["application_hours"]),
             run["published_at"],
         )
         for run in runs
@@ -156,6 +165,13 @@ def _table(runs: list[dict[str, Any]]) -> str:
 
 def _count(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
+
+
+def _application(seconds: float | None, hours: int | None) -> str:
+    """The application's time and how many hours shared it: ``41.2s/24h``."""
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f}s" + (f"/{hours}h" if hours else "")
 
 
 def _duration(seconds: float | None) -> str:

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
@@ -21,17 +22,49 @@ from tally.layout import raw_hour_dir
 from tally.services import start_local_redis
 
 TEST_REDIS_URL = os.environ.get("TALLY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Every Redis key prefix a test uses starts with this: one per session, so the leftover
+# check below sees this run's keys only, whatever other runs share the server.
+TEST_PREFIX = f"tally-test-{uuid.uuid4().hex[:8]}"
 ROOT = Path(__file__).resolve().parents[1]
+
+# Whatever the developer's shell says, everything a test starts (Settings(), the CLI, Airflow
+# subprocesses) talks to the test Redis, and under a test prefix unless the test picks its own.
+os.environ["REDIS_URL"] = TEST_REDIS_URL
+os.environ.pop("TALLY_API_REDIS_URL", None)
+os.environ["TALLY_REDIS_PREFIX"] = f"{TEST_PREFIX}-default"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Redis at TEST_REDIS_URL: the running one, or one this session starts and stops."""
+    """A Redis at TEST_REDIS_URL: the running one, or one this session starts and stops.
+
+    At the end, no key of this session (``TEST_PREFIX``) may be left in any database
+    of that server: every test deletes what it wrote.
+    """
     process: subprocess.Popen | None = start_local_redis(TEST_REDIS_URL, tmp_path_factory.mktemp("redis"))
     yield TEST_REDIS_URL
+    with redis.Redis.from_url(TEST_REDIS_URL) as client:
+        delete_prefix(client, KeyLayout(os.environ["TALLY_REDIS_PREFIX"]))
+    left = keys_of_tests(TEST_REDIS_URL)
     if process is not None:
         process.terminate()
         process.wait(timeout=10)
+    assert not left, f"{len(left)} test key(s) left behind (database, key): {left[:10]}"
+
+
+def keys_of_tests(url: str) -> list[tuple[int, bytes]]:
+    """Every key of this session's tests in every database of the server at ``url``, with its database."""
+    client = redis.Redis.from_url(url)
+    try:
+        databases = int(client.config_get("databases").get("databases", 16))
+        found = []
+        for db in range(databases):
+            # A URL's own /db wins over from_url's db argument: rewrite the path instead.
+            with redis.Redis.from_url(urlsplit(url)._replace(path=f"/{db}").geturl()) as other:
+                found += [(db, key) for key in other.scan_iter(match=f"{TEST_PREFIX}*", count=1000)]
+        return found
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -44,7 +77,7 @@ def redis_client(redis_server: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def layout(redis_client: redis.Redis) -> Iterator[KeyLayout]:
     """A fresh key prefix for one test; its keys (and only those) are deleted afterwards."""
-    layout = KeyLayout(f"tally-test-{uuid.uuid4().hex[:12]}")
+    layout = KeyLayout(f"{TEST_PREFIX}-{uuid.uuid4().hex[:12]}")
     yield layout
     delete_prefix(redis_client, layout)
 
@@ -114,3 +147,17 @@ def write_events(
     path = folder / name
     frame.to_parquet(path, index=False, **to_parquet)
     return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless chromium per test module (tests/support/browser.py); fails, not skips, without one."""
+    from tests.support.browser import CHROMEDRIVER, CHROMIUM, start_chromium
+
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail(f"the browser tests need {CHROMIUM} and {CHROMEDRIVER}: run scripts/install-chromium")
+    driver = start_chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()

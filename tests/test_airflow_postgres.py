@@ -34,6 +34,7 @@ from tally.local import airflow_env
 from tally.services import PostgresUnavailableError, drop_postgres_database, ensure_postgres_database
 from tally.settings import LOCAL_AIRFLOW_DATABASE_URL, Settings
 from tests.airflow_support import local_stack
+from tests.conftest import TEST_PREFIX
 from tests.test_e2e import free_port
 from tests.test_stack import wait_for
 
@@ -88,7 +89,7 @@ def airflow_database() -> str:
 
 @pytest.fixture
 def stack(tmp_path: Path, redis_server: str, redis_client, airflow_database: str):
-    prefix = f"tally-test-airflow-pg-{uuid.uuid4().hex[:8]}"
+    prefix = f"{TEST_PREFIX}-airflow-pg-{uuid.uuid4().hex[:8]}"
     extra = {"TALLY_AIRFLOW_DATABASE_URL": airflow_database, "AIRFLOW__CORE__PARALLELISM": "3"}
     with local_stack(tmp_path, redis_server, redis_client, prefix, **extra) as (env, output):
         assert "LocalExecutor" in output, output

@@ -1,4 +1,4 @@
-"""Tests of the read-only API (dashboard_api) against the real Redis at 127.0.0.1:6379.
+"""Tests of the read-only API (dashboard_api) against the real test Redis (TALLY_TEST_REDIS_URL).
 
 Data goes in through the real publisher (cache.publish.publish_builds) under a key
 prefix unique to this run, and only that prefix is deleted afterwards. Rollups are
@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import datasketches
@@ -35,9 +36,10 @@ from dashboard_api import create_app
 from dashboard_api import query as q
 from tally.settings import DEFAULT_SPEC_PATH, Settings
 from tally.spec import Kind, load_spec
+from tests.conftest import TEST_PREFIX, TEST_REDIS_URL, delete_prefix
 from tests.test_spec import DEFAULT_NAMES
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = TEST_REDIS_URL
 SPEC = load_spec(DEFAULT_SPEC_PATH)
 LG_K = 14
 
@@ -145,7 +147,7 @@ def redis_client() -> Iterator[redis.Redis]:
 @pytest.fixture(scope="module")
 def layout(redis_client: redis.Redis) -> Iterator[KeyLayout]:
     """A fresh prefix holding the published data set; its keys are deleted afterwards."""
-    layout = KeyLayout(f"tally-test-api-{uuid.uuid4().hex}")
+    layout = KeyLayout(f"{TEST_PREFIX}-api-{uuid.uuid4().hex}")
     for builds, now in (
         ([BUILD_R_V1], T_R),
         ([BUILD_A, BUILD_B], T_AB),
@@ -645,12 +647,40 @@ def test_docs_and_openapi(api: TestClient) -> None:
 
 def test_unexpected_error_is_a_generic_500(settings: Settings, redis_client: redis.Redis, layout: KeyLayout) -> None:
     redis_client.hset(layout.pointer(), hour_field(CORRUPT_HOUR), "not json")
-    with TestClient(create_app(settings), raise_server_exceptions=False) as api:
-        response = api.get("/v1/metrics/events?start=2026-11-20T00:00Z&end=2026-11-20T01:00Z")
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as api:
+            response = api.get("/v1/metrics/events?start=2026-11-20T00:00Z&end=2026-11-20T01:00Z")
+    finally:  # the module's other tests read every pointer (GET /v1/runs without a range)
+        redis_client.hdel(layout.pointer(), hour_field(CORRUPT_HOUR))
     assert response.status_code == 500
     assert list(response.json()) == ["error"]
     assert response.json()["error"]["code"] == "internal"
     assert "Traceback" not in response.text and "JSONDecodeError" not in response.text
+
+
+def test_runs_without_a_range_are_the_newest_hours(api: TestClient) -> None:
+    body = api.get("/v1/runs").json()
+    expected = [HOUR_R, HOUR_A, HOUR_B, HOUR_D, HOUR_E]  # every computed hour: fewer than 24
+    assert [run["hour"] for run in body["runs"]] == [h.strftime("%Y-%m-%dT%H:00:00Z") for h in expected]
+    only_start = api.get("/v1/runs", params={"start": "2026-11-27T10:00Z"})
+    assert only_start.status_code == 400 and "'end'" in only_start.json()["error"]["message"]
+
+
+def test_runs_without_a_range_stop_at_a_day(redis_client: redis.Redis) -> None:
+    layout = KeyLayout(f"{TEST_PREFIX}-api-runs-{uuid.uuid4().hex}")
+    hours = [at(20, 0) + timedelta(hours=i) for i in range(30)]
+    builds = []
+    for i, hour in enumerate(hours):
+        counts = {"events": {"_": float(i)}}
+        builds.append(HourBuild(hour, build_id(counts, {}), counts, {}, {"rows_read": i}))
+    publish_builds(redis_client, layout, builds, superseded_ttl=60)
+    try:
+        with TestClient(create_app(Settings(redis_url=REDIS_URL, redis_prefix=layout.prefix))) as api:
+            runs = api.get("/v1/runs").json()["runs"]
+        assert [r["hour"] for r in runs] == [h.strftime("%Y-%m-%dT%H:00:00Z") for h in hours[-24:]]
+        assert [r["rows_read"] for r in runs] == list(range(6, 30))
+    finally:
+        delete_prefix(redis_client, layout)
 
 
 # --- health and Redis outages ----------------------------------------------------
@@ -686,7 +716,9 @@ def test_unreachable_redis_is_503(settings: Settings) -> None:
 class SwitchableProxy:
     """A TCP proxy to Redis that can drop every connection, to stage an outage."""
 
-    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 6379)) -> None:
+    def __init__(self, target: tuple[str, int] | None = None) -> None:
+        test_redis = urlsplit(TEST_REDIS_URL)
+        target = target or (test_redis.hostname or "127.0.0.1", test_redis.port or 6379)
         self.target = target
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
@@ -734,7 +766,8 @@ class SwitchableProxy:
 
 def test_recovers_when_redis_comes_back(settings: Settings) -> None:
     proxy = SwitchableProxy()
-    proxied = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{proxy.port}/0"})
+    db = urlsplit(TEST_REDIS_URL).path or "/0"
+    proxied = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{proxy.port}{db}"})
     url = f"/v1/metrics/orders?{H_RANGE}"
     try:
         with TestClient(create_app(proxied)) as api:

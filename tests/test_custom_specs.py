@@ -25,7 +25,7 @@ from jobs.hourly import run_hours
 from tally.layout import format_hour
 from tally.settings import Settings
 from tally.spec import load_spec
-from tests.conftest import delete_prefix
+from tests.conftest import TEST_PREFIX, TEST_REDIS_URL, delete_prefix
 from tests.support import specs
 from tests.support.specs import HOURS, T0
 
@@ -54,7 +54,7 @@ def computed(spark, tables, redis_server: str):
         spec = load_spec(path)
         report = run_hours(spark, data_dir, spec, HOURS)
         assert report.ok and not report.missing, (report.failed, report.missing)
-        layout = KeyLayout(f"tally-test-{name}-{os.getpid()}")
+        layout = KeyLayout(f"{TEST_PREFIX}-{name}-{os.getpid()}")
         publish_hours(client, layout, data_dir, spec, HOURS, superseded_ttl=60)
         settings = Settings(redis_url=redis_server, redis_prefix=layout.prefix, spec_path=path, data_dir=data_dir)
         out[name] = (settings, report)
@@ -182,7 +182,7 @@ def test_a_changed_metric_is_incomplete_until_recomputed_and_an_added_one_is_nul
     data_dir = tmp_path / "data"
     shutil.copytree(tables[0] / "lake", data_dir / "lake")
     before = Settings(
-        redis_url=os.environ.get("TALLY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        redis_url=TEST_REDIS_URL,
         redis_prefix=layout.prefix,
         data_dir=data_dir,
         spec_path=specs.write_spec(tmp_path / "v1.yaml", specs.RIDES_SPEC),
@@ -252,7 +252,7 @@ def test_the_shop_spec_through_airflow_dags_test(tables, tmp_path_factory, redis
     import shutil
 
     shutil.copytree(data_dir / "shop", airflow_data / "shop")  # the visits table stays outside, by absolute path
-    prefix = f"tally-test-shop-airflow-{os.getpid()}"
+    prefix = f"{TEST_PREFIX}-shop-airflow-{os.getpid()}"
     env = prepared_env(
         tmp_path_factory.mktemp("airflow-home"),
         TALLY_DATA_DIR=str(airflow_data),
@@ -316,7 +316,7 @@ def test_a_late_file_in_one_source_is_pending_naming_it_then_recomputed(spark, t
     copy_dir = tmp_path / "data"
     shutil.copytree(data_dir / "shop", copy_dir / "shop")
     settings = Settings(
-        redis_url=os.environ.get("TALLY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        redis_url=TEST_REDIS_URL,
         redis_prefix=layout.prefix,
         data_dir=copy_dir,
         spec_path=shop_path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ for dag_id, dag in bag.dags.items():
         "timetable": type(dag.timetable).__name__,
         "catchup": dag.catchup,
         "params": sorted(dag.params.keys()),
+        "defaults": {name: dag.params[name] for name in dag.params.keys()},
     }
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags}))
 """
@@ -69,6 +71,15 @@ def test_hourly_dag_has_real_data_intervals(dagbag):
 
 def test_recompute_dag_takes_a_range(dagbag):
     assert dagbag["dags"]["tally_recompute"]["params"] == ["end", "start"]
+
+
+def test_recompute_form_opens_on_the_last_full_utc_day(dagbag):
+    defaults = dagbag["dags"]["tally_recompute"]["defaults"]
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    # The parse may straddle midnight: either of the last two full days.
+    ends = {midnight, midnight - timedelta(days=1)}
+    start, end = datetime.fromisoformat(defaults["start"]), datetime.fromisoformat(defaults["end"])
+    assert end in ends and end - start == timedelta(days=1), defaults
 
 
 def test_dag_files_import_only_airflow_and_pendulum_at_top_level():

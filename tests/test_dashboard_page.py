@@ -1,10 +1,11 @@
 """The dashboard page (`/`) in a real headless Chromium, against real data served by `tally serve`.
 
-Sample events for the 48 hours before the current one go through the real Spark job
-and publisher into a Redis prefix of this module's own; `tally serve` serves them;
-Debian's chromium, driven by selenium through the system chromedriver (no browser is
-downloaded), loads the page. What the page drew (its uPlot data and its cards) must
-equal what the API answers for the same queries, gaps and incomplete buckets included.
+Sample events for the two weeks before the current hour (what `make demo` publishes)
+go through the real Spark job and publisher into a Redis prefix of this module's own;
+`tally serve` serves them; Debian's chromium, driven by selenium through the system
+chromedriver (tests/support/browser.py, the `browser` fixture), loads the page. What
+the page drew (its uPlot data, its cards, its filter choices) must equal what the API
+answers for the same queries, gaps and incomplete buckets included.
 
 Needs /usr/bin/chromium and /usr/bin/chromedriver: `scripts/install-chromium`.
 """
@@ -15,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,8 +29,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
 from bench.server import start_server, stop
@@ -38,18 +38,18 @@ from cache.freshness import INPUT_CHANGED, mark_pending
 from cache.keys import KeyLayout
 from cache.publish import publish_hours
 from dashboard_api import create_app
+from dashboard_api.calendar import first_fractional_offset
 from dashboard_api.page import STATIC_DIR
 from jobs.hourly import run_hours
 from tally.generate import generate
 from tally.settings import DEFAULT_SPEC_PATH, Settings
 from tally.spec import load_spec
-from tests.conftest import ROOT, delete_prefix
+from tests.conftest import ROOT, TEST_PREFIX, delete_prefix
+from tests.support.browser import RESOURCE_URLS_JS, console_errors, free_port
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
-VIEWPORT = (1280, 900)
+DAYS = 14  # as `make demo` (tally/local.py DEMO_DAYS)
 HEADLINE = ("revenue", "orders", "avg_order_value", "active_users", "conversion_rate")
 TOKEN = "page-test-token"
 ONE_HOUR = timedelta(hours=1)
@@ -82,17 +82,12 @@ class Served:
     client: redis.Redis
     layout: KeyLayout
     hours: list[datetime]  # the published hours, oldest first
+    data_dir: Path  # their rollups, for publishing some of them under another prefix
 
     @property
     def anchor(self) -> datetime:
         """The end of the newest published hour: every range of the page ends there."""
         return self.hours[-1] + ONE_HOUR
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def iso(instant: datetime) -> str:
@@ -101,54 +96,26 @@ def iso(instant: datetime) -> str:
 
 @pytest.fixture(scope="module")
 def served(spark, redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The 48 hours before the current one through the real job and publisher, under a prefix of this
+    """The two weeks before the current hour through the real job and publisher, under a prefix of this
     module's own, served by `tally serve` (hours taken now, so the data is fresh whenever the module runs)."""
     current_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    hours = [current_hour - ONE_HOUR * i for i in range(48, 0, -1)]
+    hours = [current_hour - ONE_HOUR * i for i in range(DAYS * 24, 0, -1)]
     data_dir = tmp_path_factory.mktemp("dashboard-data")
-    generate(data_dir, hours[0].date(), days=3, events_per_hour=120, seed=5, progress=False)
+    generate(data_dir, hours[0].date(), days=DAYS + 1, events_per_hour=120, seed=5, progress=False)
     report = run_hours(spark, data_dir, SPEC, hours)
     assert not report.failed, report.failed
     client = redis.Redis.from_url(redis_server)
-    layout = KeyLayout(f"tally-test-page-{uuid.uuid4().hex[:12]}")
+    layout = KeyLayout(f"{TEST_PREFIX}-page-{uuid.uuid4().hex[:12]}")
     server = None
     try:
         publish_hours(client, layout, data_dir, SPEC, hours, superseded_ttl=60)
         port = free_port()
         server = start_server(redis_server, layout.prefix, port)
-        yield Served(f"http://127.0.0.1:{port}", client, layout, hours)
+        yield Served(f"http://127.0.0.1:{port}", client, layout, hours, data_dir)
     finally:
         stop(server)
         delete_prefix(client, layout)
         client.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail(f"the dashboard test needs {CHROMIUM} and {CHROMEDRIVER}: run scripts/install-chromium")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # CI runs as root
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--hide-scrollbars",
-        f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
-        "--lang=en-US",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-    # The window size is the outer window; the screenshot wants exactly this viewport.
-    width, height = VIEWPORT
-    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def open_page(browser: webdriver.Chrome, url: str) -> dict[str, Any]:
@@ -157,10 +124,6 @@ def open_page(browser: webdriver.Chrome, url: str) -> dict[str, Any]:
     browser.get(url)
     WebDriverWait(browser, 30).until(lambda d: d.execute_script("return !!window.tallyDashboard?.ready"))
     return json.loads(browser.execute_script(SNAPSHOT_JS))
-
-
-def console_errors(browser: webdriver.Chrome) -> list[dict[str, Any]]:
-    return [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
 
 
 def api_series(base: str, name: str, **params: str) -> dict[str, Any]:
@@ -191,7 +154,7 @@ def card_queries(anchor: datetime, days: int, **filters: str) -> tuple[dict[str,
 
 
 def test_the_page_and_its_assets_are_served_outside_the_api_schema(redis_server: str) -> None:
-    with TestClient(create_app(Settings(redis_url=redis_server, redis_prefix="tally-test-page-static"))) as api:
+    with TestClient(create_app(Settings(redis_url=redis_server, redis_prefix=f"{TEST_PREFIX}-page-static"))) as api:
         page = api.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "script-src 'self'" in page.headers["content-security-policy"]
@@ -283,19 +246,20 @@ def test_a_split_in_another_time_zone_plots_every_series(served: Served, browser
 
 
 def test_null_and_incomplete_buckets_render_as_gaps_without_errors(served: Served, browser: webdriver.Chrome) -> None:
+    # 30 days over two weeks of data: the first half of the range has none.
     newest_day = served.hours[-1].astimezone(ZoneInfo("America/New_York")).date()
     query = {
         "grain": "day",
         "tz": "America/New_York",
-        "start": (newest_day - timedelta(days=6)).isoformat(),
+        "start": (newest_day - timedelta(days=29)).isoformat(),
         "end": (newest_day + timedelta(days=1)).isoformat(),
         "platform": "web",
     }
-    current, _ = card_queries(served.anchor, 7, platform="web")
+    current, _ = card_queries(served.anchor, 30, platform="web")
     pending_hour = served.hours[-3]  # as if a late file had been found for it
     mark_pending(served.client, served.layout, [pending_hour], {pending_hour: INPUT_CHANGED})
     try:
-        page = open_page(browser, f"{served.base}/?range=7d&grain=day&tz=America/New_York&platform=web")
+        page = open_page(browser, f"{served.base}/?range=30d&grain=day&tz=America/New_York&platform=web")
         for name in HEADLINE:
             body = api_series(served.base, name, **query)
             points = body["series"][0]["points"]
@@ -306,7 +270,7 @@ def test_null_and_incomplete_buckets_render_as_gaps_without_errors(served: Serve
             card = page["cards"][name]
             [point] = api_series(served.base, name, **current)["series"][0]["points"]
             assert (card["value"], card["complete"]) == (point["value"], False)
-            assert card["previous"] is None and "no data for the prior 7 days" in card["change"]
+            assert card["previous"] is None and "no data for the prior 30 days" in card["change"]
             assert "incomplete" in card["change"]
     finally:
         mark_pending(served.client, served.layout, [pending_hour], {})
@@ -338,3 +302,156 @@ def test_with_a_token_the_page_loads_and_asks_for_it(
         assert page["cards"]["revenue"]["value"] == point["value"]
     finally:
         stop(server)
+
+
+def valued(series: list[Any]) -> list[Any]:
+    return [value for value in series if value is not None]
+
+
+def test_the_default_view_draws_a_line_in_every_chart(served: Served, browser: webdriver.Chrome) -> None:
+    page = open_page(browser, f"{served.base}/")
+    assert page["state"] == {"range": "7d", "grain": "day", "tz": "UTC", "groupBy": "", "filters": {}}
+    assert page["badge"]["status"] == "fresh"  # the newest hour ended less than an hour ago
+    newest_day = served.hours[-1].date()
+    days = {"start": (newest_day - timedelta(days=6)).isoformat(), "end": (newest_day + timedelta(days=1)).isoformat()}
+    for metric in catalogue(served.base):
+        chart = page["charts"][metric["name"]]
+        assert chart["query"] == {"grain": "day", "tz": "UTC", **days}, metric["name"]
+        assert chart["plotted"] == plotted_from(api_series(served.base, metric["name"], **chart["query"]))
+        xs, values = chart["plotted"]
+        assert len(xs) == 7 and len(valued(values)) > 1, (metric["name"], values)  # a line, not a dot
+    assert not page["problems"] and not console_errors(browser)
+
+
+def test_a_cache_holding_only_an_older_day_opens_on_it(
+    served: Served, browser: webdriver.Chrome, redis_server: str
+) -> None:
+    day = served.hours[-1].date() - timedelta(days=7)
+    hours = [hour for hour in served.hours if hour.date() == day]
+    layout = KeyLayout(f"{TEST_PREFIX}-page-old-{uuid.uuid4().hex[:12]}")
+    publish_hours(served.client, layout, served.data_dir, SPEC, hours, superseded_ttl=60)
+    port = free_port()
+    server = start_server(redis_server, layout.prefix, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        page = open_page(browser, f"{base}/")
+        health = httpx.get(f"{base}/health").json()
+        assert health["newest_hour"] == iso(hours[-1]) and health["status"] == "stale"
+        assert page["badge"]["status"] == "stale"
+        current, _ = card_queries(hours[-1] + ONE_HOUR, 7)
+        midnight = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+        for name in HEADLINE:
+            chart = page["charts"][name]
+            assert chart["query"]["end"] == (day + timedelta(days=1)).isoformat()  # the range ends on that day
+            xs, values = chart["plotted"]
+            on_the_day = values[xs.index(midnight)]
+            assert on_the_day is not None and valued(values) == [on_the_day], name
+            [point] = api_series(base, name, **current)["series"][0]["points"]
+            assert point["value"] is not None and page["cards"][name]["value"] == point["value"], name
+        assert not page["problems"]
+    finally:
+        stop(server)
+        delete_prefix(served.client, layout)
+
+
+def fractional_somewhere(zone: str, anchor: datetime) -> bool:
+    """Whether the API refuses ``zone`` for the 7-day view by day ending at ``anchor`` (its own rule)."""
+    tz = ZoneInfo(zone)
+    newest_day = (anchor - ONE_HOUR).astimezone(tz).date()
+    start = datetime.combine(newest_day - timedelta(days=6), datetime.min.time(), tzinfo=tz)
+    end = datetime.combine(newest_day + timedelta(days=1), datetime.min.time(), tzinfo=tz)
+    return first_fractional_offset(tz, start.astimezone(UTC), end.astimezone(UTC)) is not None
+
+
+def test_the_zone_picker_offers_exactly_the_zones_the_api_serves(served: Served, browser: webdriver.Chrome) -> None:
+    open_page(browser, f"{served.base}/?range=7d&grain=day&tz=Europe/Berlin")
+    offered = browser.execute_script("return [...document.querySelectorAll('#tz option')].map(o => o.value)")
+    every = browser.execute_script("return Intl.supportedValuesOf('timeZone')")
+    assert offered[0] == "UTC" and browser.find_element(By.ID, "tz").get_attribute("value") == "Europe/Berlin"
+    assert {"Europe/Berlin", "America/New_York", "Asia/Tokyo"} <= set(offered)
+    assert not {"Asia/Kolkata", "Asia/Calcutta", "Asia/Kathmandu", "Asia/Katmandu", "America/St_Johns"} & set(offered)
+    refused = {zone for zone in every if fractional_somewhere(zone, served.anchor)}
+    assert {"Australia/Adelaide", "Asia/Tehran"} <= refused
+    assert set(offered) == {"UTC", *every} - refused
+
+
+# Makes the page's API calls with tz=Europe/Berlin answer as the API does for a zone it refuses.
+REFUSE_BERLIN_JS = """
+const realFetch = window.fetch;
+window.fetch = (input, init) => {
+  const url = new URL(input, document.baseURI);
+  if (url.pathname.startsWith("/v1/metrics/") && url.searchParams.get("tz") === "Europe/Berlin") {
+    const error = {code: "unsupported_timezone", message: "tz: Europe/Berlin is not served here"};
+    const headers = {"Content-Type": "application/json"};
+    return Promise.resolve(new Response(JSON.stringify({error}), {status: 400, headers}));
+  }
+  return realFetch(input, init);
+};
+"""
+
+
+def assert_shown_in_utc(page: dict[str, Any], browser: webdriver.Chrome, base: str) -> None:
+    """Every card and chart drew, in UTC, with the API's numbers; the only notice is the zone's."""
+    assert page["state"]["tz"] == "UTC" and "tz=UTC" in browser.current_url
+    assert browser.find_element(By.ID, "tz").get_attribute("value") == "UTC"
+    assert not browser.find_elements(By.CSS_SELECTOR, ".panel.failed")
+    for name, chart in page["charts"].items():
+        assert chart["message"] is None and chart["query"]["tz"] == "UTC", name
+        assert chart["plotted"] == plotted_from(api_series(base, name, **chart["query"])), name
+    for name, card in page["cards"].items():
+        assert card["queries"]["current"]["tz"] == "UTC" and card["value"] is not None, name
+    assert not page["problems"]
+
+
+def test_a_fractional_zone_in_the_link_shows_utc_with_one_notice(served: Served, browser: webdriver.Chrome) -> None:
+    page = open_page(browser, f"{served.base}/?range=7d&grain=day&tz=Asia/Kolkata")
+    notice = browser.find_element(By.ID, "notice")
+    assert notice.is_displayed() and notice.text == (
+        "Asia/Kolkata is UTC+05:30, not a whole number of hours from UTC; "
+        "Tally's buckets start at whole UTC hours. Showing UTC."
+    )
+    assert_shown_in_utc(page, browser, served.base)
+    assert not [url for url in browser.execute_script(RESOURCE_URLS_JS) if "Kolkata" in url]  # never asked
+    assert not console_errors(browser)
+    # Picking another zone is a new view: the notice goes.
+    Select(browser.find_element(By.ID, "tz")).select_by_value("America/New_York")
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return window.tallyDashboard.ready"))
+    assert not notice.is_displayed()
+
+
+def test_a_zone_the_api_refuses_shows_utc_with_one_notice(served: Served, browser: webdriver.Chrome) -> None:
+    script = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": REFUSE_BERLIN_JS})
+    try:
+        page = open_page(browser, f"{served.base}/?range=7d&grain=day&tz=Europe/Berlin")
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
+    assert browser.find_element(By.ID, "notice").text == (
+        "The API refused time zone Europe/Berlin: tz: Europe/Berlin is not served here. Showing UTC."
+    )
+    assert_shown_in_utc(page, browser, served.base)
+
+
+def test_filter_choices_are_the_values_endpoints_most_common_first(served: Served, browser: webdriver.Chrome) -> None:
+    page = open_page(browser, f"{served.base}/?range=7d&grain=day&tz=America/New_York&platform=web")
+    choices = browser.execute_script(
+        "const out = {};"
+        "for (const s of document.querySelectorAll('#filters select')) out[s.dataset.dimension] = "
+        "  [...s.options].map(o => o.value);"
+        "return out;"
+    )
+    query = page["charts"]["events"]["query"]
+    by_count: dict[str, list[str]] = {}
+    for dim in ("event_type", "country", "platform"):
+        response = httpx.get(
+            f"{served.base}/v1/metrics/events/values/{dim}", params={k: query[k] for k in ("tz", "start", "end")}
+        )
+        assert response.status_code == 200, response.text
+        values = response.json()["values"]
+        by_count[dim] = [v["value"] for v in sorted(values, key=lambda v: -v["count"])]
+        assert choices[dim] == ["", *by_count[dim][:50]], dim
+    assert any(order != sorted(order) for order in by_count.values())  # count order, not the endpoint's
+    assert browser.find_element(By.CSS_SELECTOR, "select[data-dimension='platform']").get_attribute("value") == "web"
+    fetched = browser.execute_script(RESOURCE_URLS_JS)
+    assert any("/v1/metrics/events/values/country?" in url for url in fetched)
+    assert not any("group_by=country" in url for url in fetched)  # no longer read as a split
+    assert not console_errors(browser)

@@ -22,7 +22,7 @@ from tally.generate import generate
 from tally.layout import format_hour
 from tests import reference
 from tests.airflow_support import prepared_env, run_airflow
-from tests.conftest import delete_prefix, event, write_events
+from tests.conftest import TEST_PREFIX, delete_prefix, event, write_events
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +53,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, redis_server: str):
 
     data_dir = tmp_path_factory.mktemp("data")
     generate(data_dir, DAY, days=1, events_per_hour=1500, seed=11, progress=False)
-    prefix = f"tally-test-e2e-{os.getpid()}"
+    prefix = f"{TEST_PREFIX}-e2e-{os.getpid()}"
     env = prepared_env(
         tmp_path_factory.mktemp("airflow-home"),
         TALLY_DATA_DIR=str(data_dir),
@@ -148,6 +148,17 @@ def test_health_reports_newest_hour(pipeline):
     body = httpx.get(f"{base}/health").json()
     # Fixed sample dates: long past the freshness limit, so stale (and still served).
     assert body["status"] == "stale" and body["newest_hour"] == "2026-11-26T02:00:00Z"
+
+
+def test_recompute_of_a_range_with_no_input_fails_naming_the_folders(pipeline):
+    base, data_dir = pipeline
+    env = PIPELINE_ENV[base]
+    conf = json.dumps({"start": "2026-10-01T00:00:00+00:00", "end": "2026-10-02T00:00:00+00:00"})
+    run = run_airflow(env, "dags", "test", "tally_recompute", "--conf", conf)
+    output = run.stdout + run.stderr
+    assert "state=failed" in output or "DagRun failed" in output, output[-4000:]
+    assert "none of the 24 hour(s) from 2026-10-01T00:00:00Z to 2026-10-01T23:00:00Z has arrived" in output
+    assert str(data_dir / "raw" / "events" / "dt=2026-10-01" / "hour=00") in output
 
 
 def test_hour_that_never_arrived_fails_the_sensor_clearly_and_publishes_nothing(pipeline):

@@ -26,7 +26,7 @@ from tally.layout import hours_between
 from tally.settings import DEFAULT_SPEC_PATH, Settings
 from tally.spec import load_spec
 from tests import reference
-from tests.conftest import delete_prefix
+from tests.conftest import TEST_PREFIX, delete_prefix
 
 pytestmark = pytest.mark.e2e
 SPEC = load_spec(DEFAULT_SPEC_PATH)
@@ -46,7 +46,7 @@ def world(spark, tmp_path_factory, redis_server):
     hours = list(hours_between(START, END))
     report = run_hours(spark, data_dir, SPEC, hours)
     assert report.ok and len(report.computed) == len(hours)
-    layout = KeyLayout(f"tally-test-windows-{uuid.uuid4().hex[:8]}")
+    layout = KeyLayout(f"{TEST_PREFIX}-windows-{uuid.uuid4().hex[:8]}")
     client = redis.Redis.from_url(redis_server)
     publish_hours(client, layout, data_dir, SPEC, hours, superseded_ttl=60)
     events = reference.valid_events(data_dir, hours)

@@ -33,7 +33,7 @@ from tally.layout import rollup_hour_dir
 from tally.pipeline import compute, find_stale, lookback
 from tally.settings import DEFAULT_SPEC_PATH, Settings
 from tally.spec import load_spec
-from tests.conftest import delete_prefix, dump_prefix, event, write_events
+from tests.conftest import TEST_PREFIX, delete_prefix, dump_prefix, event, write_events
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)
 H10 = datetime(2026, 11, 27, 10, tzinfo=UTC)
@@ -72,7 +72,14 @@ def next_hourly_run(settings: Settings) -> None:
 def normalized(dump: dict, prefix: str) -> dict:
     """A prefix's dump without its prefix and without publish or compute times."""
     # input_fingerprint hashes file modification times, which differ between the two stories' folders.
-    timeless = ("published_at", "computed_at", "duration_seconds", "detected_at", "input_fingerprint")
+    timeless = (
+        "published_at",
+        "computed_at",
+        "application_seconds",
+        "application_hours",
+        "detected_at",
+        "input_fingerprint",
+    )
     out = {}
     for key, value in dump.items():
         name = key.decode().removeprefix(prefix + ":")
@@ -112,7 +119,7 @@ def clean(spark, tmp_path_factory: pytest.TempPathFactory, redis_server: str):
     import redis
 
     client = redis.Redis.from_url(redis_server)
-    layout = KeyLayout(f"tally-test-{uuid.uuid4().hex[:12]}")
+    layout = KeyLayout(f"{TEST_PREFIX}-{uuid.uuid4().hex[:12]}")
     data_dir = tmp_path_factory.mktemp("clean")
     settings = start_story(spark, client, layout, data_dir)
     next_hourly_run(settings)

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.hourly import run_hours
+from jobs.hourly import HourNotArrivedError, RunReport, require_some_arrived, run_hours
 from jobs.source import InputError, check_footer
-from tally.layout import raw_hour_dir, rollup_hour_dir, stats_hour_dir
+from tally.layout import format_hour, raw_hour_dir, rollup_hour_dir, stats_hour_dir
 from tally.settings import DEFAULT_SPEC_PATH
 from tally.spec import load_spec
 from tests.conftest import event, write_events
@@ -170,3 +170,13 @@ def test_spark_submit_runs_the_job_unchanged(tmp_path: Path):
     assert '"computed": ["2026-11-27T10:00:00Z"]' in result.stdout
     got = totals(tmp_path, H10)
     assert got["events"] == 2 and got["active_users"] == 2
+
+
+def test_a_range_where_no_hour_arrived_is_refused_naming_the_folders():
+    hours = [datetime(2026, 10, 1, h, tzinfo=UTC) for h in range(5)]
+    why = {format_hour(h): f"input folder /data/raw/hour={h:%H} does not exist" for h in hours}
+    with pytest.raises(HourNotArrivedError, match=r"none of the 5 hour\(s\).*hour=00 does not exist.*and 2 more"):
+        require_some_arrived(RunReport(missing=why), hours)
+    # One hour computed (or failing on its own) is a run to report, not a wrong range.
+    require_some_arrived(RunReport(missing=dict(list(why.items())[:4]), computed_hours=hours[4:]), hours)
+    require_some_arrived(RunReport(missing=dict(list(why.items())[:4]), failed={"x": "bad file"}), hours)

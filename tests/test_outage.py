@@ -23,7 +23,7 @@ from tally.services import start_local_redis
 from tally.settings import DEFAULT_SPEC_PATH, Settings
 from tally.spec import load_spec
 from tests.airflow_support import AIRFLOW, prepared_env
-from tests.conftest import event, write_events
+from tests.conftest import TEST_PREFIX, event, write_events
 from tests.test_failures import tally
 from tests.test_services import free_port
 
@@ -48,7 +48,7 @@ def test_airflow_retries_through_a_redis_outage_and_the_api_recovers(tmp_path_fa
     data_dir = tmp_path_factory.mktemp("data")
     write_events(data_dir, HOUR, [event(f"e{i}", f"2026-11-25T07:{i:02d}:00") for i in range(5)])
     url = f"redis://127.0.0.1:{free_port()}/0"
-    prefix = "tally-test-outage"
+    prefix = f"{TEST_PREFIX}-outage"
     env = prepared_env(
         tmp_path_factory.mktemp("airflow-home"),
         TALLY_DATA_DIR=str(data_dir),
@@ -105,7 +105,7 @@ def test_redis_restarted_empty_then_rehydrated_serves_every_point_again(spark, t
         write_events(data_dir, hour, [event(f"h{i}-{j}", f"{hour:%Y-%m-%dT%H}:{j:02d}:00") for j in range(i + 1)])
     run_hours(spark, data_dir, spec, hours)
     url = f"redis://127.0.0.1:{free_port()}/0"
-    layout = KeyLayout("tally-test-restart")
+    layout = KeyLayout(f"{TEST_PREFIX}-restart")
     queries = [
         ("events", {"grain": "hour", "start": "2026-11-25T07:00Z", "end": "2026-11-25T13:00Z"}),
         ("active_users", {"grain": "day", "start": "2026-11-25", "end": "2026-11-26", "group_by": "country"}),

@@ -112,5 +112,11 @@ def test_run_statistics_are_served_per_hour(published):
     first = body["runs"][0]
     assert (first["rows_read"], first["valid_rows"], first["invalid_rows"], first["duplicate_rows"]) == (2, 2, 0, 0)
     assert first["invalid_by_reason"]["missing_user_id"] == 0 and len(first["invalid_by_reason"]) == 6
-    assert first["build"] and first["input_lag_seconds"] > 0 and first["duration_seconds"] > 0
+    assert (
+        first["build"]
+        and first["input_lag_seconds"] > 0
+        and first["application_seconds"] > 0
+        and first["application_hours"] >= 3
+    )
+    assert first["computed_at"].endswith("Z")
     assert health["newest_hour"] == "2026-11-28T00:00:00Z" and health["lag_seconds"] > 0

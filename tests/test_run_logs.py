@@ -17,7 +17,8 @@ STATS = {
     "invalid_by_reason": {"bad_amount": 7, "missing_event_id": 3, "bad_time": 0},
     "duplicate_rows": 2,
     "counted_events": 988,
-    "duration_seconds": 12.3,
+    "application_seconds": 12.3,
+    "application_hours": 24,
     "input_files": 2,
 }
 
@@ -38,6 +39,6 @@ def test_compute_logs_each_hours_statistics(monkeypatch, caplog, tmp_path):
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("run statistics")]
     assert lines == [
         f"run statistics {hour}: rows read 1000, valid 990, invalid 10 (bad_amount 7, missing_event_id 3), "
-        "duplicates 2, counted 988, duration 12.3s, input files 2"
+        "duplicates 2, counted 988, application 12.3s for 24 hour(s), input files 2"
         for hour in ("2026-11-27T08:00:00Z", "2026-11-27T10:00:00Z")
     ]

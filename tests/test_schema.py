@@ -20,10 +20,10 @@ from cache.publish import HourBuild, build_id, publish_builds
 from dashboard_api import create_app
 from tally.settings import DEFAULT_SPEC_PATH, Settings
 from tally.spec import load_spec
-from tests.conftest import TEST_REDIS_URL, delete_prefix
+from tests.conftest import TEST_PREFIX, TEST_REDIS_URL, delete_prefix
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)
-LAYOUT = KeyLayout(f"tally-test-schema-{uuid.uuid4().hex[:8]}")
+LAYOUT = KeyLayout(f"{TEST_PREFIX}-schema-{uuid.uuid4().hex[:8]}")
 APP = create_app(Settings(redis_url=TEST_REDIS_URL, redis_prefix=LAYOUT.prefix))
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 

@@ -111,7 +111,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "SPARK_HOME": str(SPARK_HOME),
         "SPARK_LOG_DIR": str(root / "logs"),
         "SPARK_PID_DIR": str(root / "pids"),
-        "SPARK_IDENT_STRING": f"tally-test-{uuid.uuid4().hex[:12]}",
+        "SPARK_IDENT_STRING": f"tally-spark-{uuid.uuid4().hex[:12]}",
         "SPARK_LOCAL_DIRS": str(root / "scratch"),
     }
     master_port, master_ui, worker_ui = free_port(), free_port(), free_port()
@@ -182,7 +182,7 @@ def read_table(folder: Path, sort_by: list[str]) -> pd.DataFrame:
 def read_stats(data_dir: Path) -> pd.DataFrame:
     stats = read_table(data_dir / ROLLUPS_STATS, ["dt", "hour"])
     # When and how fast are properties of the run, not of the result.
-    stats = stats.drop(columns=["computed_at", "duration_seconds"])
+    stats = stats.drop(columns=["computed_at", "application_seconds"])
     stats["invalid_by_reason"] = stats["invalid_by_reason"].map(lambda pairs: dict(sorted(pairs)))
     return stats
 

@@ -21,6 +21,7 @@ import pytest
 from tally.generate import generate
 from tally.layout import floor_hour, format_hour
 from tests.airflow_support import local_stack
+from tests.conftest import TEST_PREFIX
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def hour_values(api: str, metric: str, start: datetime, end: datetime) -> list:
 
 @pytest.fixture
 def stack(tmp_path: Path, redis_server: str, redis_client):
-    with local_stack(tmp_path, redis_server, redis_client, f"tally-test-stack-{os.getpid()}") as (env, output):
+    with local_stack(tmp_path, redis_server, redis_client, f"{TEST_PREFIX}-stack-{os.getpid()}") as (env, output):
         assert "password" in output and "see " not in output.split("password", 1)[1].split(")")[0]
         yield env, tmp_path / "data"
 

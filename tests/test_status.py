@@ -25,7 +25,7 @@ def build(hour: datetime, rows: int) -> HourBuild:
         "invalid_by_reason": {"missing_event_id": 2, "bad_amount": 1},
         "duplicate_rows": 1,
         "counted_events": rows - 4,
-        "duration_seconds": 12.5,
+        "duration_seconds": 12.5,  # as manifests published before application_seconds have it
     }
     return HourBuild(hour, build_id(values, {}), values, {}, stats)
 
@@ -60,7 +60,7 @@ def test_fresh_status_lists_the_newest_runs_newest_first(env, redis_client, layo
     assert [r["hour"] for r in report["runs"]] == [h.strftime("%Y-%m-%dT%H:00:00Z") for h in reversed(hours[1:])]
     newest = report["runs"][0]
     assert (newest["rows_read"], newest["valid_rows"], newest["invalid_rows"]) == (1003, 1000, 3)
-    assert (newest["duplicate_rows"], newest["counted_events"], newest["duration_seconds"]) == (1, 999, 12.5)
+    assert (newest["duplicate_rows"], newest["counted_events"], newest["application_seconds"]) == (1, 999, 12.5)
     assert newest["invalid_by_reason"] == {"missing_event_id": 2, "bad_amount": 1}
     assert newest["published_at"] and newest["build"]
 

@@ -1,9 +1,10 @@
 /* Tally dashboard: headline cards and time-series charts over the public HTTP API.
  *
- * Reads only GET /health, GET /v1/metrics and GET /v1/metrics/{name}, like any other
- * client. The view (range, grain, tz, split, filters) lives in the query string, so a
- * view is a link. What is shown is also kept in window.tallyDashboard, which the
- * browser test compares with the API's own answers.
+ * Reads only GET /health, GET /v1/metrics, GET /v1/metrics/{name} and (for the filter
+ * choices) GET /v1/metrics/{name}/values/{dimension}, like any other client. The view
+ * (range, grain, tz, split, filters) lives in the query string, so a view is a link.
+ * What is shown is also kept in window.tallyDashboard, which the browser test compares
+ * with the API's own answers.
  *
  * Nulls stay nulls: a bucket with no computed hour is a gap in its chart and "—" on a
  * card, and a bucket that is not complete is shaded, never dropped or drawn as 0.
@@ -59,11 +60,12 @@
     cards: {},
     charts: {},
     problems: [],
+    zoneNotice: "", // why the zone asked for is not shown; kept until the view changes
   };
   window.tallyDashboard = dashboard;
 
   const $ = (id) => document.getElementById(id);
-  const dimensionValues = new Map(); // "dim|grain|tz|start|end" -> [values]
+  const dimensionValues = new Map(); // "dim|tz|start|end" -> [values, the most common first]
 
   class ApiError extends Error {
     constructor(status, code, message) {
@@ -154,12 +156,32 @@
     }
   }
 
+  // tz's offset from UTC at an instant, as "+05:30". (format() and a regex: three times faster than
+  // formatToParts, which matters when ~400 zones are checked over a range.)
+  const offsetFormats = new Map();
+  function utcOffset(tz, ms) {
+    if (!offsetFormats.has(tz)) {
+      offsetFormats.set(tz, new Intl.DateTimeFormat("en-US", { timeZone: tz, timeZoneName: "longOffset" }));
+    }
+    const match = /GMT([+-]\d{2}:\d{2})/.exec(offsetFormats.get(tz).format(ms));
+    return match ? match[1] : "+00:00"; // plain "GMT" is UTC itself
+  }
+
+  function offsetMinutes(tz, ms) {
+    const offset = utcOffset(tz, ms);
+    return (offset[0] === "-" ? -1 : 1) * (60 * Number(offset.slice(1, 3)) + Number(offset.slice(4, 6)));
+  }
+
   // The calendar date (YYYY-MM-DD) of an instant in tz.
   function localDate(ms, tz) {
-    const parts = new Intl.DateTimeFormat("en-CA", { timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit" })
-      .formatToParts(new Date(ms));
-    const part = (type) => parts.find((p) => p.type === type).value;
-    return `${part("year")}-${part("month")}-${part("day")}`;
+    return new Date(ms + offsetMinutes(tz, ms) * 60_000).toISOString().slice(0, 10);
+  }
+
+  // The instant a chart bound names: an ISO hour, or a date meaning its midnight in tz.
+  function boundInstant(bound, tz) {
+    if (bound.includes("T")) return Date.parse(bound);
+    const utcMidnight = Date.parse(`${bound}T00:00:00Z`);
+    return utcMidnight - offsetMinutes(tz, utcMidnight) * 60_000;
   }
 
   // Calendar arithmetic on YYYY-MM-DD strings (no time zone involved).
@@ -210,6 +232,52 @@
 
   function rangeOf(state) {
     return RANGES.find((r) => r.key === state.range);
+  }
+
+  // --- time zones ------------------------------------------------------------------
+  // Tally's buckets start at whole UTC hours, so the API refuses (400 unsupported_timezone) a zone
+  // that is a fractional number of hours from UTC anywhere in a range: such zones are not offered.
+
+  // The first instant of the view's chart range where tz is off whole hours, or null. Sampled at the
+  // start, each day after it and the last hour: no zone keeps a fractional offset for less than a day.
+  function fractionalInstant(state, anchor, tz) {
+    if (tz === "UTC") return null;
+    const range = chartRange({ ...state, tz }, anchor);
+    const [start, end] = [boundInstant(range.start, tz), boundInstant(range.end, tz)];
+    const samples = [];
+    for (let ms = start; ms < end - HOUR_MS; ms += DAY_MS) samples.push(ms);
+    samples.push(end - HOUR_MS);
+    return samples.find((ms) => offsetMinutes(tz, ms) % 60 !== 0) ?? null;
+  }
+
+  // UTC, the browser's zone and every Intl zone, less those the API refuses over this view's range.
+  let servedZones = { key: "", zones: [] };
+  function zones(state, anchor) {
+    const key = [state.range, state.grain, anchor].join("|");
+    if (servedZones.key !== key) {
+      const all = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [];
+      servedZones = { key, zones: all.filter((tz) => fractionalInstant(state, anchor, tz) === null) };
+    }
+    const browserZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    const first = fractionalInstant(state, anchor, browserZone) === null ? ["UTC", browserZone] : ["UTC"];
+    return [...new Set([...first, state.tz, ...servedZones.zones])];
+  }
+
+  // A zone the API would refuse for this view (from a link, or kept across a range change) gives way
+  // to UTC, for cards and charts alike, with one notice saying why.
+  function servedZone(state, anchor) {
+    const at = fractionalInstant(state, anchor, state.tz);
+    if (at === null) return state;
+    const offset = `UTC${utcOffset(state.tz, at)}`;
+    const why = "not a whole number of hours from UTC; Tally's buckets start at whole UTC hours";
+    return fallBackToUtc(state, `${state.tz} is ${offset}, ${why}. Showing UTC.`);
+  }
+
+  function fallBackToUtc(state, notice) {
+    dashboard.zoneNotice = notice;
+    dashboard.state = { ...state, tz: "UTC" };
+    writeState(dashboard.state);
+    return dashboard.state;
   }
 
   // --- numbers ---------------------------------------------------------------------
@@ -280,7 +348,7 @@
       if (params.get(dim) && dim !== groupBy) filters[dim] = params.get(dim);
     }
     if (!validZone(tz)) {
-      showNotice(`Unknown time zone ${JSON.stringify(tz)}; showing UTC.`);
+      dashboard.zoneNotice = `Unknown time zone ${JSON.stringify(tz)}; showing UTC.`;
       return { range, grain, tz: "UTC", groupBy, filters };
     }
     return { range, grain, tz, groupBy, filters };
@@ -310,16 +378,10 @@
     select.replaceChildren(...choices.map(([value, text]) => option(value, text, value === selected)));
   }
 
-  function zones(selected) {
-    const browserZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
-    const all = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [];
-    return [...new Set(["UTC", browserZone, selected, ...all])].filter(Boolean);
-  }
-
   function renderControls(state) {
     fillSelect($("range"), RANGES.map((r) => [r.key, r.label]), state.range);
     fillSelect($("grain"), GRAINS.map((g) => [g, g.charAt(0).toUpperCase() + g.slice(1)]), state.grain);
-    fillSelect($("tz"), zones(state.tz).map((z) => [z, z]), state.tz);
+    fillSelect($("tz"), [[state.tz, state.tz]], state.tz); // the zones on offer depend on the range: see render()
     const splits = dimensions().map((d) => [d, d.replaceAll("_", " ")]);
     fillSelect($("group-by"), [["", "Nothing"], ...splits], state.groupBy);
     renderFilters(state, {});
@@ -333,7 +395,7 @@
       select.dataset.dimension = dim;
       select.disabled = state.groupBy === dim;
       const current = state.filters[dim] || "";
-      const values = [...new Set([...(valuesByDimension[dim] || []), ...(current ? [current] : [])])].sort();
+      const values = [...new Set([...(valuesByDimension[dim] || []), ...(current ? [current] : [])])];
       fillSelect(select, [["", "All"], ...values.map((v) => [v, v])], current);
       label.append(select);
       return label;
@@ -347,6 +409,7 @@
       // The API refuses a split and a filter on the same dimension.
       if (state.groupBy) delete state.filters[state.groupBy];
       dashboard.state = state;
+      dashboard.zoneNotice = "";
       writeState(state);
       render();
     };
@@ -408,7 +471,8 @@
       return;
     }
     const lag = health.lag_seconds;
-    badge.dataset.status = lag <= 2 * 3600 ? "fresh" : lag <= 6 * 3600 ? "delayed" : "stale";
+    // The API's one freshness rule (TALLY_MAX_LAG_SECONDS), not a second one here.
+    badge.dataset.status = health.status === "stale" ? "stale" : "fresh";
     badge.dataset.newestHour = health.newest_hour;
     badge.dataset.lagSeconds = String(lag);
     const newest = formatter(tz, INSTANT_FORMAT)
@@ -610,6 +674,7 @@
       body = await api(metricPath(metric.name), record.query);
     } catch (error) {
       if (superseded(generation)) return;
+      if (error.code === "unsupported_timezone") throw error; // the view falls back to UTC: see render()
       record.error = error.code;
       panel.classList.add("failed");
       showMessage(plotBox, status, error.message, record);
@@ -802,20 +867,22 @@
 
   // --- filter choices ----------------------------------------------------------------
 
-  // The values of each dimension seen in the chart range, read as a split of the first metric that has it.
+  // The values each dimension takes in the chart range, the most common first: the values endpoint
+  // of the first metric that has the dimension (its counts are that metric's over the range).
   async function loadDimensionValues(state, anchor) {
     const range = chartRange(state, anchor);
+    const count = (entry) => (isNumber(entry.count) ? entry.count : -1);
     const found = {};
     await Promise.all(
       dimensions().map(async (dim) => {
-        const metric = dashboard.catalogue.find((m) => m.dimensions.includes(dim) && m.grains.includes(state.grain));
-        if (!metric) return;
-        const key = [dim, state.grain, state.tz, range.start, range.end].join("|");
+        const metric = dashboard.catalogue.find((m) => m.dimensions.includes(dim));
+        const key = [dim, state.tz, range.start, range.end].join("|");
         if (!dimensionValues.has(key)) {
-          const query = { grain: state.grain, tz: state.tz, ...range, group_by: dim, limit: String(VALUES_LIMIT) };
-          const body = await api(metricPath(metric.name), query).catch(() => null);
+          const path = `${metricPath(metric.name)}/values/${encodeURIComponent(dim)}`;
+          const body = await api(path, { tz: state.tz, ...range }).catch(() => null);
           if (!body) return;
-          dimensionValues.set(key, body.series.filter((s) => !s.other).map((s) => s.labels[dim]));
+          const common = [...body.values].sort((a, b) => count(b) - count(a)).slice(0, VALUES_LIMIT);
+          dimensionValues.set(key, common.map((entry) => entry.value));
         }
         found[dim] = dimensionValues.get(key);
       }),
@@ -832,17 +899,19 @@
 
   async function render() {
     const generation = ++dashboard.generation;
-    const state = dashboard.state;
     dashboard.ready = false;
     document.body.dataset.state = "loading";
-    showNotice("");
     dashboard.problems = [];
-    renderFreshness(dashboard.health, state.tz);
     if (!dashboard.health.newest_hour) {
+      renderFreshness(dashboard.health, dashboard.state.tz);
       showNotice("Nothing is published yet: the cache is cold. Run the pipeline or `tally rehydrate`.");
       return finish(generation);
     }
     const anchor = anchorOf(dashboard.health);
+    const state = servedZone(dashboard.state, anchor);
+    showNotice(dashboard.zoneNotice);
+    renderFreshness(dashboard.health, state.tz);
+    fillSelect($("tz"), zones(state, anchor).map((z) => [z, z]), state.tz);
     renderPeriod(state, anchor);
     colors.clear();
     document.querySelectorAll(".card, .panel").forEach((el) => el.classList.add("loading"));
@@ -853,6 +922,11 @@
     const values = loadDimensionValues(state, anchor);
     const results = await Promise.allSettled(work);
     if (superseded(generation)) return;
+    const refused = results.find((r) => r.status === "rejected" && r.reason.code === "unsupported_timezone");
+    if (refused && state.tz !== "UTC") {
+      fallBackToUtc(state, `The API refused time zone ${state.tz}: ${refused.reason.message}. Showing UTC.`);
+      return render();
+    }
     document.querySelectorAll(".card, .panel").forEach((el) => el.classList.remove("loading"));
     const failure = results.find((r) => r.status === "rejected");
     if (failure) showProblem(failure.reason);
