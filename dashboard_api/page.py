@@ -1,8 +1,9 @@
 """The dashboard page: ``/`` serves ``static/index.html``, ``/static/...`` its scripts, styles and vendored uPlot.
 
 The page is a client of the public API like any other: it reads only ``/health``,
-``/v1/metrics`` and ``/v1/metrics/{name}`` from the browser, so nothing here reads
-Redis. Neither route is part of the OpenAPI document, which describes the API only.
+``/v1/metrics``, ``/v1/metrics/{name}`` and ``/v1/metrics/{name}/values/{dimension}``
+from the browser, so nothing here reads Redis. Neither route is part of the OpenAPI
+document, which describes the API only.
 """
 
 from __future__ import annotations
