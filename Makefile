@@ -16,26 +16,40 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
+# Each entry point installs what it needs from uv.lock: the tests everything (the dev and
+# bench groups), the benchmarks the bench group, the demo and the local stack neither.
+# The partial syncs are --inexact: a plain `uv sync` removes what it was not asked for,
+# which would take the test tools away from a developer who ran `make test` before.
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	@scripts/check-java
 	$(UV) sync --frozen
 	@touch $@
 
-# The dashboard's browser test drives Debian's chromium (installed with apt-get if missing).
+$(VENV)/.synced-bench: pyproject.toml uv.lock | $(UV)
+	@scripts/check-java
+	$(UV) sync --frozen --no-default-groups --group bench --inexact
+	@touch $@
+
+$(VENV)/.synced-runtime: pyproject.toml uv.lock | $(UV)
+	@scripts/check-java
+	$(UV) sync --frozen --no-default-groups --inexact
+	@touch $@
+
+# The dashboard's browser test drives Debian's chromium and chromedriver (installed with apt-get if missing).
 test: env
 	@scripts/install-chromium
 	$(PY) -m pytest
 
-bench: env
+bench: $(VENV)/.synced-bench
 	$(PY) -m bench.suite
 	$(PY) -m bench.window_latency
 
-demo: env
+demo: $(VENV)/.synced-runtime
 	$(PY) -m tally.local demo
 
 # `make up AIRFLOW_DB=postgres` keeps Airflow's metadata in the local PostgreSQL (database tally_airflow,
 # created if missing) with the LocalExecutor; AIRFLOW_DB=postgresql+psycopg2://user:pw@host:5432/db for any other.
-up: env
+up: $(VENV)/.synced-runtime
 	$(if $(AIRFLOW_DB),TALLY_AIRFLOW_DATABASE_URL='$(AIRFLOW_DB)' )$(PY) -m tally.local up
 
 down:

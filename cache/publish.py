@@ -89,6 +89,8 @@ class HourBuild:
 class PublishReport:
     published: list[str]
     unchanged: list[str]
+    # Hours published from the rollups first because the prefix was empty (publish_settings_hours).
+    rehydrated: int = 0
 
 
 def build_id(
@@ -686,10 +688,11 @@ def publish_settings_hours(
     client = connect(settings.redis_url)
     try:
         layout = KeyLayout(settings.redis_prefix)
+        count = 0
         if is_cold(client, layout):
             count = rehydrate(client, layout, settings.data_dir, spec, superseded_ttl=settings.superseded_ttl_seconds)
             log.warning("Redis had nothing under %r: rehydrated %d hours from the rollups", layout.prefix, count)
-        return publish_hours(
+        report = publish_hours(
             client,
             KeyLayout(settings.redis_prefix),
             settings.data_dir,
@@ -701,6 +704,7 @@ def publish_settings_hours(
             keep_builds=settings.history_builds,
             progress=progress,
         )
+        return replace(report, rehydrated=count)
     finally:
         client.close()
 
@@ -713,5 +717,10 @@ def publish_hour_texts(hours: Sequence[str]) -> dict[str, list[str]]:
     if not hours:
         return {"published": [], "unchanged": []}
     result = publish_settings_hours(get_settings(), [parse_hour(h) for h in hours])
-    log.info("published: %s; unchanged: %s", result.published, result.unchanged)
+    log.info(
+        "published: %s; unchanged: %s; rehydrated first: %d hour(s)",
+        result.published,
+        result.unchanged,
+        result.rehydrated,
+    )
     return {"published": result.published, "unchanged": result.unchanged}

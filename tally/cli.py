@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import date
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ from tally.settings import Settings, get_settings
 from tally.spec import MetricSpec, SpecError
 
 if TYPE_CHECKING:  # the job module imports pyspark; keep `tally --help` and `serve` light
+    from cache.publish import PublishReport
     from jobs.hourly import RunReport
 
 
@@ -43,8 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="write sample raw events in the input contract")
-    gen.add_argument("--start", required=True, type=date.fromisoformat, help="first UTC day, YYYY-MM-DD")
-    gen.add_argument("--days", required=True, type=int)
+    gen.add_argument("--start", required=True, help="first UTC day (YYYY-MM-DD) or hour (2026-11-27T10:00Z)")
+    length = gen.add_mutually_exclusive_group(required=True)
+    length.add_argument("--days", type=int, help="how many days of hours from --start")
+    length.add_argument("--end", help="end (exclusive) of the hours to write, e.g. 2026-11-28T00:00Z")
     gen.add_argument("--events-per-hour", required=True, type=int)
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--data-dir", help="overrides TALLY_DATA_DIR")
@@ -110,12 +113,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
-    from tally.generate import generate
+    from tally.generate import generate_hours
     from tally.progress import wanted
 
-    summary = generate(
-        settings.data_dir, args.start, args.days, args.events_per_hour, seed=args.seed, progress=wanted()
-    )
+    start = parse_hour(args.start, name="--start")  # a date is its midnight
+    if args.days is not None:
+        if args.days < 1:
+            raise ValueError("--days must be at least 1")
+        end = start + timedelta(days=args.days)
+    else:
+        end = parse_instant(args.end, name="--end")
+    hours = list(hours_between(start, end))
+    if not hours:
+        raise HourError("--start/--end: the range holds no whole hour")
+    summary = generate_hours(settings.data_dir, hours, args.events_per_hour, seed=args.seed, progress=wanted())
     print(
         f"wrote {summary.rows} rows in {summary.files} files for {summary.hours} hours "
         f"under {settings.data_dir / 'raw' / 'events'}"
@@ -184,9 +195,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     computed = compute(settings, [hour], stale, app_name="tally_run")
     print(json.dumps(computed.stats, indent=2))
     result = publish_settings_hours(settings, [parse_hour(h) for h in computed.publish])
-    print(
-        f"published {len(result.published)} hour(s), {len(result.unchanged)} unchanged: {', '.join(computed.publish)}"
-    )
+    print(f"{publish_summary(result)}: {', '.join(computed.publish)}")
     if problem := late_input_problems(computed.failed):
         print(f"tally run: error: {problem}", file=sys.stderr)
         return 1
@@ -223,8 +232,20 @@ def _compute_and_publish(settings: Settings, hours: list, *, publish: bool, stri
 
         read = partial(progress.hours, desc="reading rollups to publish", enabled=show)
         result = publish_settings_hours(settings, report.computed_hours, progress=read)
-        print(f"published {len(result.published)} hour(s), {len(result.unchanged)} unchanged")
+        print(publish_summary(result))
     return 0 if report.ok else 1
+
+
+def publish_summary(result: PublishReport) -> str:
+    """What a publish did, in one line.
+
+    Into an empty prefix the rehydrate publishes every computed hour first, so the
+    hours asked for come back "unchanged": they were published, just one step earlier.
+    """
+    if result.rehydrated:
+        more = f", then {len(result.published)} newer build(s)" if result.published else ""
+        return f"published {result.rehydrated} hour(s) (rehydrated from the rollups: the prefix was empty){more}"
+    return f"published {len(result.published)} hour(s), {len(result.unchanged)} unchanged"
 
 
 def _print_report(report: RunReport, *, detailed: bool) -> None:

@@ -1,16 +1,22 @@
 """Realistic sample events in the raw-event contract, for demos, tests and benchmarks.
 
 Users have skewed (Zipf-like) activity and a home country; sessions belong to a
-user and a platform; traffic follows a day/night cycle; purchases have log-normal
-amounts. A small share of rows are duplicates (a second "late" file per hour,
-as at-least-once delivery produces) or invalid in each way the contract names.
+user and a platform; traffic follows a day/night cycle, is lower at weekends and
+grows slowly; purchases have log-normal amounts. A small share of rows are
+duplicates (a second "late" file per hour, as at-least-once delivery produces) or
+invalid in each way the contract names.
+
+An hour's events depend only on the seed and the hour (and the events per hour),
+so the same hour is byte-identical whether it is generated alone, in a range, or
+in another order. The user population depends on the seed (and, for its size, the
+events per hour) only, so the same users come back hour after hour.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from tally.layout import ONE_HOUR, raw_hour_dir
+from tally.layout import ONE_HOUR, floor_hour, raw_hour_dir
 
 EVENT_TYPES = ("page_view", "click", "search", "add_to_cart", "purchase", "signup")
 EVENT_TYPE_WEIGHTS = (0.62, 0.16, 0.08, 0.07, 0.04, 0.03)
@@ -31,6 +37,16 @@ PLATFORM_WEIGHTS = (0.5, 0.28, 0.22)
 DUPLICATE_SHARE = 0.01
 INVALID_SHARE = 0.005
 UNKNOWN_DIMENSION_SHARE = 0.02
+# Traffic by day of the week, Monday first: weekends are quieter. The mean is 1, so
+# ``events_per_hour`` stays the average over a week.
+WEEKDAY_FACTORS = (1.08, 1.08, 1.08, 1.08, 1.08, 0.8, 0.8)
+# Slow growth, compounded from a fixed instant (not from the first hour requested, so an
+# hour's traffic does not depend on the range it is generated in). The epoch is the start
+# of the benchmarks' month, so their data stays about the size it was before the trend.
+TREND_EPOCH = datetime(2026, 10, 1, tzinfo=UTC)
+TREND_PER_30_DAYS = 0.03
+# Spawn keys of the independent random streams derived from the seed.
+_POPULATION_STREAM, _HOUR_STREAM = 0, 1
 
 SCHEMA = pa.schema(
     [
@@ -58,6 +74,21 @@ def diurnal_factor(hour_of_day: int) -> float:
     return 1.0 + 0.6 * float(np.sin(2 * np.pi * (hour_of_day - 10) / 24))
 
 
+def weekday_factor(hour: datetime) -> float:
+    """Traffic of ``hour``'s UTC day of the week relative to the weekly mean."""
+    return WEEKDAY_FACTORS[hour.astimezone(UTC).weekday()]
+
+
+def trend_factor(hour: datetime) -> float:
+    """Growth of traffic since TREND_EPOCH: 1.0 there, times (1 + TREND_PER_30_DAYS) every 30 days."""
+    return float((1.0 + TREND_PER_30_DAYS) ** ((hour - TREND_EPOCH) / timedelta(days=30)))
+
+
+def traffic_factor(hour: datetime) -> float:
+    """Expected events of ``hour`` relative to ``events_per_hour``."""
+    return diurnal_factor(hour.astimezone(UTC).hour) * weekday_factor(hour) * trend_factor(hour)
+
+
 def generate(
     data_dir: Path,
     start: date,
@@ -77,14 +108,11 @@ def generate(
 def generate_hours(
     data_dir: Path, hours: Sequence[datetime], events_per_hour: int, seed: int = 7, progress: bool = False
 ) -> GenerateSummary:
-    """Write the event files of ``hours``: ``events_per_hour`` on average, scaled by the time of day."""
-    if events_per_hour < 1:
-        raise ValueError("events_per_hour must be at least 1")
-    rng = np.random.default_rng(seed)
-    population = _population(rng, max(200, events_per_hour * 24 // 6))
+    """Write the event files of ``hours``: ``events_per_hour`` on average, scaled by ``traffic_factor``."""
+    population = make_population(seed, events_per_hour)
     rows = files = 0
     for hour in tqdm(hours, desc="generating hours", unit="h", disable=not progress):
-        main, late = _hour_tables(rng, population, hour, events_per_hour, seed)
+        main, late = hour_tables(population, hour, events_per_hour, seed)
         folder = raw_hour_dir(data_dir, hour)
         folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(main, folder / "part-00000.parquet")
@@ -95,26 +123,44 @@ def generate_hours(
 
 
 @dataclass(frozen=True)
-class _Population:
+class Population:
+    """The users of a generated data set: activity weights and home countries, by user number."""
+
     weights: np.ndarray
     countries: np.ndarray
 
 
-def _population(rng: np.random.Generator, size: int) -> _Population:
+def make_population(seed: int, events_per_hour: int) -> Population:
+    """The users of ``seed``, as many as the traffic needs; the same for every hour, so users return."""
+    if events_per_hour < 1:
+        raise ValueError("events_per_hour must be at least 1")
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_POPULATION_STREAM,)))
+    size = max(200, events_per_hour * 24 // 6)
     ranks = np.arange(1, size + 1)
     weights = 1.0 / ranks**1.1
     # Indexes into COUNTRIES; len(COUNTRIES) stands for an unknown (null) country.
     countries = rng.choice(len(COUNTRIES), size=size, p=COUNTRY_WEIGHTS)
     countries[rng.random(size) < UNKNOWN_DIMENSION_SHARE] = len(COUNTRIES)
-    return _Population(weights / weights.sum(), countries)
+    return Population(weights / weights.sum(), countries)
 
 
-def _hour_tables(
-    rng: np.random.Generator, population: _Population, hour: datetime, mean: int, seed: int
-) -> tuple[pa.Table, pa.Table]:
+def _hour_rng(seed: int, hour: datetime) -> np.random.Generator:
+    # A stream per (seed, hour), not one stream consumed hour after hour: otherwise an
+    # hour's data would depend on the hours generated before it in the same call, and
+    # separate calls for separate days would write the same day again.
+    epoch_hour = int(hour.timestamp()) // 3600
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_HOUR_STREAM, epoch_hour)))
+
+
+def hour_tables(population: Population, hour: datetime, events_per_hour: int, seed: int) -> tuple[pa.Table, pa.Table]:
+    """The main and the late (duplicates) file of ``hour``, a whole hour from 1970 on."""
+    if hour.tzinfo is None or floor_hour(hour) != hour:
+        raise ValueError(f"{hour!r} is not a whole hour with a time zone")
+    hour = hour.astimezone(UTC)
     # Column-wise with numpy and Arrow compute (no per-row Python): a million-event
     # hour takes about a second, which is what the benchmarks need.
-    n = int(rng.poisson(mean * diurnal_factor(hour.hour)))
+    rng = _hour_rng(seed, hour)
+    n = int(rng.poisson(events_per_hour * traffic_factor(hour)))
     users = rng.choice(len(population.weights), size=n, p=population.weights)
     # A user has one or two sessions in an hour; the session fixes the platform.
     session_keys = users * 2 + rng.integers(0, 2, size=n)

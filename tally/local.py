@@ -212,6 +212,50 @@ def _use_redis_users(urls: dict[str, str]) -> None:
     get_settings.cache_clear()
 
 
+DEMO_DAYS = 14
+# Modest on purpose: `make demo` should take a few minutes on a laptop, start-up included.
+DEMO_EVENTS_PER_HOUR = 2000
+
+
+def demo_range(now: datetime, days: int = DEMO_DAYS) -> tuple[datetime, datetime]:
+    """The hours the demo generates: ``days`` days ending at the last full UTC hour before ``now``."""
+    end = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return end - timedelta(days=days), end
+
+
+def demo_examples(base: str, start: datetime, end: datetime) -> list[tuple[str, str]]:
+    """Example queries (what each shows, URL) that return numbers for demo data covering [start, end).
+
+    Day buckets stop at the last UTC midnight, so none of them is a partial day.
+    """
+    last_midnight = end.replace(hour=0)
+    week = last_midnight - timedelta(days=7)
+    hourly = f"start={end - timedelta(hours=24):%Y-%m-%dT%H:%MZ}&end={end:%Y-%m-%dT%H:%MZ}"
+    daily = f"start={week:%Y-%m-%d}&end={last_midnight:%Y-%m-%d}"
+    metrics = f"{base}/v1/metrics"
+    examples = [
+        ("events per hour, the last 24 hours", f"{metrics}/events?grain=hour&{hourly}"),
+        ("revenue per day by platform, the last 7 days", f"{metrics}/revenue?grain=day&{daily}&group_by=platform"),
+    ]
+    # A 7-day window reaches 6 days before the first bucket: offered only when the data goes back that far.
+    if week - timedelta(days=6) >= start:
+        rolling = f"{metrics}/active_users?grain=day&window=7d&{daily}"
+        examples.append(("7-day rolling active users, the last 7 days", rolling))
+    return examples
+
+
+def demo_banner(base: str, start: datetime, end: datetime) -> str:
+    """What the demo prints once the API is about to serve: where to look first, then examples to paste."""
+    examples = "".join(f"  # {what}\n  curl '{url}'\n" for what, url in demo_examples(base, start, end))
+    return (
+        f"\nTally is serving the numbers it just computed, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC:\n"
+        f"  dashboard:  {base}/\n  API docs:   {base}/docs\n  metrics:    {base}/v1/metrics\n"
+        f"  health:     {base}/health\n"
+        f"Try:\n{examples}"
+        "Press Ctrl-C to stop.\n"
+    )
+
+
 def demo() -> int:
     """Sample data -> Airflow runs -> API in the foreground; Ctrl-C stops it all."""
     from tally.settings import get_settings
@@ -221,19 +265,18 @@ def demo() -> int:
     try:
         env = airflow_env(database_url=airflow_database)
         data_dir = Path(env["TALLY_DATA_DIR"])
-        day = datetime.now(UTC).date() - timedelta(days=1)
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        end = start + timedelta(days=1)
+        start, end = demo_range(datetime.now(UTC))
+        print(f"generating {DEMO_DAYS} days of sample events, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC ...")
         subprocess.run(
             [
                 _bin("tally"),
                 "generate",
                 "--start",
-                day.isoformat(),
-                "--days",
-                "1",
+                f"{start:%Y-%m-%dT%H:%MZ}",
+                "--end",
+                f"{end:%Y-%m-%dT%H:%MZ}",
                 "--events-per-hour",
-                "2000",
+                str(DEMO_EVENTS_PER_HOUR),
                 "--data-dir",
                 str(data_dir),
             ],
@@ -243,20 +286,12 @@ def demo() -> int:
         _logged("airflow-db-migrate", [_bin("airflow"), "db", "migrate"], env)
         last = end - timedelta(hours=1)
         conf = json.dumps({"start": start.isoformat(), "end": last.isoformat()})
-        through = last - timedelta(hours=1)
-        print(f"recomputing {start:%Y-%m-%d} hours 00-{through:%H} UTC through Airflow (tally_recompute) ...")
+        print(f"recomputing {start:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC through Airflow (tally_recompute) ...")
         _logged("demo-tally_recompute", [_bin("airflow"), "dags", "test", "tally_recompute", "--conf", conf], env)
         # A manual tally_hourly run processes the hour that ended at its logical date.
-        print(f"running tally_hourly for {last:%Y-%m-%d} {last:%H}:00 UTC through Airflow ...")
+        print(f"running tally_hourly for {last:%Y-%m-%d %H}:00 UTC through Airflow ...")
         _logged("demo-tally_hourly", [_bin("airflow"), "dags", "test", "tally_hourly", end.isoformat()], env)
-        base = f"http://127.0.0.1:{API_PORT}"
-        print(
-            "\nTally is serving the numbers it just computed:\n"
-            f"  API docs:   {base}/docs\n  metrics:    {base}/v1/metrics\n  health:     {base}/health\n"
-            f"  try:        curl '{base}/v1/metrics/revenue?grain=hour&start={start:%Y-%m-%dT%H:%MZ}"
-            f"&end={end:%Y-%m-%dT%H:%MZ}&group_by=platform'\n"
-            "Press Ctrl-C to stop.\n"
-        )
+        print(demo_banner(f"http://127.0.0.1:{API_PORT}", start, end))
         from dashboard_api.server import serve
 
         # uvicorn re-raises the signal that stopped it; for SIGTERM that would end the

