@@ -8,7 +8,7 @@ UV := .tools/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: env test bench demo up down lock clean
+.PHONY: env test test-fast bench demo up down lock clean
 
 env: $(VENV)/.synced
 
@@ -39,6 +39,10 @@ $(VENV)/.synced-runtime: pyproject.toml uv.lock | $(UV)
 test: env
 	@scripts/install-chromium
 	$(PY) -m pytest
+
+# The inner loop: unit and API tests against a real Redis; no Spark, Airflow or browser (see tests/conftest.py).
+test-fast: env
+	$(PY) -m pytest -m "not slow and not e2e and not browser"
 
 bench: $(VENV)/.synced-bench
 	$(PY) -m bench.suite

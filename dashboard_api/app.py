@@ -12,13 +12,13 @@ from fastapi.responses import HTMLResponse
 from starlette.middleware.cors import CORSMiddleware
 
 from cache.keys import KeyLayout
+from cache.reads import open_client
 from dashboard_api.errors import install_error_handlers
 from dashboard_api.metrics import install_metrics
 from dashboard_api.middleware import ALLOWED_METHODS, BearerTokenMiddleware, ReadOnlyMiddleware
 from dashboard_api.page import STATIC_PATH, install_page
 from dashboard_api.response_cache import ResponseCacheMiddleware
 from dashboard_api.routes import build_router, cache_control
-from dashboard_api.store import open_client
 from tally.settings import Settings, get_settings
 from tally.spec import load_spec
 

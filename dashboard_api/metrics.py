@@ -28,9 +28,9 @@ from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cache.keys import KeyLayout
+from cache.reads import read_meta
 from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep
 from dashboard_api.errors import REDIS_DOWN_ERRORS
-from dashboard_api.store import read_meta
 
 METRICS_PATH = "/metrics"
 UNMATCHED_ROUTE = "unmatched"

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 
 from cache.freshness import freshness_state
 from cache.keys import KeyLayout, parse_published_at
+from cache.reads import newest_computed_hours, read_meta, read_redefined, read_runs
 from dashboard_api.calendar import UTC_ZONE, format_ts, utc_hours
 from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep, SpecDep
 from dashboard_api.errors import REDIS_DOWN_ERRORS, ApiError, error_response, redis_down_message
@@ -52,14 +53,7 @@ from dashboard_api.query import (
     slice_seen,
     unseen_filter_values,
 )
-from dashboard_api.store import (
-    CacheColdError,
-    newest_computed_hours,
-    read_meta,
-    read_redefined,
-    read_runs,
-    read_snapshot,
-)
+from dashboard_api.store import CacheColdError, read_snapshot
 from tally.layout import format_hour
 from tally.runstats import current_names
 from tally.settings import Settings

@@ -315,7 +315,7 @@ def _redis_acl(args: argparse.Namespace, settings: Settings) -> int:
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     from cache.keys import KeyLayout
-    from dashboard_api.store import open_client
+    from cache.reads import open_client
     from tally.spec import load_spec
     from tally.status import read_status, render
 

@@ -161,3 +161,18 @@ def browser():
         yield driver
     finally:
         driver.quit()
+
+
+# Markers from what a test needs, so a new test is sorted without anyone remembering to:
+# `make test-fast` runs what is left (unit and API tests against Redis).
+_MARKED_BY_FIXTURE = {"spark": "slow", "browser": "browser"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        for fixture, marker in _MARKED_BY_FIXTURE.items():
+            if fixture in fixtures:
+                item.add_marker(marker)
+        if item.get_closest_marker("e2e") is not None:
+            item.add_marker("slow")

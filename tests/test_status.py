@@ -105,3 +105,10 @@ def test_unreachable_redis_names_the_url(layout):
     assert "Redis at redis://:***@127.0.0.1:1/0 is unreachable" in result.stderr
     assert json.loads(result.stdout)["status"] == "unavailable"
     assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_status_starts_without_fastapi(env):
+    # `tally status` reads Redis through cache.reads; the API's web stack has no business loading.
+    code = "import sys; from tally.cli import main; main(['status', '--json']); print('fastapi' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=os.environ)
+    assert result.stdout.strip().splitlines()[-1] == "False", result.stdout + result.stderr
