@@ -73,6 +73,11 @@ SERIES_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# The range of a metric read, as every endpoint over one documents it.
+StartQuery = Annotated[str, Query(description="Inclusive ISO-8601 start; a date or a time without offset is in tz.")]
+EndQuery = Annotated[str, Query(description="Exclusive ISO-8601 end; a date or a time without offset is in tz.")]
+
+
 def build_router(spec: MetricSpec) -> APIRouter:
     """The routes; ``spec`` documents the dimension filters in OpenAPI."""
     router = APIRouter()
@@ -159,8 +164,8 @@ def metric_series(
     layout: LayoutDep,
     # Declared for OpenAPI and presence checks; parse_series_query reads the raw
     # query string, because dimension filters are parameters too.
-    start: Annotated[str, Query(description="Inclusive ISO-8601 start; a date or a time without offset is in tz.")],
-    end: Annotated[str, Query(description="Exclusive ISO-8601 end; a date or a time without offset is in tz.")],
+    start: StartQuery,
+    end: EndQuery,
     # Enums in the docs only: a wrong value must be our 400 code, not a validation error.
     grain: Annotated[str, Query(description="Bucket size.", json_schema_extra={"enum": list(GRAINS)})] = "hour",
     tz: Annotated[str, Query(description="IANA time zone of the buckets, e.g. Europe/Berlin.")] = "UTC",
@@ -252,8 +257,8 @@ def metric_dimension_values(
     settings: SettingsDep,
     client: RedisDep,
     layout: LayoutDep,
-    start: Annotated[str, Query(description="Inclusive ISO-8601 start; a date or a time without offset is in tz.")],
-    end: Annotated[str, Query(description="Exclusive ISO-8601 end; a date or a time without offset is in tz.")],
+    start: StartQuery,
+    end: EndQuery,
     tz: Annotated[str, Query(description="IANA time zone that dates and offset-less times are read in.")] = "UTC",
 ) -> ValuesResponse:
     """Every value ``dimension`` takes in the stored slices of [start, end), sorted, with the metric over the range.
