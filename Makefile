@@ -49,15 +49,15 @@ bench: $(VENV)/.synced-bench
 	$(PY) -m bench.window_latency
 
 demo: $(VENV)/.synced-runtime
-	$(PY) -m tally.local demo
+	$(PY) -m tally.app.local demo
 
 # `make up AIRFLOW_DB=postgres` keeps Airflow's metadata in the local PostgreSQL (database tally_airflow,
 # created if missing) with the LocalExecutor; AIRFLOW_DB=postgresql+psycopg2://user:pw@host:5432/db for any other.
 up: $(VENV)/.synced-runtime
-	$(if $(AIRFLOW_DB),TALLY_AIRFLOW_DATABASE_URL='$(AIRFLOW_DB)' )$(PY) -m tally.local up
+	$(if $(AIRFLOW_DB),TALLY_AIRFLOW_DATABASE_URL='$(AIRFLOW_DB)' )$(PY) -m tally.app.local up
 
 down:
-	@if [ -x $(PY) ]; then $(PY) -m tally.local down; fi
+	@if [ -x $(PY) ]; then $(PY) -m tally.app.local down; fi
 
 lock: | $(UV)
 	$(UV) lock

@@ -33,10 +33,10 @@ from jobs.transform import (
     with_hour_placeholders,
     with_invalid_reason,
 )
-from tally.generate import generate_hours
-from tally.layout import raw_parquet_files
-from tally.settings import DEFAULT_SPEC_PATH
-from tally.spec import load_spec
+from tally.app.generate import generate_hours
+from tally.core.layout import raw_parquet_files
+from tally.core.settings import DEFAULT_SPEC_PATH
+from tally.core.spec import load_spec
 
 WORK = ROOT / ".tally" / "bench-profile"
 HOUR = datetime(2026, 11, 2, 10, tzinfo=UTC)

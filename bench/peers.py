@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from tally.spec import UNKNOWN, Kind, Metric, MetricSpec
+from tally.core.spec import UNKNOWN, Kind, Metric, MetricSpec
 
 PURCHASE = "purchase"
 

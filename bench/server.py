@@ -15,7 +15,7 @@ import httpx
 import redis
 
 from cache.keys import KeyLayout
-from tally.services import start_local_redis
+from tally.app.services import start_local_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 

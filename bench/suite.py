@@ -36,10 +36,10 @@ from bench import peers
 from bench.server import ROOT, bench_redis, start_server, stop
 from cache.keys import KeyLayout
 from cache.publish import publish_builds, publish_hours, read_hour_build
-from tally.generate import generate_hours
-from tally.layout import ONE_HOUR, partition, raw_parquet_files
-from tally.settings import DEFAULT_SPEC_PATH
-from tally.spec import load_spec
+from tally.app.generate import generate_hours
+from tally.core.layout import ONE_HOUR, partition, raw_parquet_files
+from tally.core.settings import DEFAULT_SPEC_PATH
+from tally.core.spec import load_spec
 
 RESULTS = ROOT / "results"
 WORK = ROOT / ".tally" / "bench"

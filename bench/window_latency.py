@@ -32,8 +32,8 @@ import redis
 from bench.server import bench_redis, start_server, stop, write_results
 from cache.keys import KeyLayout, slice_id
 from cache.publish import HourBuild, build_id, publish_builds
-from tally.settings import DEFAULT_SPEC_PATH
-from tally.spec import load_spec
+from tally.core.settings import DEFAULT_SPEC_PATH
+from tally.core.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTRIES = ["US", "DE", "GB", "FR", "IN", "BR", "JP", "CA", "AU", "NL"]

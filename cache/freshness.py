@@ -42,7 +42,7 @@ def unpublished_hours(client: redis.Redis, layout: KeyLayout, built: Mapping[dat
     """Hours whose durable rollup differs from the one last published (or that were never published).
 
     ``built`` maps hours with a complete rollup to the input fingerprint it was
-    built from (:func:`tally.runstats.built_fingerprints`); that fingerprint is what
+    built from (:func:`tally.core.runstats.built_fingerprints`); that fingerprint is what
     a publish records, so a rerun of unchanged input is not "unpublished".
     """
     if not built:

@@ -79,7 +79,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote
 
-from tally.layout import INSTANT_FORMAT
+from tally.core.layout import INSTANT_FORMAT
 
 TOTAL_SLICE = "_"
 # The field of a day hash naming the hourly builds it aggregates (not a slice:

@@ -25,10 +25,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import datasketches
 import pyarrow.parquet as pq
 import redis
 
+from cache import sketches as sketches_
 from cache.keys import (
     ANY_METRIC,
     DAY_BUILDS_FIELD,
@@ -50,11 +50,11 @@ from cache.keys import (
     slice_id,
 )
 from cache.verify import LiveBuild, VerificationError, movements, problems, totals_of
-from tally.faults import checkpoint
-from tally.layout import as_utc, computed_hours, format_hour, rollup_hour_dir, stats_hour_dir
-from tally.runstats import combine, source_row
-from tally.settings import Settings
-from tally.spec import MetricSpec, load_spec
+from tally.core.faults import checkpoint
+from tally.core.layout import as_utc, computed_hours, format_hour, rollup_hour_dir, stats_hour_dir
+from tally.core.runstats import combine, source_row
+from tally.core.settings import Settings
+from tally.core.spec import MetricSpec
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,6 @@ UNSWITCHED_TTL_SECONDS = 24 * 3600
 # A day hash is written under a temporary key with this TTL and renamed over the
 # live one; a rebuild that dies before the rename leaves nothing behind for long.
 STAGED_DAY_TTL_SECONDS = 600
-# Spark's hll_sketch_agg writes HLL_8; day sketches keep it so they union with hourly ones.
-DAY_SKETCH_TYPE = datasketches.tgt_hll_type.HLL_8
 
 
 class NotComputedError(RuntimeError):
@@ -444,17 +442,16 @@ def _union_hours(
     hour_hashes: Sequence[dict[bytes, bytes]], lg_k: int
 ) -> tuple[dict[str, str | bytes], dict[str, str | bytes]]:
     """Slice -> union estimate (unrounded) and slice -> serialized union sketch."""
-    unions: dict[bytes, datasketches.hll_union] = {}
+    blobs: dict[bytes, list[bytes]] = {}
     for fields in hour_hashes:
         for slice_text, blob in fields.items():
-            if slice_text not in unions:
-                unions[slice_text] = datasketches.hll_union(lg_k)
-            unions[slice_text].update(datasketches.hll_sketch.deserialize(blob))
+            blobs.setdefault(slice_text, []).append(blob)
+    unions = {slice_text: sketches_.union_of(parts, lg_k) for slice_text, parts in blobs.items()}
     estimates: dict[str, str | bytes] = {}
     sketches: dict[str, str | bytes] = {}
     for slice_text, union in unions.items():
         estimates[slice_text.decode()] = repr(float(union.get_estimate()))
-        sketches[slice_text.decode()] = union.get_result(DAY_SKETCH_TYPE).serialize_compact()
+        sketches[slice_text.decode()] = sketches_.union_image(union)
     return estimates, sketches
 
 
@@ -668,59 +665,3 @@ def rehydrate(
 def is_cold(client: redis.Redis, layout: KeyLayout) -> bool:
     """True when nothing is published under the prefix (a fresh or flushed Redis)."""
     return not client.exists(layout.meta())
-
-
-def publish_settings_hours(
-    settings: Settings,
-    hours: Sequence[datetime],
-    *,
-    force: bool = False,
-    progress: Callable[[Sequence[datetime]], Iterable[datetime]] | None = None,
-) -> PublishReport:
-    """Publish computed hours using the configured Redis, prefix and spec.
-
-    A cold cache (Redis restarted empty) is rehydrated from the rollups first, so
-    the hourly run never publishes one hour into an otherwise empty cache.
-    """
-    from cache.client import connect
-
-    spec = load_spec(settings.spec_path)
-    client = connect(settings.redis_url)
-    try:
-        layout = KeyLayout(settings.redis_prefix)
-        count = 0
-        if is_cold(client, layout):
-            count = rehydrate(client, layout, settings.data_dir, spec, superseded_ttl=settings.superseded_ttl_seconds)
-            log.warning("Redis had nothing under %r: rehydrated %d hours from the rollups", layout.prefix, count)
-        report = publish_hours(
-            client,
-            KeyLayout(settings.redis_prefix),
-            settings.data_dir,
-            spec,
-            hours,
-            superseded_ttl=settings.superseded_ttl_seconds,
-            max_movement_factor=settings.max_movement_factor,
-            force=force,
-            keep_builds=settings.history_builds,
-            progress=progress,
-        )
-        return replace(report, rehydrated=count)
-    finally:
-        client.close()
-
-
-def publish_hour_texts(hours: Sequence[str]) -> dict[str, list[str]]:
-    """What the DAGs' publish tasks run: publish hours given as text (an XCom), with the settings."""
-    from tally.layout import parse_hour
-    from tally.settings import get_settings
-
-    if not hours:
-        return {"published": [], "unchanged": []}
-    result = publish_settings_hours(get_settings(), [parse_hour(h) for h in hours])
-    log.info(
-        "published: %s; unchanged: %s; rehydrated first: %d hour(s)",
-        result.published,
-        result.unchanged,
-        result.rehydrated,
-    )
-    return {"published": result.published, "unchanged": result.unchanged}

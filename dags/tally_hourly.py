@@ -65,9 +65,9 @@ with DAG(
     def wait_for_input(data_interval_start=None, data_interval_end=None) -> bool:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from tally.layout import format_hour
-        from tally.pipeline import missing_inputs
-        from tally.settings import get_settings
+        from tally.app.pipeline import missing_inputs
+        from tally.core.layout import format_hour
+        from tally.core.settings import get_settings
 
         settings = get_settings()
         missing = missing_inputs(settings, data_interval_start)
@@ -86,8 +86,8 @@ with DAG(
 
     @task(task_id="find_stale")
     def find_stale(data_interval_start=None) -> dict:
-        from tally.pipeline import find_stale, lookback
-        from tally.settings import get_settings
+        from tally.app.pipeline import find_stale, lookback
+        from tally.core.settings import get_settings
 
         settings = get_settings()
         window = lookback(data_interval_start, settings.late_data_horizon_hours)
@@ -97,21 +97,21 @@ with DAG(
     def aggregate(stale: dict, data_interval_start=None) -> dict:
         from dataclasses import asdict
 
-        from tally.pipeline import Stale, compute
-        from tally.settings import get_settings
+        from tally.app.pipeline import Stale, compute
+        from tally.core.settings import get_settings
 
         computed = compute(get_settings(), [data_interval_start], Stale.from_xcom(stale), app_name="tally_hourly")
         return asdict(computed)
 
     @task(task_id="publish")
     def publish(computed: dict) -> dict:
-        from cache.publish import publish_hour_texts
+        from tally.app.pipeline import publish_hour_texts
 
         return publish_hour_texts(computed["publish"])
 
     @task(task_id="check_late_input", retries=0)
     def check_late_input(computed: dict) -> None:
-        from tally.pipeline import late_input_problems
+        from tally.app.pipeline import late_input_problems
 
         if problem := late_input_problems(computed["failed"]):
             raise RuntimeError(problem)

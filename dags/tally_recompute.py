@@ -62,27 +62,18 @@ with DAG(
     def aggregate_range(params=None) -> list[str]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from jobs.hourly import HourNotArrivedError, compute_hours, require_some_arrived
-        from tally.layout import format_hour, parse_range_hours
-        from tally.pipeline import log_run_stats
-        from tally.settings import get_settings
+        from tally.app.pipeline import recompute_range
+        from tally.core.layout import HourNotArrivedError
+        from tally.core.settings import get_settings
 
-        hours = parse_range_hours(params["start"], params["end"], max_hours=24 * 400)
-        report = compute_hours(get_settings(), hours, app_name="tally_recompute")
-        log_run_stats(report.computed)
-        for hour, why in report.missing.items():
-            print(f"skipped {hour}: {why}")
         try:
-            require_some_arrived(report, hours)
+            return recompute_range(get_settings(), params["start"], params["end"], app_name="tally_recompute")
         except HourNotArrivedError as exc:  # a retry finds the same folders missing
             raise AirflowFailException(str(exc)) from None
-        if report.failed:
-            raise RuntimeError("some hours failed: " + "; ".join(f"{h}: {w}" for h, w in report.failed.items()))
-        return [format_hour(h) for h in report.computed_hours]
 
     @task(task_id="publish_range")
     def publish_range(hours: list[str]) -> dict:
-        from cache.publish import publish_hour_texts
+        from tally.app.pipeline import publish_hour_texts
 
         return publish_hour_texts(hours)
 

@@ -44,9 +44,9 @@ with DAG(
 
     @task(task_id="find_stale")
     def find_stale(data_interval_end=None) -> dict:
-        from tally.layout import hours_between
-        from tally.pipeline import find_stale
-        from tally.settings import get_settings
+        from tally.app.pipeline import find_stale
+        from tally.core.layout import hours_between
+        from tally.core.settings import get_settings
 
         settings = get_settings()
         end = data_interval_end
@@ -57,8 +57,8 @@ with DAG(
     def recompute_changed(stale: dict) -> dict:
         from dataclasses import asdict
 
-        from tally.pipeline import Computed, Stale, compute
-        from tally.settings import get_settings
+        from tally.app.pipeline import Computed, Stale, compute
+        from tally.core.settings import get_settings
 
         stale_hours = Stale.from_xcom(stale)
         if not stale_hours.recompute:  # nothing for Spark to do: do not start it
@@ -67,13 +67,13 @@ with DAG(
 
     @task(task_id="publish")
     def publish(computed: dict) -> dict:
-        from cache.publish import publish_hour_texts
+        from tally.app.pipeline import publish_hour_texts
 
         return publish_hour_texts(computed["publish"])
 
     @task(task_id="check_late_input", retries=0)
     def check_late_input(computed: dict) -> None:
-        from tally.pipeline import late_input_problems
+        from tally.app.pipeline import late_input_problems
 
         if problem := late_input_problems(computed["failed"]):
             raise RuntimeError(problem)

@@ -19,8 +19,8 @@ from dashboard_api.middleware import ALLOWED_METHODS, BearerTokenMiddleware, Rea
 from dashboard_api.page import STATIC_PATH, install_page
 from dashboard_api.response_cache import ResponseCacheMiddleware
 from dashboard_api.routes import build_router, cache_control
-from tally.settings import Settings, get_settings
-from tally.spec import load_spec
+from tally.core.settings import Settings, get_settings
+from tally.core.spec import load_spec
 
 DESCRIPTION = (
     "Read-only access to Tally's hourly rollups. Only GET and HEAD are allowed; every "

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tally.layout import ONE_HOUR, floor_hour, hours_between
+from tally.core.layout import ONE_HOUR, floor_hour, hours_between
 
 Grain = Literal["hour", "day", "week", "month"]
 UTC_ZONE = ZoneInfo("UTC")

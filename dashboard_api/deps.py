@@ -1,6 +1,6 @@
 """Request dependencies: the spec, the Redis client and the key layout.
 
-Settings come from :func:`tally.settings.get_settings` (``Depends(get_settings)``);
+Settings come from :func:`tally.core.settings.get_settings` (``Depends(get_settings)``);
 :func:`dashboard_api.app.create_app` overrides it with the settings it was given.
 """
 
@@ -12,8 +12,8 @@ import redis
 from fastapi import Depends, Request
 
 from cache.keys import KeyLayout
-from tally.settings import Settings, get_settings
-from tally.spec import MetricSpec
+from tally.core.settings import Settings, get_settings
+from tally.core.spec import MetricSpec
 
 
 def get_spec(request: Request) -> MetricSpec:

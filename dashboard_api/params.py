@@ -26,8 +26,8 @@ from dashboard_api.calendar import (
 )
 from dashboard_api.errors import ApiError
 from dashboard_api.query import SeriesRequest, ValuesRequest
-from tally.layout import format_hour
-from tally.spec import API_PARAMETERS, Metric
+from tally.core.layout import format_hour
+from tally.core.spec import API_PARAMETERS, Metric
 
 # The spec refuses dimensions named like these (any other parameter of a request is a filter).
 KNOWN_PARAMETERS: tuple[str, ...] = API_PARAMETERS

@@ -26,14 +26,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-import datasketches
 import numpy as np
 
+from cache import sketches as hll
 from cache.keys import slice_id, slice_labels
-from dashboard_api import hll
 from dashboard_api.calendar import Grain, bucket_bounds, days_back, utc_hours
-from tally.layout import ONE_HOUR
-from tally.spec import Kind, Metric, MetricSpec
+from tally.core.layout import ONE_HOUR
+from tally.core.spec import Kind, Metric, MetricSpec
 
 Source = Literal["values", "sketches"]
 Number = int | float
@@ -96,7 +95,7 @@ class ReadPlan:
     hours: dict[HashRead, frozenset[datetime]]
     days: dict[HashRead, frozenset[date]]
     slices: tuple[str, ...] | None  # None: whole hashes (group_by)
-    # Stored metric -> the fingerprint of its definition in the spec now (tally.spec.metric_fingerprint).
+    # Stored metric -> the fingerprint of its definition in the spec now (tally.core.spec.metric_fingerprint).
     definitions: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -339,7 +338,7 @@ class Evaluator:
                 results.append(None)
             elif contributing == 1:  # one sketch keeps its own estimator: ask the library
                 only = next(b for b in blobs[i : j + 1] if b is not None)
-                results.append(datasketches.hll_sketch.deserialize(only).get_estimate())
+                results.append(hll.estimate_of(only))
             else:
                 window = prefix[j] if i % length == 0 else np.maximum(suffix[i], prefix[j])
                 results.append(hll.estimate(window, lg_k))
@@ -354,10 +353,10 @@ class Evaluator:
         blobs = [table[s] for table in parts for s in slices if s in table]
         if len(blobs) == 1:  # the stored day union itself, as is
             return blobs[0]
-        union = datasketches.hll_union(self.spec.sketch_lg_k)
+        union = hll.union_of((), self.spec.sketch_lg_k)
         for blob in blobs:
             union.update(self._decode(blob))
-        return union.get_result(datasketches.tgt_hll_type.HLL_8).serialize_compact()
+        return hll.union_image(union)
 
     def _parts(self, read: HashRead, span: Span) -> list[Mapping[str, Any]] | None:
         """The fetched hashes (day and hour) that make up the span's computed hours."""
@@ -383,7 +382,7 @@ class Evaluator:
         return parts if any_computed else None
 
     def _union(self, parts: Sequence[Mapping[str, Any]], slices: Sequence[str]) -> float:
-        union = datasketches.hll_union(self.spec.sketch_lg_k)
+        union = hll.union_of((), self.spec.sketch_lg_k)
         for table in parts:
             for slice_text in slices:
                 blob = table.get(slice_text)
@@ -394,7 +393,7 @@ class Evaluator:
     def _decode(self, blob: bytes) -> Any:
         key = id(blob)
         if key not in self._decoded:
-            self._decoded[key] = datasketches.hll_sketch.deserialize(blob)
+            self._decoded[key] = hll.decode(blob)
         return self._decoded[key]
 
 

@@ -54,10 +54,10 @@ from dashboard_api.query import (
     unseen_filter_values,
 )
 from dashboard_api.store import CacheColdError, read_snapshot
-from tally.layout import format_hour
-from tally.runstats import current_names
-from tally.settings import Settings
-from tally.spec import GRAINS, Metric, MetricSpec
+from tally.core.layout import format_hour
+from tally.core.runstats import current_names
+from tally.core.settings import Settings
+from tally.core.spec import GRAINS, Metric, MetricSpec
 
 # Every error shares one body; "default" also stops FastAPI advertising a 422 we never send.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

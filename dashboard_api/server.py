@@ -7,7 +7,7 @@ from typing import Any
 import uvicorn
 
 from dashboard_api.app import create_app
-from tally.settings import Settings
+from tally.core.settings import Settings
 
 # The server configuration `tally serve` uses, and the one `make bench` gives its
 # bare FastAPI peer, so the two are compared like for like. "auto" picks uvloop and

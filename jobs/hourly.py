@@ -1,7 +1,7 @@
 """The hourly job's entry point: read hours, write rollups, quarantine and statistics.
 
 This is the only module of ``jobs`` that does I/O. ``run_hours`` is what
-``tally run``, ``tally backfill`` and the Airflow DAGs call; ``jobs/main.py`` is
+``tally run``, ``tally backfill`` and the Airflow DAGs call; ``tally/app/submit.py`` is
 the same thing for ``spark-submit``.
 """
 
@@ -40,10 +40,11 @@ from jobs.transform import (
     with_hour_placeholders,
     with_invalid_reason,
 )
-from tally.faults import checkpoint
-from tally.layout import (
+from tally.core.faults import checkpoint
+from tally.core.layout import (
     ROLLUPS_HOURLY,
     ROLLUPS_STATS,
+    HourNotArrivedError,
     as_utc,
     combined_fingerprint,
     format_hour,
@@ -53,15 +54,11 @@ from tally.layout import (
     quarantine_dir,
     quarantine_hour_dir,
 )
-from tally.runstats import built_fingerprints, combine, source_row
-from tally.settings import Settings
-from tally.spec import MetricSpec, Source, load_spec
+from tally.core.runstats import built_fingerprints, combine, source_row
+from tally.core.settings import Settings
+from tally.core.spec import MetricSpec, Source, load_spec
 
 log = logging.getLogger(__name__)
-
-
-class HourNotArrivedError(RuntimeError):
-    """The hour's input folder does not exist yet; nothing is computed or published."""
 
 
 @dataclass
@@ -351,7 +348,7 @@ def changed_hours(
 ) -> list[datetime]:
     """Computed hours whose input changed since they were built (late or rewritten files, in any source).
 
-    ``built`` (from :func:`tally.runstats.built_fingerprints`) saves reading the
+    ``built`` (from :func:`tally.core.runstats.built_fingerprints`) saves reading the
     statistics again when the caller already has them.
     """
     built = built_fingerprints(data_dir, hours) if built is None else built

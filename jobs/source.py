@@ -25,8 +25,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from tally.layout import PATH_PLACEHOLDERS
-from tally.spec import Source, quote_column
+from tally.core.layout import PATH_PLACEHOLDERS
+from tally.core.spec import Source, quote_column
 
 HOUR_COLUMN = "_hour"
 

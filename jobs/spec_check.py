@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from jobs.source import local_frame
-from tally.spec import Kind, MetricSpec, Source, SpecError
+from tally.core.spec import Kind, MetricSpec, Source, SpecError
 
 _NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
 

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.source import HOUR_COLUMN, local_frame
-from tally.spec import UNKNOWN, Dimension, Kind, Metric, MetricSpec, Source, quote_column
+from tally.core.spec import UNKNOWN, Dimension, Kind, Metric, MetricSpec, Source, quote_column
 
 REASON = "reason"
 REAL = "_real"

@@ -1,5 +1,9 @@
-"""Tally core: settings, the metric spec, the data layout and the command line.
+"""Tally: hourly Spark rollups of raw events, published to Redis, served over HTTP.
 
-The pipeline lives in the sibling packages: ``jobs`` (Spark), ``cache`` (Redis
-publishing) and ``dashboard_api`` (the read-only HTTP API).
+Two layers live here, at both ends of the house (docs/architecture.md):
+
+- :mod:`tally.core`: the ground floor (settings, spec, layout, run statistics);
+- :mod:`tally.app`: the top floor (CLI, pipeline steps, status, local stack).
+
+Between them sit ``jobs`` (Spark), ``cache`` (Redis) and ``dashboard_api`` (HTTP).
 """

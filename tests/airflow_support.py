@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tally.local import airflow_env
+from tally.app.local import airflow_env
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ def prepared_env(airflow_home: Path, **tally_env: str) -> dict[str, str]:
 
 @contextmanager
 def local_stack(tmp_path: Path, redis_server: str, redis_client: Any, prefix: str, **extra: str) -> Iterator[dict]:
-    """`python -m tally.local up` (what `make up` runs) in ``tmp_path``, on free ports and a private
+    """`python -m tally.app.local up` (what `make up` runs) in ``tmp_path``, on free ports and a private
     Redis prefix; yields the environment and its `up` output. `down` and deleting the prefix's keys
     run afterwards whatever happens, and both ports must be closed then."""
     import httpx
@@ -56,7 +56,7 @@ def local_stack(tmp_path: Path, redis_server: str, redis_client: Any, prefix: st
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         **extra,
     }
-    local = [sys.executable, "-m", "tally.local"]
+    local = [sys.executable, "-m", "tally.app.local"]
     up = subprocess.run([*local, "up"], env=env, capture_output=True, text=True, timeout=400, cwd=ROOT)
     try:
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]

@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from cache.keys import KeyLayout
-from tally.layout import raw_hour_dir
-from tally.services import start_local_redis
+from tally.app.services import start_local_redis
+from tally.core.layout import raw_hour_dir
 
 TEST_REDIS_URL = os.environ.get("TALLY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Every Redis key prefix a test uses starts with this: one per session, so the leftover

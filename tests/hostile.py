@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tally.layout import raw_hour_dir
+from tally.core.layout import raw_hour_dir
 
 STRING_COLUMNS = ("event_id", "user_id", "session_id", "event_type", "country", "platform")
 

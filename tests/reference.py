@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tally.layout import raw_hour_dir
+from tally.core.layout import raw_hour_dir
 
 
 def valid_events(data_dir: Path, hours: list[datetime]) -> pd.DataFrame:

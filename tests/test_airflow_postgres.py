@@ -28,11 +28,11 @@ import pytest
 import sqlalchemy as sa
 
 from cache.keys import TOTAL_SLICE, KeyLayout, hour_field
-from tally.generate import generate_hours
-from tally.layout import floor_hour
-from tally.local import airflow_env
-from tally.services import PostgresUnavailableError, drop_postgres_database, ensure_postgres_database
-from tally.settings import LOCAL_AIRFLOW_DATABASE_URL, Settings
+from tally.app.generate import generate_hours
+from tally.app.local import airflow_env
+from tally.app.services import PostgresUnavailableError, drop_postgres_database, ensure_postgres_database
+from tally.core.layout import floor_hour
+from tally.core.settings import LOCAL_AIRFLOW_DATABASE_URL, Settings
 from tests.airflow_support import local_stack
 from tests.conftest import TEST_PREFIX
 from tests.test_e2e import free_port
@@ -62,7 +62,7 @@ def test_up_fails_fast_naming_the_url_when_no_postgres_answers(tmp_path: Path):
     url = f"postgresql+psycopg2://postgres:secret@127.0.0.1:{free_port()}/tally_airflow"
     env = {**os.environ, "TALLY_AIRFLOW_DATABASE_URL": url, "TALLY_LOCAL_STATE": str(tmp_path / "state")}
     up = subprocess.run(
-        [sys.executable, "-m", "tally.local", "up"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+        [sys.executable, "-m", "tally.app.local", "up"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
     )
     assert up.returncode == 1
     assert url.replace(":secret@", ":***@") in up.stderr and "secret" not in up.stderr

@@ -34,8 +34,8 @@ from cache.publish import HourBuild, build_id, publish_builds
 from dashboard_api import calendar as cal
 from dashboard_api import create_app
 from dashboard_api import query as q
-from tally.settings import DEFAULT_SPEC_PATH, Settings
-from tally.spec import Kind, load_spec
+from tally.core.settings import DEFAULT_SPEC_PATH, Settings
+from tally.core.spec import Kind, load_spec
 from tests.conftest import TEST_PREFIX, TEST_REDIS_URL, delete_prefix
 from tests.test_spec import DEFAULT_NAMES
 

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from cache.keys import slice_id
 from cache.publish import HourBuild, build_id, publish_builds
 from dashboard_api import create_app
-from tally.settings import Settings
+from tally.core.settings import Settings
 
 HOUR = datetime(2026, 11, 20, 10, tzinfo=UTC)
 RANGE = {"grain": "hour", "start": "2026-11-20T10:00Z", "end": "2026-11-20T11:00Z"}

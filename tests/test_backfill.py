@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cache.publish import is_cold
-from tally.cli import main
-from tally.settings import get_settings
+from tally.app.cli import main
+from tally.core.settings import get_settings
 from tests.conftest import event, write_events
 
 FIRST = datetime(2026, 11, 27, 22, tzinfo=UTC)

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from dashboard_api import calendar as cal
 from dashboard_api import query as q
-from tally.settings import DEFAULT_SPEC_PATH
-from tally.spec import load_spec
+from tally.core.settings import DEFAULT_SPEC_PATH
+from tally.core.spec import load_spec
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)
 ZONES = ["America/New_York", "Europe/Berlin", "Australia/Sydney"]

@@ -20,8 +20,8 @@ import pytest
 
 from bench.server import start_server
 from cache.publish import HourBuild, build_id, publish_builds
-from tally.settings import DEFAULT_SPEC_PATH
-from tally.spec import load_spec
+from tally.core.settings import DEFAULT_SPEC_PATH
+from tally.core.spec import load_spec
 from tests.test_services import free_port
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)

@@ -22,9 +22,9 @@ from cache.keys import KeyLayout
 from cache.publish import publish_hours
 from dashboard_api import create_app
 from jobs.hourly import run_hours
-from tally.layout import format_hour
-from tally.settings import Settings
-from tally.spec import load_spec
+from tally.core.layout import format_hour
+from tally.core.settings import Settings
+from tally.core.spec import load_spec
 from tests.conftest import TEST_PREFIX, TEST_REDIS_URL, delete_prefix
 from tests.support import specs
 from tests.support.specs import HOURS, T0
@@ -176,8 +176,7 @@ def test_a_changed_metric_is_incomplete_until_recomputed_and_an_added_one_is_nul
     import copy
     import shutil
 
-    from cache.publish import publish_settings_hours
-    from tally.pipeline import compute, find_stale, lookback
+    from tally.app.pipeline import compute, find_stale, lookback, publish_settings_hours
 
     data_dir = tmp_path / "data"
     shutil.copytree(tables[0] / "lake", data_dir / "lake")
@@ -288,7 +287,7 @@ def test_the_shop_spec_through_airflow_dags_test(tables, tmp_path_factory, redis
 
 def test_an_hour_waits_for_every_source_and_names_the_missing_one(tables, tmp_path):
     from jobs.hourly import RunReport, plan_inputs
-    from tally.pipeline import missing_inputs
+    from tally.app.pipeline import missing_inputs
 
     data_dir, visits_root, _, shop_path = tables
     late = HOURS[-1] + timedelta(hours=1)
@@ -309,8 +308,7 @@ def test_a_late_file_in_one_source_is_pending_naming_it_then_recomputed(spark, t
 
     import numpy as np
 
-    from cache.publish import publish_settings_hours
-    from tally.pipeline import compute, find_stale, lookback
+    from tally.app.pipeline import compute, find_stale, lookback, publish_settings_hours
 
     data_dir, visits_root, _, shop_path = tables
     copy_dir = tmp_path / "data"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tally.local import airflow_env
+from tally.app.local import airflow_env
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -41,15 +41,15 @@ from dashboard_api import create_app
 from dashboard_api.calendar import first_fractional_offset
 from dashboard_api.page import STATIC_DIR
 from jobs.hourly import run_hours
-from tally.generate import generate
-from tally.settings import DEFAULT_SPEC_PATH, Settings
-from tally.spec import load_spec
+from tally.app.generate import generate
+from tally.core.settings import DEFAULT_SPEC_PATH, Settings
+from tally.core.spec import load_spec
 from tests.conftest import ROOT, TEST_PREFIX, delete_prefix
 from tests.support.browser import RESOURCE_URLS_JS, console_errors, free_port
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
-DAYS = 14  # as `make demo` (tally/local.py DEMO_DAYS)
+DAYS = 14  # as `make demo` (tally/app/local.py DEMO_DAYS)
 HEADLINE = ("revenue", "orders", "avg_order_value", "active_users", "conversion_rate")
 TOKEN = "page-test-token"
 ONE_HOUR = timedelta(hours=1)

@@ -16,9 +16,9 @@ import redis
 import cache.publish
 from cache.keys import DAY_BUILDS_FIELD, KeyLayout, day_builds_text, hour_field
 from cache.publish import HourBuild, build_id, publish_builds, publish_hours, rebuild_days
-from tally.layout import rollup_hour_dir, stats_hour_dir
-from tally.settings import DEFAULT_SPEC_PATH
-from tally.spec import load_spec
+from tally.core.layout import rollup_hour_dir, stats_hour_dir
+from tally.core.settings import DEFAULT_SPEC_PATH
+from tally.core.spec import load_spec
 from tests.conftest import dump_prefix
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)

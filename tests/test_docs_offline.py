@@ -22,7 +22,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 from bench.server import start_server, stop
 from dashboard_api import create_app
 from dashboard_api.page import STATIC_DIR
-from tally.settings import Settings
+from tally.core.settings import Settings
 from tests.conftest import TEST_PREFIX
 from tests.support.browser import RESOURCE_URLS_JS, console_errors, free_port
 

@@ -18,8 +18,8 @@ import pytest
 
 from bench.server import start_server
 from cache.keys import KeyLayout
-from tally.generate import generate
-from tally.layout import format_hour
+from tally.app.generate import generate
+from tally.core.layout import format_hour
 from tests import reference
 from tests.airflow_support import prepared_env, run_airflow
 from tests.conftest import TEST_PREFIX, delete_prefix, event, write_events

@@ -21,10 +21,10 @@ from cache.keys import KeyLayout
 from cache.publish import publish_hours
 from dashboard_api import create_app
 from jobs.hourly import run_hours
-from tally.generate import generate
-from tally.layout import hours_between
-from tally.settings import DEFAULT_SPEC_PATH, Settings
-from tally.spec import load_spec
+from tally.app.generate import generate
+from tally.core.layout import hours_between
+from tally.core.settings import DEFAULT_SPEC_PATH, Settings
+from tally.core.spec import load_spec
 from tests import reference
 from tests.conftest import TEST_PREFIX, delete_prefix
 

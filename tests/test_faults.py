@@ -1,7 +1,7 @@
 """SIGKILL at each step of a run (real `tally` processes, real Redis): readers keep a consistent state,
 and the next run leaves exactly what a run that never crashed leaves.
 
-Story, for every kill point in tally.faults.POINTS: hour 10:00 is published (3
+Story, for every kill point in tally.core.faults.POINTS: hour 10:00 is published (3
 events); a late file adds 2; a `tally` process recomputing or publishing it is
 killed at the point; the API is read; then the next hourly run (11:00) runs
 normally. Its result is compared with the same story without the kill: the
@@ -25,14 +25,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cache.keys import KeyLayout
-from cache.publish import publish_hours, publish_settings_hours
+from cache.publish import publish_hours
 from dashboard_api import create_app
 from jobs.hourly import run_hours
-from tally.faults import ENV, POINTS
-from tally.layout import rollup_hour_dir
-from tally.pipeline import compute, find_stale, lookback
-from tally.settings import DEFAULT_SPEC_PATH, Settings
-from tally.spec import load_spec
+from tally.app.pipeline import compute, find_stale, lookback, publish_settings_hours
+from tally.core.faults import ENV, POINTS
+from tally.core.layout import rollup_hour_dir
+from tally.core.settings import DEFAULT_SPEC_PATH, Settings
+from tally.core.spec import load_spec
 from tests.conftest import TEST_PREFIX, delete_prefix, dump_prefix, event, write_events
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)

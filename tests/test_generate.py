@@ -10,8 +10,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tally.cli import main
-from tally.generate import (
+from tally.app.cli import main
+from tally.app.generate import (
     COUNTRIES,
     DUPLICATE_SHARE,
     INVALID_SHARE,
@@ -20,7 +20,7 @@ from tally.generate import (
     hour_tables,
     make_population,
 )
-from tally.layout import ONE_HOUR, raw_hour_dir
+from tally.core.layout import ONE_HOUR, raw_hour_dir
 
 MONDAY = datetime(2026, 11, 2, tzinfo=UTC)
 

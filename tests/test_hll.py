@@ -8,7 +8,7 @@ import datasketches
 import numpy as np
 import pytest
 
-from dashboard_api import hll
+from cache import sketches as hll
 
 LG_K = 14
 

@@ -16,9 +16,9 @@ import pytest
 
 from cache.publish import publish_hours
 from jobs.hourly import RunReport, run_hours
-from tally.layout import format_hour
-from tally.settings import DEFAULT_SPEC_PATH
-from tally.spec import load_spec
+from tally.core.layout import format_hour
+from tally.core.settings import DEFAULT_SPEC_PATH
+from tally.core.spec import load_spec
 from tests.conftest import dump_prefix, event, write_events
 from tests.hostile import CASES, Case
 

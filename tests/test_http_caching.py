@@ -14,8 +14,8 @@ from dashboard_api import calendar as cal
 from dashboard_api import create_app
 from dashboard_api import query as q
 from dashboard_api.routes import seconds_to_next_publish
-from tally.settings import DEFAULT_SPEC_PATH, Settings
-from tally.spec import load_spec
+from tally.core.settings import DEFAULT_SPEC_PATH, Settings
+from tally.core.spec import load_spec
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)
 H = [datetime(2026, 11, 20, h, tzinfo=UTC) for h in range(24)]

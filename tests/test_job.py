@@ -12,9 +12,9 @@ import pytest
 
 from jobs.hourly import HourNotArrivedError, RunReport, require_some_arrived, run_hours
 from jobs.source import InputError, check_footer
-from tally.layout import format_hour, raw_hour_dir, rollup_hour_dir, stats_hour_dir
-from tally.settings import DEFAULT_SPEC_PATH
-from tally.spec import load_spec
+from tally.core.layout import format_hour, raw_hour_dir, rollup_hour_dir, stats_hour_dir
+from tally.core.settings import DEFAULT_SPEC_PATH
+from tally.core.spec import load_spec
 from tests.conftest import event, write_events
 
 H10 = datetime(2026, 11, 27, 10, tzinfo=UTC)
@@ -143,7 +143,7 @@ def test_spark_submit_runs_the_job_unchanged(tmp_path: Path):
 
     write_events(tmp_path, H10, [event("a", "2026-11-27T10:00:00"), event("b", "2026-11-27T10:01:00", user_id="u2")])
     spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
-    main = Path(__file__).resolve().parents[1] / "jobs" / "main.py"
+    main = Path(__file__).resolve().parents[1] / "tally" / "app" / "submit.py"
     env = {
         **os.environ,
         "TALLY_DATA_DIR": str(tmp_path),

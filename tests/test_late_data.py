@@ -1,4 +1,4 @@
-"""Late data and interrupted runs, through the steps tally_hourly runs (tally.pipeline).
+"""Late data and interrupted runs, through the steps tally_hourly runs (tally.app.pipeline).
 
 Each test publishes a known state, then changes the durable side the way real
 life does (a late file, a rollup whose publish died, a broken late file) and
@@ -17,12 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cache.client import RedisUnavailableError
-from cache.publish import publish_hours, publish_settings_hours
+from cache.publish import publish_hours
 from dashboard_api import create_app
 from jobs.hourly import changed_hours, run_hours
-from tally.pipeline import Stale, compute, find_stale, late_input_problems, lookback
-from tally.settings import DEFAULT_SPEC_PATH, Settings
-from tally.spec import load_spec
+from tally.app.pipeline import Stale, compute, find_stale, late_input_problems, lookback, publish_settings_hours
+from tally.core.settings import DEFAULT_SPEC_PATH, Settings
+from tally.core.spec import load_spec
 from tests.conftest import dump_prefix, event, write_events
 from tests.test_failures import tally
 

@@ -19,9 +19,9 @@ from cache.keys import KeyLayout
 from cache.publish import publish_hours
 from dashboard_api import create_app
 from jobs.hourly import run_hours
-from tally.services import start_local_redis
-from tally.settings import DEFAULT_SPEC_PATH, Settings
-from tally.spec import load_spec
+from tally.app.services import start_local_redis
+from tally.core.settings import DEFAULT_SPEC_PATH, Settings
+from tally.core.spec import load_spec
 from tests.airflow_support import AIRFLOW, prepared_env
 from tests.conftest import TEST_PREFIX, event, write_events
 from tests.test_failures import tally

@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 from datetime import date
 
-from tally import progress
-from tally.cli import main
-from tally.generate import generate
+from jobs import progress
+from tally.app.cli import main
+from tally.app.generate import generate
 
 
 class Terminal(io.StringIO):
@@ -20,7 +20,7 @@ def test_bars_only_on_a_terminal(capsys, tmp_path, monkeypatch):
     items = [1, 2, 3]
     assert progress.hours(items, "x", enabled=False) is items
     monkeypatch.setenv("TALLY_DATA_DIR", str(tmp_path))
-    from tally.settings import get_settings
+    from tally.core.settings import get_settings
 
     get_settings.cache_clear()
     try:

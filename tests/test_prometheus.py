@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from cache.publish import HourBuild, build_id, publish_builds
 from dashboard_api import create_app
 from dashboard_api.metrics import install_metrics
-from tally.settings import Settings
+from tally.core.settings import Settings
 
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 HOURS = [NOW - timedelta(hours=h) for h in range(6, 2, -1)]  # the newest ended two hours ago

@@ -13,8 +13,8 @@ from cache.client import RedisUnavailableError, connect
 from cache.keys import KeyLayout, hour_field
 from cache.publish import HourBuild, NotComputedError, build_id, publish_builds, publish_hours, rollback_hour
 from jobs.hourly import run_hours
-from tally.settings import DEFAULT_SPEC_PATH
-from tally.spec import load_spec
+from tally.core.settings import DEFAULT_SPEC_PATH
+from tally.core.spec import load_spec
 from tests.conftest import dump_prefix, event, write_events
 
 H10 = datetime(2026, 11, 27, 10, tzinfo=UTC)

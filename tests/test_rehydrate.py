@@ -10,11 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cache.keys import parse_day_index_value
-from cache.publish import publish_hours, publish_settings_hours, rehydrate
+from cache.publish import publish_hours, rehydrate
 from dashboard_api import create_app
 from jobs.hourly import run_hours
-from tally.settings import DEFAULT_SPEC_PATH, Settings
-from tally.spec import load_spec
+from tally.app.pipeline import publish_settings_hours
+from tally.core.settings import DEFAULT_SPEC_PATH, Settings
+from tally.core.spec import load_spec
 from tests.conftest import delete_prefix, dump_prefix, event, write_events
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)

@@ -12,7 +12,7 @@ from cache.keys import hour_field
 from cache.publish import HourBuild, build_id, publish_builds, rollback_hour
 from dashboard_api import create_app
 from dashboard_api import response_cache as rc
-from tally.settings import Settings
+from tally.core.settings import Settings
 
 H = [datetime(2026, 11, 20, h, tzinfo=UTC) for h in range(24)]
 PARAMS = {"start": "2026-11-20T00:00Z", "end": "2026-11-20T04:00Z"}

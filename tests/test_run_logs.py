@@ -6,8 +6,8 @@ import logging
 from datetime import UTC, datetime
 
 import jobs.hourly
-from tally.pipeline import Stale, compute
-from tally.settings import Settings
+from tally.app.pipeline import Stale, compute
+from tally.core.settings import Settings
 
 HOUR = datetime(2026, 11, 27, 10, tzinfo=UTC)
 STATS = {
@@ -34,7 +34,7 @@ def test_compute_logs_each_hours_statistics(monkeypatch, caplog, tmp_path):
 
     monkeypatch.setattr(jobs.hourly, "compute_hours", fake_compute_hours)
     earlier = datetime(2026, 11, 27, 8, tzinfo=UTC)
-    with caplog.at_level(logging.INFO, logger="tally.pipeline"):
+    with caplog.at_level(logging.INFO, logger="tally.app.pipeline"):
         compute(Settings(data_dir=tmp_path), [HOUR], Stale(recompute=[earlier]), app_name="test")
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("run statistics")]
     assert lines == [

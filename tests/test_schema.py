@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, settings
 from cache.keys import KeyLayout
 from cache.publish import HourBuild, build_id, publish_builds
 from dashboard_api import create_app
-from tally.settings import DEFAULT_SPEC_PATH, Settings
-from tally.spec import load_spec
+from tally.core.settings import DEFAULT_SPEC_PATH, Settings
+from tally.core.spec import load_spec
 from tests.conftest import TEST_PREFIX, TEST_REDIS_URL, delete_prefix
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)

@@ -16,9 +16,9 @@ from cache.freshness import INPUT_CHANGED, mark_pending
 from cache.keys import KeyLayout
 from cache.publish import HourBuild, build_id, publish_builds, rebuild_days, rollback_hour
 from dashboard_api import create_app
-from tally import local
-from tally.settings import DEFAULT_SPEC_PATH, Settings, get_settings
-from tally.spec import load_spec
+from tally.app import local
+from tally.core.settings import DEFAULT_SPEC_PATH, Settings, get_settings
+from tally.core.spec import load_spec
 from tests.test_services import free_port
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)

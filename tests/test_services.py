@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tally import services
+from tally.app import services
 
 
 def free_port() -> int:

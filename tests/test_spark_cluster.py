@@ -31,10 +31,10 @@ import pytest
 
 from cache.keys import KeyLayout
 from jobs.hourly import run_hours
-from tally.generate import generate_hours
-from tally.layout import QUARANTINE, ROLLUPS_HOURLY, ROLLUPS_STATS
-from tally.settings import DEFAULT_SPEC_PATH
-from tally.spec import Kind, load_spec
+from tally.app.generate import generate_hours
+from tally.core.layout import QUARANTINE, ROLLUPS_HOURLY, ROLLUPS_STATS
+from tally.core.settings import DEFAULT_SPEC_PATH
+from tally.core.spec import Kind, load_spec
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tally.settings import DEFAULT_SPEC_PATH
-from tally.spec import Kind, SpecError, load_spec, parse_spec
+from tally.core.settings import DEFAULT_SPEC_PATH
+from tally.core.spec import Kind, SpecError, load_spec, parse_spec
 
 DEFAULT_NAMES = [
     "events",

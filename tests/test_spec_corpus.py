@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from jobs.spec_check import sql_problems
-from tally.settings import DEFAULT_SPEC_PATH
-from tally.spec import SpecError, load_spec
+from tally.core.settings import DEFAULT_SPEC_PATH
+from tally.core.spec import SpecError, load_spec
 from tests.support import specs
 from tests.support.specs import HOURS
 

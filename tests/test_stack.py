@@ -1,6 +1,6 @@
 """`make up` as a person uses it: Airflow's scheduler and REST API, the Tally API, then `make down`.
 
-Starts the local stack (`python -m tally.local up`, what `make up` runs) on free
+Starts the local stack (`python -m tally.app.local up`, what `make up` runs) on free
 ports with its own Airflow home, state folder, data folder and Redis prefix.
 Through Airflow's REST API (what the UI's buttons call) it unpauses the DAGs,
 triggers `tally_recompute` over a range and `tally_hourly` for the last complete
@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tally.generate import generate
-from tally.layout import floor_hour, format_hour
+from tally.app.generate import generate
+from tally.core.layout import floor_hour, format_hour
 from tests.airflow_support import local_stack
 from tests.conftest import TEST_PREFIX
 

@@ -12,8 +12,8 @@ import pytest
 
 from cache.freshness import INPUT_CHANGED, mark_pending
 from cache.publish import HourBuild, build_id, publish_builds
-from tally.cli import main
-from tally.settings import get_settings
+from tally.app.cli import main
+from tally.core.settings import get_settings
 
 
 def build(hour: datetime, rows: int) -> HourBuild:
@@ -95,7 +95,7 @@ def test_unreachable_redis_names_the_url(layout):
     url = "redis://:hunter2@127.0.0.1:1/0"
     environment = {**os.environ, "REDIS_URL": url, "TALLY_REDIS_PREFIX": layout.prefix}
     result = subprocess.run(
-        [sys.executable, "-m", "tally.cli", "status", "--json"],
+        [sys.executable, "-m", "tally.app.cli", "status", "--json"],
         capture_output=True,
         text=True,
         env=environment,
@@ -109,6 +109,6 @@ def test_unreachable_redis_names_the_url(layout):
 
 def test_status_starts_without_fastapi(env):
     # `tally status` reads Redis through cache.reads; the API's web stack has no business loading.
-    code = "import sys; from tally.cli import main; main(['status', '--json']); print('fastapi' in sys.modules)"
+    code = "import sys; from tally.app.cli import main; main(['status', '--json']); print('fastapi' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=os.environ)
     assert result.stdout.strip().splitlines()[-1] == "False", result.stdout + result.stderr

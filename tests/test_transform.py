@@ -20,8 +20,8 @@ from jobs.transform import (
     with_hour_placeholders,
     with_invalid_reason,
 )
-from tally.settings import DEFAULT_SPEC_PATH
-from tally.spec import load_spec
+from tally.core.settings import DEFAULT_SPEC_PATH
+from tally.core.spec import load_spec
 
 H10 = datetime(2026, 11, 27, 10, tzinfo=UTC)
 H11 = datetime(2026, 11, 27, 11, tzinfo=UTC)

@@ -12,9 +12,9 @@ from cache.keys import hour_field
 from cache.publish import HourBuild, build_id, publish_builds, publish_hours
 from cache.verify import LiveBuild, VerificationError, movements, problems
 from jobs.hourly import run_hours
-from tally.layout import raw_hour_dir
-from tally.settings import DEFAULT_SPEC_PATH
-from tally.spec import load_spec
+from tally.core.layout import raw_hour_dir
+from tally.core.settings import DEFAULT_SPEC_PATH
+from tally.core.spec import load_spec
 from tests.conftest import dump_prefix, event, write_events
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)

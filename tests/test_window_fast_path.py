@@ -16,8 +16,8 @@ from dashboard_api import create_app
 from dashboard_api import query as q
 from dashboard_api.params import parse_series_query
 from dashboard_api.store import read_snapshot
-from tally.settings import DEFAULT_SPEC_PATH, Settings
-from tally.spec import load_spec
+from tally.core.settings import DEFAULT_SPEC_PATH, Settings
+from tally.core.spec import load_spec
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)
 FIRST = datetime(2026, 10, 1, tzinfo=UTC)

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from tally.layout import HourError, hours_between, parse_hour, parse_instant
-from tally.settings import Settings, get_settings
-from tally.spec import MetricSpec, SpecError
+from tally.core.layout import HourError, hours_between, parse_hour, parse_instant
+from tally.core.settings import Settings, get_settings
+from tally.core.spec import MetricSpec, SpecError
 
 if TYPE_CHECKING:  # the job module imports pyspark; keep `tally --help` and `serve` light
     from cache.publish import PublishReport
@@ -113,8 +113,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
-    from tally.generate import generate_hours
-    from tally.progress import wanted
+    from jobs.progress import wanted
+    from tally.app.generate import generate_hours
 
     start = parse_hour(args.start, name="--start")  # a date is its midnight
     if args.days is not None:
@@ -135,7 +135,7 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check_spec(args: argparse.Namespace, settings: Settings) -> int:
-    from tally.spec import load_spec
+    from tally.core.spec import load_spec
 
     paths = [Path(p) for p in args.paths] or [settings.spec_path]
     loaded, failed = [], False
@@ -188,8 +188,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.no_publish:
         return _compute_and_publish(settings, [hour], publish=False, strict=True)
     # What one tally_hourly run does: look back for stale hours, compute, publish.
-    from cache.publish import publish_settings_hours
-    from tally.pipeline import compute, find_stale, late_input_problems, lookback
+    from tally.app.pipeline import compute, find_stale, late_input_problems, lookback, publish_settings_hours
 
     stale = find_stale(settings, lookback(hour, settings.late_data_horizon_hours))
     computed = compute(settings, [hour], stale, app_name="tally_run")
@@ -211,8 +210,8 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _compute_and_publish(settings: Settings, hours: list, *, publish: bool, strict: bool) -> int:
+    from jobs import progress
     from jobs.hourly import compute_hours, require_complete
-    from tally import progress
 
     if publish:  # fail before the Spark work if the results could not be published
         from cache.client import connect
@@ -228,7 +227,7 @@ def _compute_and_publish(settings: Settings, hours: list, *, publish: bool, stri
     if publish and report.computed_hours:
         from functools import partial
 
-        from cache.publish import publish_settings_hours
+        from tally.app.pipeline import publish_settings_hours
 
         read = partial(progress.hours, desc="reading rollups to publish", enabled=show)
         result = publish_settings_hours(settings, report.computed_hours, progress=read)
@@ -262,7 +261,7 @@ def _print_report(report: RunReport, *, detailed: bool) -> None:
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    from cache.publish import publish_settings_hours
+    from tally.app.pipeline import publish_settings_hours
 
     start, end = parse_instant(args.start, name="--start"), parse_instant(args.end, name="--end")
     result = publish_settings_hours(settings, list(hours_between(start, end)), force=args.force)
@@ -274,7 +273,7 @@ def _rehydrate(args: argparse.Namespace, settings: Settings) -> int:
     from cache.client import connect
     from cache.keys import KeyLayout
     from cache.publish import rehydrate
-    from tally.spec import load_spec
+    from tally.core.spec import load_spec
 
     start = parse_instant(args.start, name="--start") if args.start else None
     end = parse_instant(args.end, name="--end") if args.end else None
@@ -297,7 +296,7 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     from cache.client import connect
     from cache.keys import KeyLayout
     from cache.publish import rollback_hour
-    from tally.spec import load_spec
+    from tally.core.spec import load_spec
 
     hour = parse_hour(args.hour, name="--hour")
     client = connect(settings.redis_url)
@@ -316,8 +315,8 @@ def _redis_acl(args: argparse.Namespace, settings: Settings) -> int:
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     from cache.keys import KeyLayout
     from cache.reads import open_client
-    from tally.spec import load_spec
-    from tally.status import read_status, render
+    from tally.app.status import read_status, render
+    from tally.core.spec import load_spec
 
     client = open_client(settings.redis_url)  # short timeouts: a dead Redis is reported in about a second
     try:

@@ -5,7 +5,7 @@
 with that point. ``tests/test_faults.py`` uses it to kill real ``tally``
 processes between the steps of a run. Unset, a checkpoint costs one dict lookup.
 
-This is read from the environment here rather than from :mod:`tally.settings`
+This is read from the environment here rather than from :mod:`tally.core.settings`
 because it is not configuration: it must reach any process and module (the
 Spark driver, the publisher) without being threaded through their arguments,
 and it has no effect unless a test sets it.

@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_SPEC_PATH = Path(__file__).with_name("metrics.yaml")
+DEFAULT_SPEC_PATH = Path(__file__).parents[1] / "metrics.yaml"
 # `make up AIRFLOW_DB=postgres`: Airflow's metadata in the local PostgreSQL (created when missing).
 LOCAL_AIRFLOW_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/tally_airflow"
 

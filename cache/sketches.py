@@ -1,5 +1,9 @@
-"""Fast unions of dense HLL_8 sketches as NumPy register arrays.
+"""HLL sketches, the one home for them: unions, images and estimates, for the publisher and the API.
 
+Spark's ``hll_sketch_agg`` writes HLL_8 sketches; every union Tally stores (day
+sketches) keeps that type, so stored unions merge with hourly sketches again.
+
+Fast path: unions of dense HLL_8 sketches as NumPy register arrays.
 An HLL union is the element-wise maximum of register arrays, so rolling windows
 can be computed with cumulative maxima instead of thousands of sketch unions.
 Estimates still come from DataSketches: the registers are written back into a
@@ -13,6 +17,7 @@ take this path; callers fall back to ``datasketches`` for anything else.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 
 import datasketches
 import numpy as np
@@ -23,6 +28,32 @@ _SER_VER, _FAMILY_HLL = 1, 7
 _MODE_HLL_8 = 2 | (2 << 2)  # current mode HLL, target type HLL_8
 _FLAGS_COMPACT_OUT_OF_ORDER = 8 | 16
 _INVERSE_POWERS = np.ldexp(1.0, -np.arange(256))
+
+# Spark's hll_sketch_agg writes HLL_8; stored unions keep it so they union with hourly ones again.
+STORED_TYPE = datasketches.tgt_hll_type.HLL_8
+
+
+def union_of(blobs: Iterable[bytes], lg_k: int) -> datasketches.hll_union:
+    """The union of serialized sketches (any HLL type, any lg_k up to ``lg_k``)."""
+    union = datasketches.hll_union(lg_k)
+    for blob in blobs:
+        union.update(datasketches.hll_sketch.deserialize(blob))
+    return union
+
+
+def union_image(union: datasketches.hll_union) -> bytes:
+    """A union's result as the compact image Tally stores."""
+    return union.get_result(STORED_TYPE).serialize_compact()
+
+
+def decode(blob: bytes) -> datasketches.hll_sketch:
+    """One serialized sketch, ready to update a union (callers may cache it per blob)."""
+    return datasketches.hll_sketch.deserialize(blob)
+
+
+def estimate_of(blob: bytes) -> float:
+    """The distinct-count estimate of one serialized sketch."""
+    return datasketches.hll_sketch.deserialize(blob).get_estimate()
 
 
 def dense_registers(blob: bytes, lg_k: int) -> np.ndarray | None:

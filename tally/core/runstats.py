@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tally.layout import combined_fingerprint, format_instant, stats_hour_dir
+from tally.core.layout import combined_fingerprint, format_instant, stats_hour_dir
 
 # The counts of a source's hour, each summed over the sources of an hour.
 COUNT_FIELDS: tuple[str, ...] = ("rows_read", "valid_rows", "invalid_rows", "duplicate_rows", "counted_events")

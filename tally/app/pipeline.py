@@ -17,14 +17,17 @@ DAG files and ``tally --help`` stay light.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tally.layout import ONE_HOUR, as_utc, format_hour, parse_hour
-from tally.settings import Settings
+from tally.core.layout import ONE_HOUR, as_utc, format_hour, parse_hour, parse_range_hours
+from tally.core.settings import Settings
+
+if TYPE_CHECKING:
+    from cache.publish import PublishReport
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,8 @@ def lookback(first_hour: datetime, horizon_hours: int) -> list[datetime]:
 
 def missing_inputs(settings: Settings, hour: datetime) -> list[tuple[str, Path]]:
     """(source, folder) of every source whose folder of ``hour`` has not arrived."""
-    from tally.layout import hour_folder
-    from tally.spec import load_spec
+    from tally.core.layout import hour_folder
+    from tally.core.spec import load_spec
 
     spec = load_spec(settings.spec_path)
     folders = [(s.name, hour_folder(settings.data_dir, s.path, as_utc(hour))) for s in spec.sources]
@@ -78,8 +81,8 @@ def find_stale(settings: Settings, window: Sequence[datetime]) -> Stale:
     from cache.freshness import INPUT_CHANGED, NOT_PUBLISHED, mark_pending, unpublished_hours
     from cache.keys import KeyLayout
     from jobs.hourly import changed_hours, hour_input_fingerprint, source_fingerprints
-    from tally.runstats import built_hours
-    from tally.spec import load_spec
+    from tally.core.runstats import built_hours
+    from tally.core.spec import load_spec
 
     window = [as_utc(h) for h in window]
     spec = load_spec(settings.spec_path)
@@ -120,7 +123,7 @@ def find_stale(settings: Settings, window: Sequence[datetime]) -> Stale:
 def outdated_hours(built: Mapping[datetime, Any], fingerprints: Mapping[str, str]) -> list[datetime]:
     """Built hours missing a stored metric of the spec, or holding one under another definition.
 
-    ``built`` maps hours to :class:`tally.runstats.BuiltHour`; an hour built before
+    ``built`` maps hours to :class:`tally.core.runstats.BuiltHour`; an hour built before
     definitions were recorded counts as current.
     """
     return sorted(
@@ -147,6 +150,26 @@ def compute(settings: Settings, own: Sequence[datetime], stale: Stale, *, app_na
     failed = {h: why for h, why in {**report.missing, **report.failed}.items() if h not in own_texts}
     log_run_stats(report.computed)
     return Computed(publish=publish, failed=failed, stats=report.computed)
+
+
+def recompute_range(settings: Settings, start: str, end: str, *, app_name: str) -> list[str]:
+    """What ``tally_recompute`` runs: compute every arrived hour in [start, end), as hour texts to publish.
+
+    Hours whose folder is missing are skipped (logged); raises
+    :class:`tally.core.layout.HourNotArrivedError` when none arrived and RuntimeError
+    naming each hour that failed.
+    """
+    from jobs.hourly import compute_hours, require_some_arrived
+
+    hours = parse_range_hours(start, end, max_hours=24 * 400)
+    report = compute_hours(settings, hours, app_name=app_name)
+    log_run_stats(report.computed)
+    for hour, why in report.missing.items():
+        log.info("skipped %s: %s", hour, why)
+    require_some_arrived(report, hours)
+    if report.failed:
+        raise RuntimeError("some hours failed: " + "; ".join(f"{h}: {w}" for h, w in report.failed.items()))
+    return [format_hour(h) for h in report.computed_hours]
 
 
 def log_run_stats(stats: dict[str, dict[str, Any]]) -> None:
@@ -182,3 +205,61 @@ def late_input_problems(failed: dict[str, str]) -> str | None:
         f"{len(failed)} earlier hour(s) changed but could not be recomputed; they stay pending "
         f"(complete: false) and keep their previous build until their input is fixed: {details}"
     )
+
+
+def publish_settings_hours(
+    settings: Settings,
+    hours: Sequence[datetime],
+    *,
+    force: bool = False,
+    progress: Callable[[Sequence[datetime]], Iterable[datetime]] | None = None,
+) -> PublishReport:
+    """Publish computed hours using the configured Redis, prefix and spec.
+
+    A cold cache (Redis restarted empty) is rehydrated from the rollups first, so
+    the hourly run never publishes one hour into an otherwise empty cache.
+    """
+    from cache.client import connect
+    from cache.keys import KeyLayout
+    from cache.publish import is_cold, publish_hours, rehydrate
+    from tally.core.spec import load_spec
+
+    spec = load_spec(settings.spec_path)
+    client = connect(settings.redis_url)
+    try:
+        layout = KeyLayout(settings.redis_prefix)
+        count = 0
+        if is_cold(client, layout):
+            count = rehydrate(client, layout, settings.data_dir, spec, superseded_ttl=settings.superseded_ttl_seconds)
+            log.warning("Redis had nothing under %r: rehydrated %d hours from the rollups", layout.prefix, count)
+        report = publish_hours(
+            client,
+            KeyLayout(settings.redis_prefix),
+            settings.data_dir,
+            spec,
+            hours,
+            superseded_ttl=settings.superseded_ttl_seconds,
+            max_movement_factor=settings.max_movement_factor,
+            force=force,
+            keep_builds=settings.history_builds,
+            progress=progress,
+        )
+        return replace(report, rehydrated=count)
+    finally:
+        client.close()
+
+
+def publish_hour_texts(hours: Sequence[str]) -> dict[str, list[str]]:
+    """What the DAGs' publish tasks run: publish hours given as text (an XCom), with the settings."""
+    from tally.core.settings import get_settings
+
+    if not hours:
+        return {"published": [], "unchanged": []}
+    result = publish_settings_hours(get_settings(), [parse_hour(h) for h in hours])
+    log.info(
+        "published: %s; unchanged: %s; rehydrated first: %d hour(s)",
+        result.published,
+        result.unchanged,
+        result.rehydrated,
+    )
+    return {"published": result.published, "unchanged": result.unchanged}

@@ -1,6 +1,6 @@
 """``spark-submit`` entry point: compute (and optionally publish) the hours in [start, end).
 
-    spark-submit --master spark://host:7077 jobs/main.py --start 2026-11-27T00:00Z --end 2026-11-28T00:00Z
+    spark-submit --master spark://host:7077 tally/app/submit.py --start 2026-11-27T00:00Z --end 2026-11-28T00:00Z
 
 The driver needs Tally installed (it imports ``tally``, ``jobs`` and ``cache``);
 executors need nothing beyond Spark (no Python): the job uses only built-in Spark
@@ -15,12 +15,12 @@ import argparse
 import json
 import sys
 
-from tally.layout import parse_range_hours
-from tally.settings import get_settings
+from tally.core.layout import parse_range_hours
+from tally.core.settings import get_settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jobs/main.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tally/app/submit.py", description=__doc__.splitlines()[0])
     parser.add_argument("--start", required=True)
     parser.add_argument("--end", required=True)
     parser.add_argument("--publish", action="store_true", help="publish the computed hours to Redis")
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.hourly import run_hours
     from jobs.session import BASE_CONF
     from jobs.spec_check import require_valid_sql
-    from tally.spec import load_spec
+    from tally.core.spec import load_spec
 
     settings = get_settings()
     spec = load_spec(settings.spec_path)  # a broken spec fails before Spark starts
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         spark.stop()
     print(json.dumps({"computed": sorted(report.computed), "missing": report.missing, "failed": report.failed}))
     if args.publish and report.computed_hours:
-        from cache.publish import publish_settings_hours
+        from tally.app.pipeline import publish_settings_hours
 
         publish_settings_hours(settings, report.computed_hours)
     return 0 if report.ok else 1

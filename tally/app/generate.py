@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from tally.layout import ONE_HOUR, floor_hour, raw_hour_dir
+from tally.core.layout import ONE_HOUR, floor_hour, raw_hour_dir
 
 EVENT_TYPES = ("page_view", "click", "search", "add_to_cart", "purchase", "signup")
 EVENT_TYPE_WEIGHTS = (0.62, 0.16, 0.08, 0.07, 0.04, 0.03)

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from tally.layout import PATH_PLACEHOLDERS
+from tally.core.layout import PATH_PLACEHOLDERS
 
 GRAINS: tuple[str, ...] = ("hour", "day", "week", "month")
 MAX_WINDOW_DAYS = 90

@@ -17,8 +17,8 @@ from cache.client import safe_url
 from cache.freshness import freshness_state
 from cache.keys import KeyLayout, parse_published_at
 from cache.reads import newest_computed_hours, read_meta, read_redefined, read_runs
-from tally.layout import ONE_HOUR, format_hour
-from tally.runstats import current_names
+from tally.core.layout import ONE_HOUR, format_hour
+from tally.core.runstats import current_names
 
 RUN_FIELDS = (
     "rows_read",

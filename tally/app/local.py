@@ -7,7 +7,7 @@ LocalExecutor: ``make up AIRFLOW_DB=postgres``), a Redis when none answers at
 ``.tally/run`` so ``down`` can stop each process group (``airflow standalone``
 ignores SIGTERM sent to its main pid alone).
 
-Usage: ``python -m tally.local {demo|up|down|airflow} [args...]``.
+Usage: ``python -m tally.app.local {demo|up|down|airflow} [args...]``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Where the local stack keeps its state and which ports it uses; overridable so a
 # second stack (e.g. the test of `make up`) can run beside yours.
 STATE = Path(os.environ.get("TALLY_LOCAL_STATE", ROOT / ".tally"))
@@ -83,8 +83,8 @@ def prepare_airflow_database() -> str | None:
     """
     import sqlalchemy as sa
 
-    from tally.services import ensure_postgres_database
-    from tally.settings import get_settings
+    from tally.app.services import ensure_postgres_database
+    from tally.core.settings import get_settings
 
     url = get_settings().airflow_database_url
     if url:
@@ -179,8 +179,8 @@ def ensure_redis() -> bool:
     import redis
 
     from cache.acl import create_users
-    from tally.services import start_local_redis
-    from tally.settings import get_settings
+    from tally.app.services import start_local_redis
+    from tally.core.settings import get_settings
 
     settings = get_settings()
     users_file = STATE / "redis" / "users.json"
@@ -206,7 +206,7 @@ def ensure_redis() -> bool:
 
 def _use_redis_users(urls: dict[str, str]) -> None:
     """Make this process and the ones it starts use the ACL users' URLs."""
-    from tally.settings import get_settings
+    from tally.core.settings import get_settings
 
     os.environ.update(urls)
     get_settings.cache_clear()
@@ -258,7 +258,7 @@ def demo_banner(base: str, start: datetime, end: datetime) -> str:
 
 def demo() -> int:
     """Sample data -> Airflow runs -> API in the foreground; Ctrl-C stops it all."""
-    from tally.settings import get_settings
+    from tally.core.settings import get_settings
 
     airflow_database = prepare_airflow_database()
     started_redis = ensure_redis()
@@ -342,15 +342,15 @@ def down() -> int:
 
 
 def main(argv: list[str]) -> int:
-    from tally.services import PostgresUnavailableError
-    from tally.settings import get_settings
+    from tally.app.services import PostgresUnavailableError
+    from tally.core.settings import get_settings
 
     commands = {"demo": demo, "up": up, "down": down}
     if argv and argv[0] == "airflow":
         env = airflow_env(database_url=get_settings().airflow_database_url)
         return airflow(*argv[1:], env=env, check=False).returncode
     if len(argv) != 1 or argv[0] not in commands:
-        print(f"usage: python -m tally.local {{{'|'.join(commands)}|airflow ...}}", file=sys.stderr)
+        print(f"usage: python -m tally.app.local {{{'|'.join(commands)}|airflow ...}}", file=sys.stderr)
         return 2
     try:
         return commands[argv[0]]()

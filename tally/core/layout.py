@@ -31,6 +31,10 @@ class HourError(ValueError):
     """An hour argument that is not a whole UTC hour."""
 
 
+class HourNotArrivedError(RuntimeError):
+    """The hour's input folder does not exist yet; nothing is computed or published."""
+
+
 def parse_instant(text: str, *, name: str = "time") -> datetime:
     """Parse an ISO-8601 instant; a value without offset is taken as UTC."""
     cleaned = text.strip()
