@@ -8,7 +8,7 @@ UV := .tools/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: env test test-fast bench demo up down lock clean
+.PHONY: env lint test test-fast bench demo up down lock clean
 
 env: $(VENV)/.synced
 
@@ -22,17 +22,30 @@ $(UV):
 # which would take the test tools away from a developer who ran `make test` before.
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	@scripts/check-java
-	$(UV) sync --frozen
+	$(UV) sync --frozen --all-extras
 	@touch $@
 
 $(VENV)/.synced-bench: pyproject.toml uv.lock | $(UV)
 	@scripts/check-java
-	$(UV) sync --frozen --no-default-groups --group bench --inexact
+	$(UV) sync --frozen --all-extras --no-default-groups --group bench --inexact
 	@touch $@
 
 $(VENV)/.synced-runtime: pyproject.toml uv.lock | $(UV)
 	@scripts/check-java
-	$(UV) sync --frozen --no-default-groups --inexact
+	$(UV) sync --frozen --all-extras --no-default-groups --inexact
+	@touch $@
+
+# Style, types, the layer contracts (pyproject.toml [tool.importlinter]) and the dashboard's JavaScript.
+lint: env node_modules/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	npx --no-install eslint dashboard_api/static
+
+# eslint, pinned by package-lock.json (npm registry).
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 # The dashboard's browser test drives Debian's chromium and chromedriver (installed with apt-get if missing).
@@ -63,4 +76,4 @@ lock: | $(UV)
 	$(UV) lock
 
 clean: down
-	rm -rf $(VENV) .tools .tally .airflow
+	rm -rf $(VENV) .tools .tally .airflow node_modules

@@ -2,7 +2,7 @@
 
     python -m bench.job_profile
 
-Runs each stage of ``jobs.hourly._run_batch`` on its own, in a warm session
+Runs each stage of ``jobs.batch.run_batch`` on its own, in a warm session
 (after one full run), three times, and prints the median of each next to the
 DuckDB peer's whole job on the same files. Spark's ``noop`` sink forces a stage
 to compute every row without writing anything.
@@ -20,9 +20,10 @@ from typing import Any
 
 from bench import peers
 from bench.server import ROOT
-from jobs.hourly import RunReport, _overwrite_partitions, _write_quarantine, plan_inputs, run_planned
+from jobs.hourly import RunReport, plan_inputs, run_planned
 from jobs.session import build_session
 from jobs.source import read_hours
+from jobs.tables import overwrite_partitions, write_quarantine
 from jobs.transform import (
     counted_events,
     deduplicate,
@@ -83,10 +84,10 @@ def main() -> int:
                 deduplicate(valid_events(classified(), source, spec), source)
             ),
             "... + finest slices (counts, sums, HLL)": lambda: noop(finest()),
-            "rollup from cached finest slices + write": lambda: _overwrite_partitions(
+            "rollup from cached finest slices + write": lambda: overwrite_partitions(
                 rollup_from_finest(cached, spec, source), out / "rollup"
             ),
-            "quarantine write": lambda: _write_quarantine(spark, out, source, classified(), [HOUR]),
+            "quarantine write": lambda: write_quarantine(spark, out, source, classified(), [HOUR]),
             "run statistics": lambda: hour_stats(
                 classified(), [HOUR], {HOUR: rows}, counted_events(cached), source
             ).collect(),

@@ -16,12 +16,14 @@ import redis
 
 from cache.keys import KeyLayout
 from tally.app.services import start_local_redis
+from tally.core.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_server(redis_url: str, prefix: str, port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`tally serve` in its own process for ``prefix`` (plus settings in ``env``); returns once /health answers."""
+    # The child reads its settings from this environment; nothing here reads configuration.
     env = {**os.environ, **(env or {}), "REDIS_URL": redis_url, "TALLY_REDIS_PREFIX": prefix}
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("tally")), "serve", "--port", str(port)],
@@ -43,7 +45,7 @@ def start_server(redis_url: str, prefix: str, port: int, env: dict[str, str] | N
 def bench_redis(name: str) -> Iterator[tuple[str, redis.Redis, KeyLayout]]:
     """(REDIS_URL, a client, a private prefix): a local Redis is started if none answers,
     and the prefix's keys (only those) are deleted afterwards."""
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    url = get_settings().redis_url
     local = start_local_redis(url, ROOT / ".tally" / "bench-redis")
     client = redis.Redis.from_url(url)
     layout = KeyLayout(f"tally-bench-{name}-{os.getpid()}")

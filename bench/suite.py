@@ -34,8 +34,10 @@ import redis
 
 from bench import peers
 from bench.server import ROOT, bench_redis, start_server, stop
+from cache.builds import read_hour_build
 from cache.keys import KeyLayout
-from cache.publish import publish_builds, publish_hours, read_hour_build
+from cache.options import PublishOptions
+from cache.publish import publish_builds, publish_hours
 from tally.app.generate import generate_hours
 from tally.core.layout import ONE_HOUR, partition, raw_parquet_files
 from tally.core.settings import DEFAULT_SPEC_PATH
@@ -129,7 +131,12 @@ class Bench:
             self.run_job(data, hours)
             for day in range(DAYS):
                 publish_hours(
-                    self.client, self.layout, data, self.spec, hours[day * 24 : day * 24 + 24], superseded_ttl=60
+                    self.client,
+                    self.layout,
+                    data,
+                    self.spec,
+                    hours[day * 24 : day * 24 + 24],
+                    PublishOptions(superseded_ttl=60),
                 )
             self._month = data
         return self._month
@@ -417,7 +424,7 @@ def p6_publish(b: Bench) -> Figure:
         samples.append(
             timed(
                 lambda hour=hour, layout=layout: publish_hours(
-                    b.client, layout, data, b.spec, [hour], superseded_ttl=60
+                    b.client, layout, data, b.spec, [hour], PublishOptions(superseded_ttl=60)
                 )
             )
         )
@@ -470,7 +477,9 @@ def p7_memory(b: Bench) -> Figure:
     for copy in range(3):
         shifted = [dataclasses.replace(x, hour=x.hour + timedelta(days=30 * copy)) for x in builds]
         for day in range(DAYS):
-            publish_builds(b.client, layout, shifted[day * 24 : day * 24 + 24], superseded_ttl=60, spec=b.spec)
+            publish_builds(
+                b.client, layout, shifted[day * 24 : day * 24 + 24], PublishOptions(superseded_ttl=60), spec=b.spec
+            )
     redis_bytes = _memory_of(b.client, layout)
     port = 18990 + os.getpid() % 9
     server = start_server(b.redis_url, layout.prefix, port)

@@ -30,8 +30,10 @@ import httpx
 import redis
 
 from bench.server import bench_redis, start_server, stop, write_results
+from cache.builds import HourBuild, build_id
 from cache.keys import KeyLayout, slice_id
-from cache.publish import HourBuild, build_id, publish_builds
+from cache.options import PublishOptions
+from cache.publish import publish_builds
 from tally.core.settings import DEFAULT_SPEC_PATH
 from tally.core.spec import load_spec
 
@@ -66,7 +68,7 @@ def publish_days(client: redis.Redis, layout: KeyLayout, days: int, end: datetim
     day = end - timedelta(days=days)
     while day < end:
         builds = [hour_build(day + timedelta(hours=h), rng, spec.sketch_lg_k) for h in range(24)]
-        publish_builds(client, layout, builds, superseded_ttl=60, spec=spec)
+        publish_builds(client, layout, builds, PublishOptions(superseded_ttl=60), spec=spec)
         day += timedelta(days=1)
 
 

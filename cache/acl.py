@@ -1,7 +1,8 @@
 """Redis ACL users for Tally: a writer for the jobs and a read-only user for the API.
 
 Both users see only keys under the prefix (``~{prefix}:*``) and only the commands
-listed here, which are exactly the ones :mod:`cache.publish`,
+listed here, which are exactly the ones the publishing modules (:mod:`cache.publish`
+and the modules it composes, :mod:`cache.rollback`, :mod:`cache.rehydrate`),
 :mod:`cache.freshness` and :mod:`dashboard_api.store` send. The API's user
 cannot write, delete, flush, list keys or run scripts, so a compromised API
 process cannot change or enumerate what it serves.

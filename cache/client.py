@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import redis
+from redis.typing import EncodableT, FieldT
+
+# Tally's clients never set decode_responses, so replies are bytes; redis-py types them
+# ``bytes | str`` (the decoding is a runtime option), and its hash mappings with invariant keys.
+
+
+def text(reply: bytes | str) -> str:
+    """A reply as text (Tally's replies are bytes; redis-py's types allow str)."""
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
+def hash_fields(fields: Mapping[str, str | bytes]) -> dict[FieldT, EncodableT]:
+    """``fields`` as redis-py types an HSET mapping."""
+    mapping: dict[FieldT, EncodableT] = {}
+    mapping.update(fields)
+    return mapping
 
 
 class RedisUnavailableError(ConnectionError):

@@ -20,7 +20,9 @@ from datetime import UTC, datetime
 
 import redis
 
-from cache.keys import KeyLayout, hour_field, mark_changed, published_at_text
+from cache.client import text
+from cache.keys import KeyLayout, mark_changed, published_at_text
+from tally.core.layout import hour_field
 
 INPUT_CHANGED = "input changed since the hour was built"
 
@@ -51,7 +53,7 @@ def unpublished_hours(client: redis.Redis, layout: KeyLayout, built: Mapping[dat
     return [
         hour
         for (hour, fp), seen in zip(built.items(), recorded, strict=True)
-        if seen is None or fp is None or seen.decode() != fp
+        if seen is None or fp is None or text(seen) != fp
     ]
 
 

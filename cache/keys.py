@@ -29,6 +29,11 @@ key                                         type      content
                                                       switches back to the second).
 ``{p}:meta``                                hash      ``newest_hour``, ``published_at`` of the
                                                       newest publish.
+``{p}:generation``                          string    a random token, replaced with every write a
+                                                      reader can see (in a switch's or rollback's
+                                                      MULTI/EXEC, or right after pending marks
+                                                      change; :func:`mark_changed`), so the API can
+                                                      tell a response it kept is still current.
 ``{p}:definitions``                         hash      day -> JSON ``{metric: fingerprints}``: the
                                                       definition each live build of the day's hours
                                                       00..23 computed each metric under (see
@@ -52,9 +57,9 @@ key                                         type      content
                                                       day key, expires if the writer dies first.
 ==========================================  ========  ===============================================
 
-``hour`` is the UTC hour as ``YYYY-MM-DDTHHZ`` (:func:`hour_field`); ``build`` is a
+``hour`` is the UTC hour as ``YYYY-MM-DDTHHZ`` (:func:`tally.core.layout.hour_field`); ``build`` is a
 content hash of the hour's rollup, so publishing the same data twice yields the
-same keys. ``day`` is the UTC day as ``YYYY-MM-DD`` (:func:`day_field`). A slice
+same keys. ``day`` is the UTC day as ``YYYY-MM-DD`` (:func:`tally.core.layout.day_field`). A slice
 is ``_`` (all events) or ``dim=value`` pairs sorted by dimension and joined by
 ``,``, each value percent-encoded (see :func:`slice_id`), so no value can reach
 another key or slice.
@@ -88,29 +93,14 @@ DAY_BUILDS_FIELD = "@builds"
 HOURS_PER_DAY = 24
 
 
-PUBLISHED_AT_FORMAT = INSTANT_FORMAT
-
-
 def published_at_text(moment: datetime) -> str:
     """How a publish time is written in pointers, the day index and manifests."""
-    return moment.astimezone(UTC).strftime(PUBLISHED_AT_FORMAT)
+    return moment.astimezone(UTC).strftime(INSTANT_FORMAT)
 
 
 def parse_published_at(text: str) -> datetime:
     """Inverse of :func:`published_at_text`."""
-    return datetime.strptime(text, PUBLISHED_AT_FORMAT).replace(tzinfo=UTC)
-
-
-def hour_field(hour: datetime) -> str:
-    """How an hour is written in keys and pointer fields: ``2026-11-27T10Z``."""
-    utc = hour.astimezone(UTC)
-    # Formatted by hand: readers build thousands of these per request, and strftime is slow.
-    return f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}Z"
-
-
-def day_field(day: date) -> str:
-    """How a UTC day is written in keys: ``2026-11-27``."""
-    return day.strftime("%Y-%m-%d")
+    return datetime.strptime(text, INSTANT_FORMAT).replace(tzinfo=UTC)
 
 
 def pointer_value(build: str, published_at: str, *, revised: bool) -> str:
@@ -119,6 +109,11 @@ def pointer_value(build: str, published_at: str, *, revised: bool) -> str:
     if revised:
         document["revised"] = True
     return json.dumps(document)
+
+
+def pointer_build(value: str | bytes | None) -> str | None:
+    """The build a ``{p}:pointer`` field value names (None for an hour never published)."""
+    return json.loads(value)["build"] if value else None
 
 
 def day_index_value(builds_text: str, published_at: str, revised: Sequence[bool]) -> str:

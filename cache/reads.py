@@ -17,7 +17,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cache.keys import ANY_METRIC, NOT_COMPUTED, UNRECORDED, KeyLayout, hour_field, parse_definitions_value
+from cache.client import text
+from cache.keys import ANY_METRIC, NOT_COMPUTED, UNRECORDED, KeyLayout, parse_definitions_value
+from tally.core.layout import hour_field, parse_day_field, parse_hour_field
 
 # A {p}:days entry: (builds text, newest published_at, revised flag per hour).
 DayIndexEntry = tuple[str, str, tuple[bool, ...]]
@@ -58,11 +60,6 @@ def open_client(url: str) -> redis.Redis:
     )
 
 
-def parse_hour_field(text: str) -> datetime:
-    """Inverse of :func:`cache.keys.hour_field` (``2026-11-27T10Z``)."""
-    return datetime.strptime(text, "%Y-%m-%dT%HZ").replace(tzinfo=UTC)
-
-
 def read_meta(client: redis.Redis, layout: KeyLayout) -> Meta:
     with client.pipeline(transaction=False) as pipe:
         pipe.hmget(layout.meta(), ["newest_hour", "published_at"])
@@ -85,11 +82,11 @@ def read_pointers(client: redis.Redis, layout: KeyLayout, hours: Sequence[dateti
 
 def newest_computed_hours(client: redis.Redis, layout: KeyLayout, count: int) -> list[datetime]:
     """The ``count`` newest hours that have a live build, oldest first."""
-    hours = sorted(parse_hour_field(field.decode()) for field in client.hkeys(layout.pointer()))
+    hours = sorted(parse_hour_field(text(field)) for field in client.hkeys(layout.pointer()))
     return hours[-count:] if count > 0 else []
 
 
-def pointer_of(value: bytes) -> Pointer:
+def pointer_of(value: bytes | str) -> Pointer:
     document = orjson.loads(value)  # thousands per request: the stdlib parser shows up in profiles
     return Pointer(build=document["build"], published_at=document["published_at"], revised="revised" in document)
 
@@ -100,7 +97,7 @@ def read_redefined(client: redis.Redis, layout: KeyLayout, current: Mapping[str,
     An hour counts as computed when some metric is recorded there (one ``{p}:definitions``
     read: no pointer is needed). For ``/health`` and ``tally status``.
     """
-    days = {parse_day_field(field.decode()): value for field, value in client.hgetall(layout.definitions()).items()}
+    days = {parse_day_field(text(field)): value for field, value in client.hgetall(layout.definitions()).items()}
     outdated, absent = definition_hours(days, current)
     computed: set[datetime] = set()
     for day, value in days.items():
@@ -114,13 +111,8 @@ def read_redefined(client: redis.Redis, layout: KeyLayout, current: Mapping[str,
     return found
 
 
-def parse_day_field(text: str) -> date:
-    """Inverse of :func:`cache.keys.day_field`."""
-    return date.fromisoformat(text)
-
-
 def definition_hours(
-    days: dict[date, bytes], current: Mapping[str, str]
+    days: Mapping[date, bytes | str], current: Mapping[str, str]
 ) -> tuple[dict[str, frozenset[datetime]], dict[str, frozenset[datetime]]]:
     """Per metric: hours held under another definition than ``current``, and hours not holding it.
 

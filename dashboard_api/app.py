@@ -14,11 +14,12 @@ from starlette.middleware.cors import CORSMiddleware
 from cache.keys import KeyLayout
 from cache.reads import open_client
 from dashboard_api.errors import install_error_handlers
+from dashboard_api.http_cache import cache_control
 from dashboard_api.metrics import install_metrics
 from dashboard_api.middleware import ALLOWED_METHODS, BearerTokenMiddleware, ReadOnlyMiddleware
 from dashboard_api.page import STATIC_PATH, install_page
 from dashboard_api.response_cache import ResponseCacheMiddleware
-from dashboard_api.routes import build_router, cache_control
+from dashboard_api.routes import build_router
 from tally.core.settings import Settings, get_settings
 from tally.core.spec import load_spec
 

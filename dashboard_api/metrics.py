@@ -127,14 +127,14 @@ def route_template(router: Router, scope: Scope) -> str:
 
 
 def _template(route: object) -> str:
-    return getattr(route, "path_format", None) or getattr(route, "path", UNMATCHED_ROUTE)
+    return str(getattr(route, "path_format", None) or getattr(route, "path", UNMATCHED_ROUTE))
 
 
 def prometheus_metrics(request: Request, client: RedisDep, layout: LayoutDep, settings: SettingsDep) -> Response:
     """The app's request metrics and the freshness of Redis, in Prometheus's text format."""
     metrics: RequestMetrics = request.app.state.request_metrics
     freshness = freshness_metrics(client, layout, settings.max_lag_seconds)
-    body = generate_latest(_Scrape(metrics.registry, freshness))  # type: ignore[arg-type]
+    body = generate_latest(_Scrape(metrics.registry, freshness))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

@@ -25,7 +25,7 @@ from dashboard_api.calendar import (
     parse_zone,
 )
 from dashboard_api.errors import ApiError
-from dashboard_api.query import SeriesRequest, ValuesRequest
+from dashboard_api.requests import SeriesRequest, ValuesRequest
 from tally.core.layout import format_hour
 from tally.core.spec import API_PARAMETERS, Metric
 

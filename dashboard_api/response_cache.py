@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cache.keys import KeyLayout
-from dashboard_api.routes import not_modified
+from dashboard_api.http_cache import not_modified
 
 SERIES_PREFIX = "/v1/metrics/"
 UNREACHABLE_BACKOFF_SECONDS = 5.0

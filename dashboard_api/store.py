@@ -16,15 +16,10 @@ from typing import Any
 
 import redis
 
-from cache.keys import (
-    DAY_BUILDS_FIELD,
-    KeyLayout,
-    day_field,
-    hour_field,
-    parse_day_index_value,
-)
-from cache.reads import DayIndexEntry, Pointer, day_hours, definition_hours, parse_hour_field, pointer_of
-from dashboard_api.query import HashRead, ReadPlan, Snapshot
+from cache.keys import DAY_BUILDS_FIELD, KeyLayout, parse_day_index_value
+from cache.reads import DayIndexEntry, Pointer, day_hours, definition_hours, pointer_of
+from dashboard_api.plan import HashRead, ReadPlan, Snapshot
+from tally.core.layout import day_field, hour_field, parse_hour_field
 
 
 class CacheColdError(RuntimeError):

@@ -16,6 +16,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from jobs.partitions import partition_columns
 from jobs.source import HOUR_COLUMN, local_frame
 from tally.core.spec import UNKNOWN, Dimension, Kind, Metric, MetricSpec, Source, quote_column
 
@@ -231,8 +232,7 @@ def rollup_from_finest(finest: DataFrame, spec: MetricSpec, source: Source) -> D
     )
     is_total = reduce(lambda acc, d: acc & F.col(d).isNull(), dims, F.lit(True))
     return long.where(is_total | (F.col("entry.value") != 0)).select(
-        F.date_format(HOUR_COLUMN, "yyyy-MM-dd").alias("dt"),
-        F.date_format(HOUR_COLUMN, "HH").alias("hour"),
+        *partition_columns(HOUR_COLUMN),
         F.col("entry.metric").alias("metric"),
         *[F.col(d).cast("string").alias(d) for d in dims],
         F.col("entry.value").cast("double").alias("value"),
@@ -289,8 +289,7 @@ def hour_stats(
     by_reason = F.create_map(*[x for r in source.reasons for x in (F.lit(r), number(f"_reason_{r}"))])
     valid_rows = number("rows_read") - number("invalid_rows")
     return joined.select(
-        F.date_format(HOUR_COLUMN, "yyyy-MM-dd").alias("dt"),
-        F.date_format(HOUR_COLUMN, "HH").alias("hour"),
+        *partition_columns(HOUR_COLUMN),
         number("rows_read").alias("rows_read"),
         valid_rows.alias("valid_rows"),
         number("invalid_rows").alias("invalid_rows"),

@@ -27,16 +27,15 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from cache.keys import TOTAL_SLICE, KeyLayout, hour_field
+from cache.keys import TOTAL_SLICE, KeyLayout
 from tally.app.generate import generate_hours
 from tally.app.local import airflow_env
 from tally.app.services import PostgresUnavailableError, drop_postgres_database, ensure_postgres_database
-from tally.core.layout import floor_hour
+from tally.core.layout import floor_hour, hour_field
 from tally.core.settings import LOCAL_AIRFLOW_DATABASE_URL, Settings
-from tests.airflow_support import local_stack
 from tests.conftest import TEST_PREFIX
-from tests.test_e2e import free_port
-from tests.test_stack import wait_for
+from tests.support.airflow import local_stack
+from tests.support.net import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_POSTGRES_URL = os.environ.get("TALLY_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")

@@ -13,8 +13,10 @@ from datetime import UTC, datetime
 import pytest
 from fastapi.testclient import TestClient
 
+from cache.builds import HourBuild, build_id
 from cache.keys import slice_id
-from cache.publish import HourBuild, build_id, publish_builds
+from cache.options import PublishOptions
+from cache.publish import publish_builds
 from dashboard_api import create_app
 from tally.core.settings import Settings
 
@@ -57,7 +59,9 @@ def api(redis_client, layout, redis_server):
         },
         "revenue": {"_": 7.0, slice_id({"country": "US"}): 7.0},
     }
-    publish_builds(redis_client, layout, [HourBuild(HOUR, build_id(values, {}), values, {}, {})], superseded_ttl=60)
+    publish_builds(
+        redis_client, layout, [HourBuild(HOUR, build_id(values, {}), values, {}, {})], PublishOptions(superseded_ttl=60)
+    )
     with TestClient(create_app(Settings(redis_url=redis_server, redis_prefix=layout.prefix))) as client:
         yield client
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cache.publish import is_cold
+from cache.rehydrate import is_cold
 from tally.app.cli import main
 from tally.core.settings import get_settings
 from tests.conftest import event, write_events

@@ -17,7 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dashboard_api import calendar as cal
-from dashboard_api import query as q
+from dashboard_api.plan import HashRead, Snapshot, plan_reads
+from dashboard_api.requests import SeriesRequest
+from dashboard_api.series import build_series
 from tally.core.settings import DEFAULT_SPEC_PATH
 from tally.core.spec import load_spec
 
@@ -99,12 +101,10 @@ def test_additive_sum_over_local_buckets_equals_sum_over_their_utc_hours(zone, f
     rng = random.Random(seed)
     hours = cal.utc_hours(start, end)
     values = {h: float(rng.randint(0, 1000)) for h in hours if rng.random() < 0.9}  # some hours uncomputed
-    read = q.HashRead("revenue", "values")
-    snapshot = q.Snapshot(
-        published_at=dict.fromkeys(values, "p"), hours={read: {h: {"_": v} for h, v in values.items()}}
-    )
-    request = q.SeriesRequest(metric=SPEC.get("revenue"), grain=grain, tz=tz, start=start, end=end)
-    [series] = q.build_series(SPEC, request, q.plan_reads(SPEC, request), snapshot)
+    read = HashRead("revenue", "values")
+    snapshot = Snapshot(published_at=dict.fromkeys(values, "p"), hours={read: {h: {"_": v} for h, v in values.items()}})
+    request = SeriesRequest(metric=SPEC.get("revenue"), grain=grain, tz=tz, start=start, end=end)
+    [series] = build_series(SPEC, request, plan_reads(SPEC, request), snapshot)
     assert sum(v or 0 for _, v in series.points) == sum(values.values())
     for (bucket_start, bucket_end), (ts, value) in zip(request.buckets, series.points, strict=True):
         assert ts == bucket_start

@@ -19,10 +19,12 @@ import httpx
 import pytest
 
 from bench.server import start_server
-from cache.publish import HourBuild, build_id, publish_builds
+from cache.builds import HourBuild, build_id
+from cache.options import PublishOptions
+from cache.publish import publish_builds
 from tally.core.settings import DEFAULT_SPEC_PATH
 from tally.core.spec import load_spec
-from tests.test_services import free_port
+from tests.support.net import free_port
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)
 START = datetime(2026, 11, 20, tzinfo=UTC)
@@ -67,7 +69,7 @@ def server(layout, redis_server):
 
 
 def test_no_response_mixes_two_publishes(server, redis_client, layout):
-    publish_builds(redis_client, layout, [marked(h, 1) for h in HOURS], superseded_ttl=60, spec=SPEC)
+    publish_builds(redis_client, layout, [marked(h, 1) for h in HOURS], PublishOptions(superseded_ttl=60), spec=SPEC)
     stop = threading.Event()
     seen: Counter[float] = Counter()
     mixed: list[tuple[str, dict, set[float]]] = []
@@ -92,7 +94,9 @@ def test_no_response_mixes_two_publishes(server, redis_client, layout):
     for reader in readers:
         reader.start()
     for k in range(2, PUBLISHES + 2):
-        publish_builds(redis_client, layout, [marked(h, k) for h in HOURS], superseded_ttl=60, spec=SPEC)
+        publish_builds(
+            redis_client, layout, [marked(h, k) for h in HOURS], PublishOptions(superseded_ttl=60), spec=SPEC
+        )
         time.sleep(0.05)
     time.sleep(0.2)
     stop.set()

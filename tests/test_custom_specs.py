@@ -19,6 +19,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from cache.keys import KeyLayout
+from cache.options import PublishOptions
 from cache.publish import publish_hours
 from dashboard_api import create_app
 from jobs.hourly import run_hours
@@ -55,7 +56,7 @@ def computed(spark, tables, redis_server: str):
         report = run_hours(spark, data_dir, spec, HOURS)
         assert report.ok and not report.missing, (report.failed, report.missing)
         layout = KeyLayout(f"{TEST_PREFIX}-{name}-{os.getpid()}")
-        publish_hours(client, layout, data_dir, spec, HOURS, superseded_ttl=60)
+        publish_hours(client, layout, data_dir, spec, HOURS, PublishOptions(superseded_ttl=60))
         settings = Settings(redis_url=redis_server, redis_prefix=layout.prefix, spec_path=path, data_dir=data_dir)
         out[name] = (settings, report)
     yield out
@@ -244,7 +245,7 @@ def test_a_changed_metric_is_incomplete_until_recomputed_and_an_added_one_is_nul
 @pytest.mark.e2e
 def test_the_shop_spec_through_airflow_dags_test(tables, tmp_path_factory, redis_server, redis_client):
     """`airflow dags test tally_hourly` waits for both sources, computes and publishes them together."""
-    from tests.airflow_support import prepared_env, run_airflow
+    from tests.support.airflow import prepared_env, run_airflow
 
     data_dir, visits_root, _, shop_path = tables
     airflow_data = tmp_path_factory.mktemp("airflow-data")

@@ -36,6 +36,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 from bench.server import start_server, stop
 from cache.freshness import INPUT_CHANGED, mark_pending
 from cache.keys import KeyLayout
+from cache.options import PublishOptions
 from cache.publish import publish_hours
 from dashboard_api import create_app
 from dashboard_api.calendar import first_fractional_offset
@@ -45,11 +46,12 @@ from tally.app.generate import generate
 from tally.core.settings import DEFAULT_SPEC_PATH, Settings
 from tally.core.spec import load_spec
 from tests.conftest import ROOT, TEST_PREFIX, delete_prefix
-from tests.support.browser import RESOURCE_URLS_JS, console_errors, free_port
+from tests.support.browser import RESOURCE_URLS_JS, console_errors
+from tests.support.net import free_port
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
-DAYS = 14  # as `make demo` (tally/app/local.py DEMO_DAYS)
+DAYS = 14  # as `make demo` (tally/app/demo.py DEMO_DAYS)
 HEADLINE = ("revenue", "orders", "avg_order_value", "active_users", "conversion_rate")
 TOKEN = "page-test-token"
 ONE_HOUR = timedelta(hours=1)
@@ -108,7 +110,7 @@ def served(spark, redis_server: str, tmp_path_factory: pytest.TempPathFactory) -
     layout = KeyLayout(f"{TEST_PREFIX}-page-{uuid.uuid4().hex[:12]}")
     server = None
     try:
-        publish_hours(client, layout, data_dir, SPEC, hours, superseded_ttl=60)
+        publish_hours(client, layout, data_dir, SPEC, hours, PublishOptions(superseded_ttl=60))
         port = free_port()
         server = start_server(redis_server, layout.prefix, port)
         yield Served(f"http://127.0.0.1:{port}", client, layout, hours, data_dir)
@@ -304,6 +306,27 @@ def test_with_a_token_the_page_loads_and_asks_for_it(
         stop(server)
 
 
+@pytest.mark.parametrize("grain", ["week", "month"])
+def test_week_and_month_charts_ask_for_bounds_the_api_accepts(
+    served: Served, browser: webdriver.Chrome, grain: str
+) -> None:
+    # The page's one copy of the API's calendar (static/ranges.js bucketStart): its bounds must start
+    # buckets as the API counts them, and its buckets must cover the range's days up to the newest hour.
+    page = open_page(browser, f"{served.base}/?range=90d&grain={grain}&tz=Europe/Berlin")
+    first_day = served.hours[-1].astimezone(ZoneInfo("Europe/Berlin")).date() - timedelta(days=89)
+    charted = [m["name"] for m in catalogue(served.base) if grain in m["grains"]]
+    assert set(HEADLINE) <= set(charted)
+    for name in charted:
+        chart = page["charts"][name]
+        assert chart["query"]["grain"] == grain and chart["message"] is None, name
+        body = api_series(served.base, name, **chart["query"])
+        assert chart["plotted"] == plotted_from(body), name
+        starts = [datetime.fromisoformat(p["ts"]) for p in body["series"][0]["points"]]
+        assert starts[0].date() <= first_day < starts[1].date(), name
+        assert starts[-1] <= served.hours[-1] < datetime.fromisoformat(body["end"]), name
+    assert not page["problems"] and not console_errors(browser)
+
+
 def valued(series: list[Any]) -> list[Any]:
     return [value for value in series if value is not None]
 
@@ -329,7 +352,7 @@ def test_a_cache_holding_only_an_older_day_opens_on_it(
     day = served.hours[-1].date() - timedelta(days=7)
     hours = [hour for hour in served.hours if hour.date() == day]
     layout = KeyLayout(f"{TEST_PREFIX}-page-old-{uuid.uuid4().hex[:12]}")
-    publish_hours(served.client, layout, served.data_dir, SPEC, hours, superseded_ttl=60)
+    publish_hours(served.client, layout, served.data_dir, SPEC, hours, PublishOptions(superseded_ttl=60))
     port = free_port()
     server = start_server(redis_server, layout.prefix, port)
     base = f"http://127.0.0.1:{port}"

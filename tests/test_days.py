@@ -13,10 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-import cache.publish
-from cache.keys import DAY_BUILDS_FIELD, KeyLayout, day_builds_text, hour_field
-from cache.publish import HourBuild, build_id, publish_builds, publish_hours, rebuild_days
-from tally.core.layout import rollup_hour_dir, stats_hour_dir
+import cache.days
+from cache.builds import HourBuild, build_id
+from cache.days import rebuild_days
+from cache.keys import DAY_BUILDS_FIELD, KeyLayout, day_builds_text
+from cache.options import PublishOptions
+from cache.publish import publish_builds, publish_hours
+from tally.core.layout import hour_field, rollup_hour_dir, stats_hour_dir
 from tally.core.settings import DEFAULT_SPEC_PATH
 from tally.core.spec import load_spec
 from tests.conftest import dump_prefix
@@ -112,7 +115,7 @@ def three_hours() -> list[HourBuild]:
 
 def test_publish_builds_day_sums_unions_and_builds(redis_client, layout):
     hours = three_hours()
-    publish_builds(redis_client, layout, hours, superseded_ttl=60, spec=SPEC)
+    publish_builds(redis_client, layout, hours, PublishOptions(superseded_ttl=60), spec=SPEC)
 
     expected_builds = builds_text(DAY, hours).encode()
     assert expected_builds.count(b"-") == 21
@@ -153,7 +156,7 @@ def test_publish_builds_day_sums_unions_and_builds(redis_client, layout):
 def test_day_sketches_union_with_hourly_ones(redis_client, layout):
     """A reader may mix day and hourly sketches in one union (HLL_8, same lg_k)."""
     hours = three_hours()
-    publish_builds(redis_client, layout, hours, superseded_ttl=60, spec=SPEC)
+    publish_builds(redis_client, layout, hours, PublishOptions(superseded_ttl=60), spec=SPEC)
     next_hour = {"_": users(8000, 10000)}
     union = datasketches.hll_union(SPEC.sketch_lg_k)
     union.update(
@@ -165,9 +168,9 @@ def test_day_sketches_union_with_hourly_ones(redis_client, layout):
 
 def test_republishing_an_hour_updates_the_day(redis_client, layout):
     first = three_hours()
-    publish_builds(redis_client, layout, first, superseded_ttl=60, spec=SPEC)
+    publish_builds(redis_client, layout, first, PublishOptions(superseded_ttl=60), spec=SPEC)
     replaced = hour_build(at(DAY, 5), {"_": 9}, {"_": 1.5}, {"_": users(2000, 12000)})
-    report = publish_builds(redis_client, layout, [replaced], superseded_ttl=60, spec=SPEC)
+    report = publish_builds(redis_client, layout, [replaced], PublishOptions(superseded_ttl=60), spec=SPEC)
     assert report.published == ["2026-11-27T05:00:00Z"]
 
     live = [first[0], replaced, first[2]]
@@ -186,7 +189,7 @@ def test_republishing_an_hour_updates_the_day(redis_client, layout):
 
     before = dump_prefix(redis_client, layout)
     again = hour_build(at(DAY, 5), {"_": 9}, {"_": 1.5}, {"_": users(2000, 12000)})
-    assert publish_builds(redis_client, layout, [again], superseded_ttl=60, spec=SPEC).published == []
+    assert publish_builds(redis_client, layout, [again], PublishOptions(superseded_ttl=60), spec=SPEC).published == []
     assert dump_prefix(redis_client, layout) == before
     rebuild_days(redis_client, layout, SPEC, [DAY, DAY])  # a rebuild from the same builds is identical
     assert dump_prefix(redis_client, layout) == before
@@ -194,7 +197,7 @@ def test_republishing_an_hour_updates_the_day(redis_client, layout):
 
 def test_each_switched_day_is_rebuilt_and_no_other(redis_client, layout):
     late, early = hour_build(at(DAY, 23), {"_": 3}, {}, {}), hour_build(at(NEXT_DAY, 0), {"_": 4}, {}, {})
-    publish_builds(redis_client, layout, [late, early], superseded_ttl=60, spec=SPEC)
+    publish_builds(redis_client, layout, [late, early], PublishOptions(superseded_ttl=60), spec=SPEC)
     assert day_keys(redis_client, layout) == expected_day_keys(layout, DAY) | expected_day_keys(layout, NEXT_DAY)
     assert day_hash(redis_client, layout, DAY, "events") == {
         "_": b"3",
@@ -210,7 +213,7 @@ def test_each_switched_day_is_rebuilt_and_no_other(redis_client, layout):
         redis_client.hset(key, "marker", "untouched")
     next_day_before = {k: v for k, v in dump_prefix(redis_client, layout).items() if b":day:2026-11-28:" in k}
     changed = hour_build(at(DAY, 23), {"_": 5}, {}, {})
-    publish_builds(redis_client, layout, [changed], superseded_ttl=60, spec=SPEC)
+    publish_builds(redis_client, layout, [changed], PublishOptions(superseded_ttl=60), spec=SPEC)
     assert numbers(day_hash(redis_client, layout, DAY, "events")) == {"_": 5}
     assert "marker" not in day_hash(redis_client, layout, DAY, "events")
     next_day_after = {k: v for k, v in dump_prefix(redis_client, layout).items() if b":day:2026-11-28:" in k}
@@ -220,13 +223,13 @@ def test_each_switched_day_is_rebuilt_and_no_other(redis_client, layout):
 def test_day_is_the_utc_day_of_the_hour(redis_client, layout):
     plus_two = timezone(timedelta(hours=2))
     hour = hour_build(datetime(2026, 11, 28, 1, tzinfo=plus_two), {"_": 2}, {}, {})  # 2026-11-27T23Z
-    publish_builds(redis_client, layout, [hour], superseded_ttl=60, spec=SPEC)
+    publish_builds(redis_client, layout, [hour], PublishOptions(superseded_ttl=60), spec=SPEC)
     assert day_keys(redis_client, layout) == expected_day_keys(layout, DAY)
     assert day_hash(redis_client, layout, DAY, "events")[DAY_BUILDS_FIELD].split(b",")[23] == hour.build.encode()
 
 
 def test_a_day_without_computed_hours_loses_its_day_keys(redis_client, layout):
-    publish_builds(redis_client, layout, three_hours(), superseded_ttl=60, spec=SPEC)
+    publish_builds(redis_client, layout, three_hours(), PublishOptions(superseded_ttl=60), spec=SPEC)
     rebuild_days(redis_client, layout, SPEC, [NEXT_DAY])
     assert day_keys(redis_client, layout, NEXT_DAY) == set()
     # Hours are never unpublished by Tally; an operator removing them is the case this covers.
@@ -236,25 +239,25 @@ def test_a_day_without_computed_hours_loses_its_day_keys(redis_client, layout):
 
 
 def test_without_a_spec_publish_builds_leaves_days_alone(redis_client, layout):
-    publish_builds(redis_client, layout, three_hours(), superseded_ttl=60)
+    publish_builds(redis_client, layout, three_hours(), PublishOptions(superseded_ttl=60))
     assert day_keys(redis_client, layout) == set()
 
 
 def test_a_pointer_switch_during_a_rebuild_is_not_overwritten(redis_client, layout, monkeypatch):
     first = three_hours()
     concurrent = hour_build(at(DAY, 12), {"_": 100}, {}, {})
-    stage = cache.publish._stage
+    stage = cache.days._stage
     calls = []
 
     def stage_then_switch(*args, **kwargs):
         staged = stage(*args, **kwargs)
         if not calls:  # another publisher switches an hour of the day before our renames
-            publish_builds(redis_client, layout, [concurrent], superseded_ttl=60)
+            publish_builds(redis_client, layout, [concurrent], PublishOptions(superseded_ttl=60))
         calls.append(staged)
         return staged
 
-    monkeypatch.setattr(cache.publish, "_stage", stage_then_switch)
-    publish_builds(redis_client, layout, first, superseded_ttl=60, spec=SPEC)
+    monkeypatch.setattr(cache.days, "_stage", stage_then_switch)
+    publish_builds(redis_client, layout, first, PublishOptions(superseded_ttl=60), spec=SPEC)
     assert len(calls) == 2  # the first attempt was abandoned and the day read again
     assert (
         day_hash(redis_client, layout, DAY, "events")[DAY_BUILDS_FIELD]
@@ -266,7 +269,7 @@ def test_a_pointer_switch_during_a_rebuild_is_not_overwritten(redis_client, layo
 
 
 def test_day_and_staged_keys_have_the_right_ttls(redis_client, layout, monkeypatch):
-    publish_builds(redis_client, layout, three_hours(), superseded_ttl=60, spec=SPEC)
+    publish_builds(redis_client, layout, three_hours(), PublishOptions(superseded_ttl=60), spec=SPEC)
     for key in day_keys(redis_client, layout):
         assert redis_client.ttl(key) == -1, key  # live data never expires
 
@@ -295,7 +298,7 @@ def test_publish_hours_rebuilds_the_days(redis_client, layout, tmp_path: Path):
     pq.write_table(pa.Table.from_pylist(rows), rollup / "part-0.parquet")
     pq.write_table(pa.Table.from_pylist([{"rows_read": 2}]), stats / "part-0.parquet")
 
-    publish_hours(redis_client, layout, tmp_path, SPEC, [hour], superseded_ttl=60)
+    publish_hours(redis_client, layout, tmp_path, SPEC, [hour], PublishOptions(superseded_ttl=60))
     build = json.loads(redis_client.hget(layout.pointer(), hour_field(hour)))["build"]
     expected_builds = ",".join([*["-"] * 10, build, *["-"] * 13]).encode()
     assert day_hash(redis_client, layout, DAY, "events") == {"_": b"2", DAY_BUILDS_FIELD: expected_builds}

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tally.app.local import demo_banner, demo_examples, demo_range
+from tally.app.demo import demo_banner, demo_examples, demo_range
 from tally.core.layout import parse_instant
 
 BASE = "http://127.0.0.1:8123"

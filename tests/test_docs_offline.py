@@ -24,7 +24,8 @@ from dashboard_api import create_app
 from dashboard_api.page import STATIC_DIR
 from tally.core.settings import Settings
 from tests.conftest import TEST_PREFIX
-from tests.support.browser import RESOURCE_URLS_JS, console_errors, free_port
+from tests.support.browser import RESOURCE_URLS_JS, console_errors
+from tests.support.net import free_port
 
 SWAGGER_DIR = STATIC_DIR / "vendor" / "swagger-ui"
 CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}

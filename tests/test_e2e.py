@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -20,9 +19,10 @@ from bench.server import start_server
 from cache.keys import KeyLayout
 from tally.app.generate import generate
 from tally.core.layout import format_hour
-from tests import reference
-from tests.airflow_support import prepared_env, run_airflow
 from tests.conftest import TEST_PREFIX, delete_prefix, event, write_events
+from tests.support import reference
+from tests.support.airflow import prepared_env, run_airflow
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -38,12 +38,6 @@ PIPELINE_ENV: dict[str, dict[str, str]] = {}
 
 def pipeline_env(pipeline: tuple[str, Path]) -> dict[str, str]:
     return PIPELINE_ENV[pipeline[0]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

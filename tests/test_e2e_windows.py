@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cache.keys import KeyLayout
+from cache.options import PublishOptions
 from cache.publish import publish_hours
 from dashboard_api import create_app
 from jobs.hourly import run_hours
@@ -25,8 +26,8 @@ from tally.app.generate import generate
 from tally.core.layout import hours_between
 from tally.core.settings import DEFAULT_SPEC_PATH, Settings
 from tally.core.spec import load_spec
-from tests import reference
 from tests.conftest import TEST_PREFIX, delete_prefix
+from tests.support import reference
 
 pytestmark = pytest.mark.e2e
 SPEC = load_spec(DEFAULT_SPEC_PATH)
@@ -48,7 +49,7 @@ def world(spark, tmp_path_factory, redis_server):
     assert report.ok and len(report.computed) == len(hours)
     layout = KeyLayout(f"{TEST_PREFIX}-windows-{uuid.uuid4().hex[:8]}")
     client = redis.Redis.from_url(redis_server)
-    publish_hours(client, layout, data_dir, SPEC, hours, superseded_ttl=60)
+    publish_hours(client, layout, data_dir, SPEC, hours, PublishOptions(superseded_ttl=60))
     events = reference.valid_events(data_dir, hours)
     events["time"] = pd.to_datetime(events["event_time"], utc=True)
     settings = Settings(redis_url=redis_server, redis_prefix=layout.prefix)

@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cache.keys import KeyLayout
+from cache.options import PublishOptions
 from cache.publish import publish_hours
 from dashboard_api import create_app
 from jobs.hourly import run_hours
@@ -34,11 +34,11 @@ from tally.core.layout import rollup_hour_dir
 from tally.core.settings import DEFAULT_SPEC_PATH, Settings
 from tally.core.spec import load_spec
 from tests.conftest import TEST_PREFIX, delete_prefix, dump_prefix, event, write_events
+from tests.support.cli import TALLY
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)
 H10 = datetime(2026, 11, 27, 10, tzinfo=UTC)
 H11 = datetime(2026, 11, 27, 11, tzinfo=UTC)
-TALLY = str(Path(sys.executable).with_name("tally"))
 QUERIES = [
     ("events", {"grain": "hour", "start": "2026-11-27T09:00Z", "end": "2026-11-27T12:00Z"}),
     ("events", {"grain": "day", "start": "2026-11-27", "end": "2026-11-28"}),
@@ -56,7 +56,7 @@ def start_story(spark, client, layout: KeyLayout, data_dir: Path) -> Settings:
     """10:00 published with 3 events, then a late file with 2 more (not yet processed)."""
     write_events(data_dir, H10, rows(10, 3, "a"))
     run_hours(spark, data_dir, SPEC, [H10])
-    publish_hours(client, layout, data_dir, SPEC, [H10], superseded_ttl=60)
+    publish_hours(client, layout, data_dir, SPEC, [H10], PublishOptions(superseded_ttl=60))
     write_events(data_dir, H10, rows(10, 2, "late"), name="late.parquet")
     write_events(data_dir, H11, rows(11, 4, "b"))
     return Settings(redis_prefix=layout.prefix, data_dir=data_dir, spark_master="local[2]")

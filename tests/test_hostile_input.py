@@ -1,4 +1,4 @@
-"""Broken and hostile raw files (tests/hostile.py): each is quarantined with a reason or fails only its hour.
+"""Broken and hostile raw files (tests/support/hostile.py): each is quarantined with a reason or fails only its hour.
 
 All cases run in one batch, the way `tally backfill` or tally_reconcile would see
 them: one good, published hour, plus one hour per case holding a good file and
@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from cache.options import PublishOptions
 from cache.publish import publish_hours
 from jobs.hourly import RunReport, run_hours
 from tally.core.layout import format_hour
 from tally.core.settings import DEFAULT_SPEC_PATH
 from tally.core.spec import load_spec
 from tests.conftest import dump_prefix, event, write_events
-from tests.hostile import CASES, Case
+from tests.support.hostile import CASES, Case
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)
 GOOD_HOUR = datetime(2026, 11, 20, 0, tzinfo=UTC)
@@ -80,10 +81,10 @@ def test_other_hours_are_unaffected(batch):
 
 def test_nothing_published_changes_and_quarantined_hours_publish(batch, redis_client, layout):
     data_dir, report, _ = batch
-    publish_hours(redis_client, layout, data_dir, SPEC, [GOOD_HOUR], superseded_ttl=60)
+    publish_hours(redis_client, layout, data_dir, SPEC, [GOOD_HOUR], PublishOptions(superseded_ttl=60))
     before = dump_prefix(redis_client, layout)
     # The whole batch's computed hours publish; the good hour's keys stay byte-identical.
-    publish_hours(redis_client, layout, data_dir, SPEC, report.computed_hours, superseded_ttl=60)
+    publish_hours(redis_client, layout, data_dir, SPEC, report.computed_hours, PublishOptions(superseded_ttl=60))
     after = dump_prefix(redis_client, layout)
     unchanged = [key for key in before if b"2026-11-20T00Z" in key]
     assert unchanged and all(after[key] == before[key] for key in unchanged)

@@ -9,13 +9,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cache.freshness import INPUT_CHANGED, mark_pending
-from cache.publish import HourBuild, build_id, publish_builds
+from cache.options import PublishOptions
+from cache.publish import publish_builds
 from dashboard_api import calendar as cal
 from dashboard_api import create_app
-from dashboard_api import query as q
-from dashboard_api.routes import seconds_to_next_publish
+from dashboard_api.evaluate import Evaluator
+from dashboard_api.http_cache import seconds_to_next_publish
+from dashboard_api.plan import HashRead, Snapshot
+from dashboard_api.requests import Span
 from tally.core.settings import DEFAULT_SPEC_PATH, Settings
 from tally.core.spec import load_spec
+from tests.support.builds import events_build
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)
 H = [datetime(2026, 11, 20, h, tzinfo=UTC) for h in range(24)]
@@ -23,15 +27,16 @@ PUBLISHED = datetime(2026, 11, 21, 0, 5, tzinfo=UTC)
 PARAMS = {"start": "2026-11-20T00:00Z", "end": "2026-11-20T04:00Z"}
 
 
-def build(hour: datetime, events: float) -> HourBuild:
-    values = {"events": {"_": events}}
-    return HourBuild(hour, build_id(values, {}), values, {}, {})
-
-
 @pytest.fixture
 def api(redis_client, layout, redis_server):
     # Hours 00-02 and 04-23 are computed; 03 is not.
-    publish_builds(redis_client, layout, [build(h, 1) for h in H if h.hour != 3], superseded_ttl=60, now=PUBLISHED)
+    publish_builds(
+        redis_client,
+        layout,
+        [events_build(h, 1) for h in H if h.hour != 3],
+        PublishOptions(superseded_ttl=60),
+        now=PUBLISHED,
+    )
     with TestClient(create_app(Settings(redis_url=redis_server, redis_prefix=layout.prefix))) as client:
         yield client
 
@@ -51,13 +56,13 @@ def test_points_say_whether_they_are_complete(api):
 
 
 def test_the_current_hour_is_never_complete():
-    read = q.HashRead("events", "values")
+    read = HashRead("events", "values")
     now = datetime(2026, 11, 20, 10, 30, tzinfo=UTC)
-    snapshot = q.Snapshot(published_at={H[9]: "p", H[10]: "p"}, hours={read: {H[9]: {"_": 1.0}, H[10]: {"_": 1.0}}})
-    evaluator = q.Evaluator(SPEC, snapshot, [read], cal.UTC_ZONE)
+    snapshot = Snapshot(published_at={H[9]: "p", H[10]: "p"}, hours={read: {H[9]: {"_": 1.0}, H[10]: {"_": 1.0}}})
+    evaluator = Evaluator(SPEC, snapshot, [read], cal.UTC_ZONE)
     events = SPEC.get("events")
-    assert evaluator.complete(events, q.Span(H[9], H[10]), now)
-    assert not evaluator.complete(events, q.Span(H[10], H[11]), now)  # 10:00-11:00 is still running
+    assert evaluator.complete(events, Span(H[9], H[10]), now)
+    assert not evaluator.complete(events, Span(H[10], H[11]), now)  # 10:00-11:00 is still running
 
 
 def test_etag_304_until_a_new_build_covers_the_range(api, redis_client, layout):
@@ -73,9 +78,9 @@ def test_etag_304_until_a_new_build_covers_the_range(api, redis_client, layout):
     other = api.get("/v1/metrics/events", params={**PARAMS, "grain": "hour", "tz": "UTC"})
     assert other.headers["etag"] != etag
     # A publish outside the range changes nothing; one inside changes the ETag.
-    publish_builds(redis_client, layout, [build(H[10], 5)], superseded_ttl=60)
+    publish_builds(redis_client, layout, [events_build(H[10], 5)], PublishOptions(superseded_ttl=60))
     assert api.get("/v1/metrics/events", params=PARAMS, headers={"If-None-Match": etag}).status_code == 304
-    publish_builds(redis_client, layout, [build(H[3], 2)], superseded_ttl=60)
+    publish_builds(redis_client, layout, [events_build(H[3], 2)], PublishOptions(superseded_ttl=60))
     changed = api.get("/v1/metrics/events", params=PARAMS, headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["etag"] != etag
     assert changed.json()["series"][0]["points"][3] == {
@@ -90,7 +95,8 @@ def test_etag_304_until_a_new_build_covers_the_range(api, redis_client, layout):
     pending = api.get("/v1/metrics/events", params=PARAMS, headers={"If-None-Match": etag})
     assert pending.status_code == 200 and pending.headers["etag"] != etag
     assert [p["complete"] for p in pending.json()["series"][0]["points"]] == [True, False, True, True]
-    publish_builds(redis_client, layout, [build(H[1], 1)], superseded_ttl=60)  # unchanged data clears the mark
+    # Unchanged data clears the mark.
+    publish_builds(redis_client, layout, [events_build(H[1], 1)], PublishOptions(superseded_ttl=60))
     assert api.get("/v1/metrics/events", params=PARAMS, headers={"If-None-Match": etag}).status_code == 304
 
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.hourly import HourNotArrivedError, RunReport, require_some_arrived, run_hours
-from jobs.source import InputError, check_footer
+from jobs.input_check import InputError, check_footer
 from tally.core.layout import format_hour, raw_hour_dir, rollup_hour_dir, stats_hour_dir
 from tally.core.settings import DEFAULT_SPEC_PATH
 from tally.core.spec import load_spec
@@ -133,6 +133,7 @@ def test_rerun_replaces_exactly_the_hour_and_quarantine(spark, tmp_path: Path):
     assert stats_hour_dir(tmp_path, H10).is_dir()
 
 
+@pytest.mark.slow  # spark-submit starts its own JVM and driver process
 def test_spark_submit_runs_the_job_unchanged(tmp_path: Path):
     """The spark-submit entry point (what a cluster runs) computes the same rollups."""
     import os

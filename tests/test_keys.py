@@ -10,15 +10,14 @@ from cache.keys import (
     DAY_BUILDS_FIELD,
     TOTAL_SLICE,
     KeyLayout,
-    day_field,
     day_hours,
     day_index_value,
-    hour_field,
     parse_day_index_value,
     pointer_value,
     slice_id,
     slice_labels,
 )
+from tally.core.layout import day_field, hour_field
 
 HOUR = datetime(2026, 11, 27, 10, tzinfo=UTC)
 

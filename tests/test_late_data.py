@@ -17,14 +17,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cache.client import RedisUnavailableError
+from cache.options import PublishOptions
 from cache.publish import publish_hours
 from dashboard_api import create_app
-from jobs.hourly import changed_hours, run_hours
+from jobs.hourly import run_hours
+from jobs.inputs import changed_hours
 from tally.app.pipeline import Stale, compute, find_stale, late_input_problems, lookback, publish_settings_hours
 from tally.core.settings import DEFAULT_SPEC_PATH, Settings
 from tally.core.spec import load_spec
 from tests.conftest import dump_prefix, event, write_events
-from tests.test_failures import tally
+from tests.support.cli import tally
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)
 H = {h: datetime(2026, 11, 27, h, tzinfo=UTC) for h in (10, 11, 12, 13)}
@@ -47,7 +49,9 @@ def published(spark, redis_client, layout, settings: Settings) -> Settings:
     for hour in (10, 11, 12):
         write_events(settings.data_dir, H[hour], events_at(hour, 3, f"e{hour}-"))
     run_hours(spark, settings.data_dir, SPEC, [H[10], H[11], H[12]])
-    publish_hours(redis_client, layout, settings.data_dir, SPEC, [H[10], H[11], H[12]], superseded_ttl=60)
+    publish_hours(
+        redis_client, layout, settings.data_dir, SPEC, [H[10], H[11], H[12]], PublishOptions(superseded_ttl=60)
+    )
     return settings
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.load import CONNECTIONS, END, SECONDS, dashboard_queries, run_load
 from bench.server import start_server
 from bench.window_latency import publish_days
-from tests.test_services import free_port
+from tests.support.net import free_port
 
 
+@pytest.mark.slow  # a minute of load by design
 def test_64_connections_for_60_seconds_without_an_error(redis_client, layout, redis_server):
     publish_days(redis_client, layout, 8, END)
     server = start_server(redis_server, layout.prefix, free_port())

@@ -16,16 +16,17 @@ import redis as redis_py
 from fastapi.testclient import TestClient
 
 from cache.keys import KeyLayout
+from cache.options import PublishOptions
 from cache.publish import publish_hours
 from dashboard_api import create_app
 from jobs.hourly import run_hours
 from tally.app.services import start_local_redis
 from tally.core.settings import DEFAULT_SPEC_PATH, Settings
 from tally.core.spec import load_spec
-from tests.airflow_support import AIRFLOW, prepared_env
 from tests.conftest import TEST_PREFIX, event, write_events
-from tests.test_failures import tally
-from tests.test_services import free_port
+from tests.support.airflow import AIRFLOW, prepared_env
+from tests.support.cli import tally
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -112,7 +113,7 @@ def test_redis_restarted_empty_then_rehydrated_serves_every_point_again(spark, t
     ]
     process = start_local_redis(url, tmp_path_factory.mktemp("redis"))
     try:
-        publish_hours(redis_py.Redis.from_url(url), layout, data_dir, spec, hours, superseded_ttl=60)
+        publish_hours(redis_py.Redis.from_url(url), layout, data_dir, spec, hours, PublishOptions(superseded_ttl=60))
         with TestClient(create_app(Settings(redis_url=url, redis_prefix=layout.prefix))) as api:
 
             def answers() -> list[dict]:

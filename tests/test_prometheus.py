@@ -10,19 +10,16 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from cache.publish import HourBuild, build_id, publish_builds
+from cache.options import PublishOptions
+from cache.publish import publish_builds
 from dashboard_api import create_app
 from dashboard_api.metrics import install_metrics
 from tally.core.settings import Settings
+from tests.support.builds import events_build
 
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 HOURS = [NOW - timedelta(hours=h) for h in range(6, 2, -1)]  # the newest ended two hours ago
 TOKEN = "s3cret"
-
-
-def build(hour: datetime, events: float) -> HourBuild:
-    values = {"events": {"_": events}}
-    return HourBuild(hour, build_id(values, {}), values, {}, {})
 
 
 def metrics_app(settings: Settings) -> FastAPI:
@@ -57,7 +54,7 @@ def settings(redis_server, layout) -> Settings:
 
 @pytest.fixture
 def published(redis_client, layout) -> None:
-    publish_builds(redis_client, layout, [build(h, 1) for h in HOURS], superseded_ttl=60)
+    publish_builds(redis_client, layout, [events_build(h, 1) for h in HOURS], PublishOptions(superseded_ttl=60))
 
 
 def test_requests_are_counted_by_route_template_and_status(settings, published):

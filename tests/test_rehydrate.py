@@ -10,7 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cache.keys import parse_day_index_value
-from cache.publish import publish_hours, rehydrate
+from cache.options import PublishOptions
+from cache.publish import publish_hours
+from cache.rehydrate import rehydrate
 from dashboard_api import create_app
 from jobs.hourly import run_hours
 from tally.app.pipeline import publish_settings_hours
@@ -72,7 +74,7 @@ def published(spark, tmp_path: Path, redis_client, layout, redis_server):
             ],
         )
     run_hours(spark, tmp_path, SPEC, HOURS)
-    publish_hours(redis_client, layout, tmp_path, SPEC, HOURS, superseded_ttl=60)
+    publish_hours(redis_client, layout, tmp_path, SPEC, HOURS, PublishOptions(superseded_ttl=60))
     return Settings(redis_url=redis_server, redis_prefix=layout.prefix, data_dir=tmp_path)
 
 
@@ -86,7 +88,7 @@ def test_flushed_redis_is_cold_then_rehydrates_exactly(published, redis_client, 
         cold = api.get("/v1/metrics/events", params=QUERIES[0])
         assert cold.status_code == 503 and cold.json()["error"]["code"] == "cache_cold"
         assert api.get("/health").json()["cache"] == "cold"
-        count = rehydrate(redis_client, layout, settings.data_dir, SPEC, superseded_ttl=60)
+        count = rehydrate(redis_client, layout, settings.data_dir, SPEC, PublishOptions(superseded_ttl=60))
         assert count == len(HOURS)
         assert answers(api) == before
     assert without_publish_times(dump_prefix(redis_client, layout)) == dump_before

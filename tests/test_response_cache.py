@@ -8,19 +8,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cache.freshness import INPUT_CHANGED, mark_pending
-from cache.keys import hour_field
-from cache.publish import HourBuild, build_id, publish_builds, rollback_hour
+from cache.options import PublishOptions
+from cache.publish import publish_builds
+from cache.rollback import rollback_hour
 from dashboard_api import create_app
 from dashboard_api import response_cache as rc
+from tally.core.layout import hour_field
 from tally.core.settings import Settings
+from tests.support.builds import events_build
 
 H = [datetime(2026, 11, 20, h, tzinfo=UTC) for h in range(24)]
 PARAMS = {"start": "2026-11-20T00:00Z", "end": "2026-11-20T04:00Z"}
-
-
-def build(hour: datetime, events: float) -> HourBuild:
-    values = {"events": {"_": events}}
-    return HourBuild(hour, build_id(values, {}), values, {}, {})
 
 
 def values(response) -> list[float | None]:
@@ -37,7 +35,7 @@ def drop_live_data(client, layout) -> None:
 
 @pytest.fixture
 def api(redis_client, layout, redis_server):
-    publish_builds(redis_client, layout, [build(h, 1) for h in H[:4]], superseded_ttl=60)
+    publish_builds(redis_client, layout, [events_build(h, 1) for h in H[:4]], PublishOptions(superseded_ttl=60))
     with TestClient(create_app(Settings(redis_url=redis_server, redis_prefix=layout.prefix))) as client:
         yield client
 
@@ -60,7 +58,7 @@ def test_a_repeated_read_is_served_from_the_stored_bytes(api, redis_client, layo
 
 def test_every_kind_of_change_is_seen_at_once(api, redis_client, layout):
     assert values(api.get("/v1/metrics/events", params=PARAMS)) == [1, 1, 1, 1]
-    publish_builds(redis_client, layout, [build(H[2], 7)], superseded_ttl=60)
+    publish_builds(redis_client, layout, [events_build(H[2], 7)], PublishOptions(superseded_ttl=60))
     assert values(api.get("/v1/metrics/events", params=PARAMS)) == [1, 1, 7, 1]
     mark_pending(redis_client, layout, H[:4], {H[1]: INPUT_CHANGED})
     points = api.get("/v1/metrics/events", params=PARAMS).json()["series"][0]["points"]
@@ -69,7 +67,7 @@ def test_every_kind_of_change_is_seen_at_once(api, redis_client, layout):
     points = api.get("/v1/metrics/events", params=PARAMS).json()["series"][0]["points"]
     assert [p["value"] for p in points] == [1, 1, 1, 1] and points[2]["revised"]
     # Publishing the pending hour again, unchanged, clears its mark: complete again.
-    publish_builds(redis_client, layout, [build(H[1], 1)], superseded_ttl=60)
+    publish_builds(redis_client, layout, [events_build(H[1], 1)], PublishOptions(superseded_ttl=60))
     points = api.get("/v1/metrics/events", params=PARAMS).json()["series"][0]["points"]
     assert [p["complete"] for p in points] == [True, True, True, True]
 
@@ -92,7 +90,7 @@ def test_errors_and_outages_are_not_stored(api, redis_client, layout):
 
 
 def test_the_cache_can_be_turned_off(redis_client, layout, redis_server):
-    publish_builds(redis_client, layout, [build(h, 1) for h in H[:4]], superseded_ttl=60)
+    publish_builds(redis_client, layout, [events_build(h, 1) for h in H[:4]], PublishOptions(superseded_ttl=60))
     settings = Settings(redis_url=redis_server, redis_prefix=layout.prefix, api_response_cache_mb=0)
     with TestClient(create_app(settings)) as api:
         assert values(api.get("/v1/metrics/events", params=PARAMS)) == [1, 1, 1, 1]
@@ -117,10 +115,11 @@ def test_the_store_keeps_within_its_byte_budget_evicting_the_least_recently_used
 
 
 def test_the_generation_changes_with_each_switch(redis_client, layout):
-    publish_builds(redis_client, layout, [build(H[0], 1)], superseded_ttl=60)
+    publish_builds(redis_client, layout, [events_build(H[0], 1)], PublishOptions(superseded_ttl=60))
     first = redis_client.get(layout.generation())
-    publish_builds(redis_client, layout, [build(H[0], 1)], superseded_ttl=60)  # unchanged: nothing to see
+    # Unchanged: nothing to see.
+    publish_builds(redis_client, layout, [events_build(H[0], 1)], PublishOptions(superseded_ttl=60))
     assert redis_client.get(layout.generation()) == first
-    publish_builds(redis_client, layout, [build(H[0], 2)], superseded_ttl=60)
+    publish_builds(redis_client, layout, [events_build(H[0], 2)], PublishOptions(superseded_ttl=60))
     assert redis_client.get(layout.generation()) not in (None, first)
     assert redis_client.hget(layout.pointer(), hour_field(H[0])) is not None

@@ -15,8 +15,10 @@ import redis
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from cache.builds import HourBuild, build_id
 from cache.keys import KeyLayout
-from cache.publish import HourBuild, build_id, publish_builds
+from cache.options import PublishOptions
+from cache.publish import publish_builds
 from dashboard_api import create_app
 from tally.core.settings import DEFAULT_SPEC_PATH, Settings
 from tally.core.spec import load_spec
@@ -36,7 +38,7 @@ def published(redis_server: str) -> Iterator[None]:
         hour = datetime(2026, 11, 20, tzinfo=UTC) + timedelta(hours=i)
         values = {"events": {"_": float(i), "country=US": float(i)}, "revenue": {"_": 2.5 * i}}
         builds.append(HourBuild(hour, build_id(values, {}), values, {}, {}))
-    publish_builds(client, LAYOUT, builds, superseded_ttl=60, spec=SPEC)
+    publish_builds(client, LAYOUT, builds, PublishOptions(superseded_ttl=60), spec=SPEC)
     yield
     delete_prefix(client, LAYOUT)
     client.close()

@@ -12,14 +12,19 @@ import redis
 from fastapi.testclient import TestClient
 
 from cache.acl import acl_lines, create_users, user_names
+from cache.builds import HourBuild, build_id
+from cache.days import rebuild_days
 from cache.freshness import INPUT_CHANGED, mark_pending
 from cache.keys import KeyLayout
-from cache.publish import HourBuild, build_id, publish_builds, rebuild_days, rollback_hour
+from cache.options import PublishOptions
+from cache.publish import publish_builds
+from cache.rollback import rollback_hour
 from dashboard_api import create_app
 from tally.app import local
+from tally.app.processes import stop
 from tally.core.settings import DEFAULT_SPEC_PATH, Settings, get_settings
 from tally.core.spec import load_spec
-from tests.test_services import free_port
+from tests.support.net import free_port
 
 SPEC = load_spec(DEFAULT_SPEC_PATH)
 HOUR = datetime(2026, 11, 20, 10, tzinfo=UTC)
@@ -42,8 +47,8 @@ def acl_urls(redis_client, layout, redis_server):
 
 def test_the_writer_can_do_everything_the_jobs_do_and_nothing_else(acl_urls, layout, redis_client):
     writer = redis.Redis.from_url(acl_urls["REDIS_URL"])
-    publish_builds(writer, layout, [build(1)], superseded_ttl=60, spec=SPEC)
-    publish_builds(writer, layout, [build(2)], superseded_ttl=60, spec=SPEC)
+    publish_builds(writer, layout, [build(1)], PublishOptions(superseded_ttl=60), spec=SPEC)
+    publish_builds(writer, layout, [build(2)], PublishOptions(superseded_ttl=60), spec=SPEC)
     assert rollback_hour(writer, layout, HOUR, spec=SPEC) == build(1).build
     rebuild_days(writer, layout, SPEC, [HOUR.date()])
     mark_pending(writer, layout, [HOUR], {HOUR: INPUT_CHANGED})
@@ -57,7 +62,9 @@ def test_the_writer_can_do_everything_the_jobs_do_and_nothing_else(acl_urls, lay
 
 
 def test_the_api_reads_as_a_user_that_cannot_write(acl_urls, layout, redis_server):
-    publish_builds(redis.Redis.from_url(acl_urls["REDIS_URL"]), layout, [build(3)], superseded_ttl=60, spec=SPEC)
+    publish_builds(
+        redis.Redis.from_url(acl_urls["REDIS_URL"]), layout, [build(3)], PublishOptions(superseded_ttl=60), spec=SPEC
+    )
     settings = Settings(
         redis_url=acl_urls["REDIS_URL"], api_redis_url=acl_urls["TALLY_API_REDIS_URL"], redis_prefix=layout.prefix
     )
@@ -93,33 +100,31 @@ def test_readme_shows_the_acl_lines_tally_redis_acl_prints():
 
 def test_the_redis_the_stack_starts_gets_the_users(monkeypatch, tmp_path: Path):
     url = f"redis://127.0.0.1:{free_port()}/0"
-    monkeypatch.setattr(local, "STATE", tmp_path)
-    monkeypatch.setattr(local, "RUN", tmp_path / "run")
     # Set (not deleted) so monkeypatch restores both after ensure_redis() exports the users' URLs.
     monkeypatch.setenv("REDIS_URL", url)
     monkeypatch.setenv("TALLY_API_REDIS_URL", "")
     get_settings.cache_clear()
     try:
-        assert local.ensure_redis()
+        assert local.ensure_redis(tmp_path)
         users_file = tmp_path / "redis" / "users.json"
         assert users_file.stat().st_mode & 0o077 == 0  # the passwords are this user's only
         urls = json.loads(users_file.read_text())
         assert os.environ["REDIS_URL"] == urls["REDIS_URL"] != url
         assert get_settings().api_read_url == urls["TALLY_API_REDIS_URL"]
         layout = KeyLayout(get_settings().redis_prefix)
-        publish_builds(redis.Redis.from_url(urls["REDIS_URL"]), layout, [build(4)], superseded_ttl=60)
+        publish_builds(redis.Redis.from_url(urls["REDIS_URL"]), layout, [build(4)], PublishOptions(superseded_ttl=60))
         reader = redis.Redis.from_url(urls["TALLY_API_REDIS_URL"])
         assert reader.exists(layout.pointer())
         with pytest.raises(redis.exceptions.NoPermissionError):
             reader.set(layout.pointer(), "x")
     finally:
-        local._stop("redis")
+        stop(tmp_path / "run", "redis")
         get_settings.cache_clear()
 
 
 @pytest.fixture
 def published(redis_client, layout, redis_server):
-    publish_builds(redis_client, layout, [build(5)], superseded_ttl=60)
+    publish_builds(redis_client, layout, [build(5)], PublishOptions(superseded_ttl=60))
     return Settings(redis_url=redis_server, redis_prefix=layout.prefix)
 
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -35,10 +33,11 @@ from tally.app.generate import generate_hours
 from tally.core.layout import QUARANTINE, ROLLUPS_HOURLY, ROLLUPS_STATS
 from tally.core.settings import DEFAULT_SPEC_PATH
 from tally.core.spec import Kind, load_spec
+from tests.support.cli import run_tally
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
 
-TALLY = str(Path(sys.executable).with_name("tally"))
 SPARK_HOME = Path(pyspark.__file__).parent
 SPARK_DAEMON = SPARK_HOME / "sbin" / "spark-daemon.sh"
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
@@ -69,12 +68,6 @@ class Cluster:
     def state(self) -> dict:
         with urllib.request.urlopen(f"{self.webui_url}/json/", timeout=5) as response:
             return json.load(response)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def spark_daemon(env: dict[str, str], action: str, daemon_class: str, *args: str) -> subprocess.CompletedProcess:
@@ -162,13 +155,12 @@ def wait_for_worker(cluster: Cluster, log_dir: Path, timeout: float = 120) -> No
 
 def backfill(data_dir: Path, redis_url: str, layout: KeyLayout, *args: str, **env: str) -> subprocess.CompletedProcess:
     full_env = {
-        **os.environ,
         "TALLY_DATA_DIR": str(data_dir),
         "REDIS_URL": redis_url,
         "TALLY_REDIS_PREFIX": layout.prefix,
         **env,
     }
-    return subprocess.run([TALLY, "backfill", *RANGE, *args], env=full_env, capture_output=True, text=True, timeout=300)
+    return run_tally("backfill", *RANGE, *args, env=full_env)
 
 
 def read_table(folder: Path, sort_by: list[str]) -> pd.DataFrame:

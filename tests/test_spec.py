@@ -10,19 +10,7 @@ import yaml
 
 from tally.core.settings import DEFAULT_SPEC_PATH
 from tally.core.spec import Kind, SpecError, load_spec, parse_spec
-
-DEFAULT_NAMES = [
-    "events",
-    "revenue",
-    "orders",
-    "avg_order_value",
-    "signups",
-    "active_users",
-    "sessions",
-    "purchasers",
-    "conversion_rate",
-    "stickiness",
-]
+from tests.support.default_spec import DEFAULT_NAMES
 
 
 def default_document() -> dict:
@@ -149,7 +137,7 @@ def test_a_metrics_fingerprint_changes_with_its_definition_only():
 
 
 def test_partition_layouts_are_read_by_discovery_others_hour_by_hour():
-    from jobs.source import partition_layout
+    from jobs.partitions import partition_layout
 
     assert partition_layout("raw/events/dt={YYYY}-{MM}-{DD}/hour={HH}").depth == 2
     rides = partition_layout("lake/rides/year={YYYY}/month={MM}/day={DD}/hour={HH}")

@@ -9,8 +9,6 @@ a traceback.
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from jobs.spec_check import sql_problems
 from tally.core.settings import DEFAULT_SPEC_PATH
 from tally.core.spec import SpecError, load_spec
 from tests.support import specs
+from tests.support.cli import CliResult, run_tally, tally_in_process
 from tests.support.specs import HOURS
 
 Spec = dict[str, Any]
@@ -219,18 +218,6 @@ def test_each_broken_spec_is_refused_naming_source_or_metric_and_field(spark, tm
     assert all(p.startswith(str(path)) for p in problems)
 
 
-def tally(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    import os
-
-    return subprocess.run(
-        [str(Path(sys.executable).with_name("tally")), *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture(scope="module")
 def rides_hour(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir with one hour of rides, so `tally run` reaches the point where Spark checks the SQL."""
@@ -241,11 +228,12 @@ def rides_hour(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data_dir
 
 
+@pytest.mark.slow  # `tally check-spec` child processes, each starting Spark
 def test_check_spec_refuses_every_broken_spec_and_passes_good_ones(tmp_path):
     """One `tally check-spec` over the whole corpus (one Spark start) and the good specs."""
     paths = [specs.write_spec(tmp_path / f"broken-{i}.yaml", case[1]) for i, case in enumerate(CORPUS)]
     good = [specs.write_spec(tmp_path / "rides.yaml", specs.RIDES_SPEC), DEFAULT_SPEC_PATH]
-    result = tally("check-spec", *map(str, paths), *map(str, good), env={})
+    result = run_tally("check-spec", *map(str, paths), *map(str, good), env={})
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Traceback" not in result.stderr + result.stdout
     lines = [line for line in result.stderr.splitlines() if line.startswith("tally check-spec: error: ")]
@@ -254,18 +242,52 @@ def test_check_spec_refuses_every_broken_spec_and_passes_good_ones(tmp_path):
     assert all(any(f"{path}:" in line for path in paths) for line in lines)  # the good specs have none
     for path in good:
         assert f"{path}: ok" in result.stdout
-    ok = tally("check-spec", str(good[0]), env={})
+    ok = run_tally("check-spec", str(good[0]), env={})
     assert ok.returncode == 0 and "source rides: 8 columns, 3 dimensions, 6 invalid reasons" in ok.stdout, ok.stderr
 
 
-@pytest.mark.parametrize(("name", "spec", "names", "by_sql"), CORPUS, ids=IDS)
-def test_tally_run_refuses_each_broken_spec_without_a_traceback(tmp_path, rides_hour, name, spec, names, by_sql):
-    path = specs.write_spec(tmp_path / "broken.yaml", spec)
-    env = {"TALLY_SPEC_PATH": str(path), "TALLY_DATA_DIR": str(rides_hour), "SPARK_MASTER": "local[1]"}
-    result = tally("run", "--hour", HOURS[0].isoformat(), "--no-publish", env=env)
-    assert result.returncode == 1, (result.stdout[-2000:], result.stderr[-2000:])
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.startswith("tally run: error: ")]
-    assert any(all(part in line for part in names) and str(path) in line for line in lines), result.stderr[-3000:]
+def _refused_by_tally_run(code: int, out: str, err: str, path: Path, names: tuple[str, ...], rides_hour: Path) -> None:
+    assert code == 1, (out[-2000:], err[-2000:])
+    assert "Traceback" not in err + out
+    lines = [line for line in err.splitlines() if line.startswith("tally run: error: ")]
+    assert any(all(part in line for part in names) and str(path) in line for line in lines), err[-3000:]
     # Nothing was written: the SQL check runs before any data is read.
     assert not (rides_hour / "rollups").exists()
+
+
+def _run_broken(tmp_path: Path, rides_hour: Path, spec: Spec, monkeypatch, capsys) -> tuple[Path, CliResult]:
+    path = specs.write_spec(tmp_path / "broken.yaml", spec)
+    argv = ["run", "--hour", HOURS[0].isoformat(), "--no-publish"]
+    env = {"TALLY_SPEC_PATH": str(path), "TALLY_DATA_DIR": str(rides_hour), "SPARK_MASTER": "local[1]"}
+    return path, tally_in_process(argv, monkeypatch, capsys, **env)
+
+
+# `tally run` in this process (its main, as the console script calls it): a structural problem
+# stops it before Spark starts; an SQL one is found by the analyzer of the suite's session.
+STRUCTURAL = [case for case in CORPUS if not case[3]]
+BY_SQL = [case for case in CORPUS if case[3]]
+
+
+@pytest.mark.parametrize(("name", "spec", "names", "by_sql"), STRUCTURAL, ids=[case[0] for case in STRUCTURAL])
+def test_tally_run_refuses_each_structurally_broken_spec(
+    tmp_path, rides_hour, monkeypatch, capsys, name, spec, names, by_sql
+):
+    path, result = _run_broken(tmp_path, rides_hour, spec, monkeypatch, capsys)
+    _refused_by_tally_run(result.code, result.out, result.err, path, names, rides_hour)
+
+
+@pytest.mark.parametrize(("name", "spec", "names", "by_sql"), BY_SQL, ids=[case[0] for case in BY_SQL])
+def test_tally_run_refuses_each_spec_with_broken_sql(
+    spark, tmp_path, rides_hour, monkeypatch, capsys, name, spec, names, by_sql
+):
+    path, result = _run_broken(tmp_path, rides_hour, spec, monkeypatch, capsys)
+    _refused_by_tally_run(result.code, result.out, result.err, path, names, rides_hour)
+
+
+@pytest.mark.slow  # a `tally` child process: its own interpreter and Spark JVM
+def test_the_real_tally_run_prints_the_problem_and_no_traceback(tmp_path, rides_hour):
+    _, spec, names, _ = BY_SQL[0]  # reaches Spark's analyzer, the deepest a spec problem goes
+    path = specs.write_spec(tmp_path / "broken.yaml", spec)
+    env = {"TALLY_SPEC_PATH": str(path), "TALLY_DATA_DIR": str(rides_hour), "SPARK_MASTER": "local[1]"}
+    result = run_tally("run", "--hour", HOURS[0].isoformat(), "--no-publish", env=env)
+    _refused_by_tally_run(result.returncode, result.stdout, result.stderr, path, names, rides_hour)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,21 +19,12 @@ import pytest
 
 from tally.app.generate import generate
 from tally.core.layout import floor_hour, format_hour
-from tests.airflow_support import local_stack
 from tests.conftest import TEST_PREFIX
+from tests.support.airflow import local_stack
+from tests.support.net import wait_for
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def hour_values(api: str, metric: str, start: datetime, end: datetime) -> list:

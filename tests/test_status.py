@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cache.builds import HourBuild, build_id
 from cache.freshness import INPUT_CHANGED, mark_pending
-from cache.publish import HourBuild, build_id, publish_builds
+from cache.options import PublishOptions
+from cache.publish import publish_builds
 from tally.app.cli import main
 from tally.core.settings import get_settings
 
@@ -43,7 +45,9 @@ def publish(redis_client, layout, newest_ended_ago: timedelta, count: int = 4) -
     # The newest hour ended between newest_ended_ago and that plus an hour ago.
     newest = (datetime.now(UTC) - newest_ended_ago - timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
     hours = [newest - timedelta(hours=i) for i in range(count - 1, -1, -1)]
-    publish_builds(redis_client, layout, [build(h, 1000 + i) for i, h in enumerate(hours)], superseded_ttl=60)
+    publish_builds(
+        redis_client, layout, [build(h, 1000 + i) for i, h in enumerate(hours)], PublishOptions(superseded_ttl=60)
+    )
     return hours
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from cache.keys import hour_field
-from cache.publish import HourBuild, build_id, publish_builds, publish_hours
+from cache.builds import HourBuild, build_id
+from cache.options import PublishOptions
+from cache.publish import publish_builds, publish_hours
 from cache.verify import LiveBuild, VerificationError, movements, problems
 from jobs.hourly import run_hours
-from tally.core.layout import raw_hour_dir
+from tally.core.layout import hour_field, raw_hour_dir
 from tally.core.settings import DEFAULT_SPEC_PATH
 from tally.core.spec import load_spec
 from tests.conftest import dump_prefix, event, write_events
@@ -60,18 +61,18 @@ def build(events: float, stats: dict) -> HourBuild:
 
 
 def test_a_failed_check_switches_nothing(redis_client, layout):
-    publish_builds(redis_client, layout, [build(3, GOOD)], superseded_ttl=60)
+    publish_builds(redis_client, layout, [build(3, GOOD)], PublishOptions(superseded_ttl=60))
     before = dump_prefix(redis_client, layout)
     with pytest.raises(VerificationError, match="rows read"):
-        publish_builds(redis_client, layout, [build(4, {**GOOD, "rows_read": 9})], superseded_ttl=60)
+        publish_builds(redis_client, layout, [build(4, {**GOOD, "rows_read": 9})], PublishOptions(superseded_ttl=60))
     assert dump_prefix(redis_client, layout) == before
 
 
 def test_revisions_are_recorded_with_their_movements(redis_client, layout):
     first = build(3, GOOD)
-    publish_builds(redis_client, layout, [first], superseded_ttl=60)
+    publish_builds(redis_client, layout, [first], PublishOptions(superseded_ttl=60))
     bigger = {**GOOD, "rows_read": 61, "valid_rows": 60, "duplicate_rows": 0, "counted_events": 60}
-    publish_builds(redis_client, layout, [build(60, bigger)], superseded_ttl=60, max_movement_factor=10)
+    publish_builds(redis_client, layout, [build(60, bigger)], PublishOptions(superseded_ttl=60, max_movement_factor=10))
     live = json.loads(redis_client.hget(layout.pointer(), hour_field(H)))["build"]
     stats = json.loads(redis_client.get(layout.manifest(live, hour_field(H))))["stats"]
     assert stats["revised_from"] == first.build
@@ -81,13 +82,15 @@ def test_revisions_are_recorded_with_their_movements(redis_client, layout):
 def test_emptied_input_keeps_the_previous_build_served(spark, redis_client, layout, tmp_path: Path):
     write_events(tmp_path, H, [event("a", "2026-11-27T10:00:00"), event("b", "2026-11-27T10:01:00", user_id="u2")])
     run_hours(spark, tmp_path, SPEC, [H])
-    publish_hours(redis_client, layout, tmp_path, SPEC, [H], superseded_ttl=60)
+    publish_hours(redis_client, layout, tmp_path, SPEC, [H], PublishOptions(superseded_ttl=60))
     before = dump_prefix(redis_client, layout)
     for path in raw_hour_dir(tmp_path, H).glob("*.parquet"):
         path.unlink()  # a producer bug empties the hour
     run_hours(spark, tmp_path, SPEC, [H])
     with pytest.raises(VerificationError, match=r"input is now empty, but the live build .* 2 rows"):
-        publish_hours(redis_client, layout, tmp_path, SPEC, [H], superseded_ttl=60)
+        publish_hours(redis_client, layout, tmp_path, SPEC, [H], PublishOptions(superseded_ttl=60))
     assert dump_prefix(redis_client, layout) == before
-    publish_hours(redis_client, layout, tmp_path, SPEC, [H], superseded_ttl=60, force=True)  # on purpose
+    publish_hours(
+        redis_client, layout, tmp_path, SPEC, [H], PublishOptions(superseded_ttl=60, force=True)
+    )  # on purpose
     assert dump_prefix(redis_client, layout) != before

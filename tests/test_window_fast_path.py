@@ -10,11 +10,14 @@ import datasketches
 import pytest
 from fastapi.testclient import TestClient
 
+from cache.builds import HourBuild, build_id
 from cache.keys import slice_id
-from cache.publish import HourBuild, build_id, publish_builds
+from cache.options import PublishOptions
+from cache.publish import publish_builds
 from dashboard_api import create_app
-from dashboard_api import query as q
+from dashboard_api.evaluate import Evaluator
 from dashboard_api.params import parse_series_query
+from dashboard_api.plan import HashRead, plan_reads, point_spans
 from dashboard_api.store import read_snapshot
 from tally.core.settings import DEFAULT_SPEC_PATH, Settings
 from tally.core.spec import load_spec
@@ -41,7 +44,7 @@ def published(redis_client, layout, redis_server):
             sketches = {"active_users": {slice_id({}): sketch.serialize_compact()}}
             when = FIRST + timedelta(days=day, hours=hour)
             builds.append(HourBuild(when, build_id(values, sketches), values, sketches, {}))
-    publish_builds(redis_client, layout, builds, superseded_ttl=60, spec=SPEC)
+    publish_builds(redis_client, layout, builds, PublishOptions(superseded_ttl=60), spec=SPEC)
     return Settings(redis_url=redis_server, redis_prefix=layout.prefix), users_by_day
 
 
@@ -49,11 +52,11 @@ def test_fast_windows_equal_plain_unions_and_exact_counts(published, redis_clien
     settings, users_by_day = published
     items = [("grain", "day"), ("window", "5d"), ("start", "2026-10-05"), ("end", "2026-10-13")]
     request = parse_series_query(SPEC.get("active_users"), items, {"hour": 2232, "day": 400})
-    plan = q.plan_reads(SPEC, request)
+    plan = plan_reads(SPEC, request)
     snapshot = read_snapshot(redis_client, layout, plan)
-    assert len(snapshot.days[q.HashRead("active_users", "sketches")]) == 12  # day aggregates were used
-    evaluator = q.Evaluator(SPEC, snapshot, [*plan.hours, *plan.days], request.tz)
-    spans = q.point_spans(request)
+    assert len(snapshot.days[HashRead("active_users", "sketches")]) == 12  # day aggregates were used
+    evaluator = Evaluator(SPEC, snapshot, [*plan.hours, *plan.days], request.tz)
+    spans = point_spans(request)
     fast = evaluator._sliding_unions(SPEC.get("active_users"), spans, ["_"])
     assert fast is not None  # dense days: the register path ran
     plain = [evaluator.value(SPEC.get("active_users"), span, ["_"]) for span in spans]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tally.core.layout import ONE_HOUR, as_utc, format_hour, parse_hour, parse_range_hours
+from tally.core.runstats import RunStats
 from tally.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class Computed:
 
     publish: list[str]  # every hour to publish: computed now, or computed earlier and never published
     failed: dict[str, str]  # looked-back hours whose input is broken: left pending, reported
-    stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # run statistics of the computed hours
+    stats: dict[str, RunStats] = field(default_factory=dict)  # run statistics of the computed hours
 
 
 def lookback(first_hour: datetime, horizon_hours: int) -> list[datetime]:
@@ -80,7 +81,7 @@ def find_stale(settings: Settings, window: Sequence[datetime]) -> Stale:
     from cache.client import connect
     from cache.freshness import INPUT_CHANGED, NOT_PUBLISHED, mark_pending, unpublished_hours
     from cache.keys import KeyLayout
-    from jobs.hourly import changed_hours, hour_input_fingerprint, source_fingerprints
+    from jobs.inputs import changed_hours, hour_input_fingerprint, source_fingerprints
     from tally.core.runstats import built_hours
     from tally.core.spec import load_spec
 
@@ -172,13 +173,13 @@ def recompute_range(settings: Settings, start: str, end: str, *, app_name: str) 
     return [format_hour(h) for h in report.computed_hours]
 
 
-def log_run_stats(stats: dict[str, dict[str, Any]]) -> None:
+def log_run_stats(stats: Mapping[str, RunStats]) -> None:
     """One log line per computed hour with its run statistics (what an Airflow task log shows)."""
     for hour, hour_stats in sorted(stats.items()):
         log.info("run statistics %s: %s", hour, describe_run_stats(hour_stats))
 
 
-def describe_run_stats(stats: dict[str, Any]) -> str:
+def describe_run_stats(stats: RunStats) -> str:
     """One line: ``rows read 1000, valid 990, invalid 10 (bad_amount 10), duplicates 2, counted 988,
     application 12.3s for 24 hour(s)``."""
     by_reason = sorted(stats.get("invalid_by_reason", {}).items())
@@ -221,28 +222,22 @@ def publish_settings_hours(
     """
     from cache.client import connect
     from cache.keys import KeyLayout
-    from cache.publish import is_cold, publish_hours, rehydrate
+    from cache.options import PublishOptions
+    from cache.publish import publish_hours
+    from cache.rehydrate import is_cold, rehydrate
     from tally.core.spec import load_spec
 
     spec = load_spec(settings.spec_path)
+    options = PublishOptions.from_settings(settings)
     client = connect(settings.redis_url)
     try:
         layout = KeyLayout(settings.redis_prefix)
         count = 0
         if is_cold(client, layout):
-            count = rehydrate(client, layout, settings.data_dir, spec, superseded_ttl=settings.superseded_ttl_seconds)
+            count = rehydrate(client, layout, settings.data_dir, spec, options)
             log.warning("Redis had nothing under %r: rehydrated %d hours from the rollups", layout.prefix, count)
         report = publish_hours(
-            client,
-            KeyLayout(settings.redis_prefix),
-            settings.data_dir,
-            spec,
-            hours,
-            superseded_ttl=settings.superseded_ttl_seconds,
-            max_movement_factor=settings.max_movement_factor,
-            force=force,
-            keep_builds=settings.history_builds,
-            progress=progress,
+            client, layout, settings.data_dir, spec, hours, replace(options, force=force), progress=progress
         )
         return replace(report, rehydrated=count)
     finally:

@@ -125,6 +125,8 @@ def drop_postgres_database(url: str) -> None:
     import sqlalchemy as sa
 
     target = sa.make_url(url)
+    if not target.database:  # as ensure_postgres_database: never guess which database to drop
+        raise ValueError(f"{target.render_as_string(hide_password=True)} names no database")
     _run_sql(target.set(database="postgres"), f"DROP DATABASE IF EXISTS {_quoted(target.database)} WITH (FORCE)")
 
 

@@ -10,7 +10,7 @@ here and nowhere else. All hours are UTC, whole hours, timezone-aware datetimes.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 ONE_HOUR = timedelta(hours=1)
@@ -33,6 +33,9 @@ class HourError(ValueError):
 
 class HourNotArrivedError(RuntimeError):
     """The hour's input folder does not exist yet; nothing is computed or published."""
+
+
+# Hour text forms, each with its inverse: every reader and writer of one calls these.
 
 
 def parse_instant(text: str, *, name: str = "time") -> datetime:
@@ -73,6 +76,53 @@ def format_instant(moment: datetime) -> str:
     return as_utc(moment).strftime(INSTANT_FORMAT)
 
 
+def format_hour(hour: datetime) -> str:
+    """The canonical text of an hour (``2026-11-27T10:00:00Z``): run reports, logs, manifests, the API."""
+    return hour.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00Z")
+
+
+def hour_field(hour: datetime) -> str:
+    """The compact text of an hour in Redis keys and pointer fields: ``2026-11-27T10Z``."""
+    utc = hour.astimezone(UTC)
+    # Formatted by hand: readers build thousands of these per request, and strftime is slow.
+    return f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}Z"
+
+
+def parse_hour_field(text: str) -> datetime:
+    """Inverse of :func:`hour_field`."""
+    return datetime.strptime(text, "%Y-%m-%dT%HZ").replace(tzinfo=UTC)
+
+
+def day_field(day: date) -> str:
+    """How a UTC day is written in Redis keys and fields: ``2026-11-27``."""
+    return day.strftime("%Y-%m-%d")
+
+
+def parse_day_field(text: str) -> date:
+    """Inverse of :func:`day_field`."""
+    return date.fromisoformat(text)
+
+
+# The ``dt`` and ``hour`` values of a partition as Spark datetime patterns, for the
+# job's Spark columns (the same text as :func:`partition`).
+PARTITION_DAY_PATTERN = "yyyy-MM-dd"
+PARTITION_HOUR_PATTERN = "HH"
+
+
+def partition(hour: datetime) -> Path:
+    """``dt=YYYY-MM-DD/hour=HH``: the folder of one hour in every table."""
+    utc = hour.astimezone(UTC)
+    return Path(f"dt={utc:%Y-%m-%d}") / f"hour={utc:%H}"
+
+
+def hour_from_partition(dt: str, hour: str) -> datetime:
+    """Inverse of :func:`partition`, from its ``dt`` and ``hour`` values."""
+    return datetime.strptime(f"{dt}T{hour}", "%Y-%m-%dT%H").replace(tzinfo=UTC)
+
+
+# Hours and where their data lives.
+
+
 def floor_hour(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
@@ -85,21 +135,6 @@ def hours_between(start: datetime, end: datetime) -> Iterator[datetime]:
     while hour < end:
         yield hour
         hour += ONE_HOUR
-
-
-def format_hour(hour: datetime) -> str:
-    """The canonical text of an hour, as used in keys, logs and the API."""
-    return hour.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00Z")
-
-
-def partition(hour: datetime) -> Path:
-    """``dt=YYYY-MM-DD/hour=HH``: the folder of one hour in every table."""
-    utc = hour.astimezone(UTC)
-    return Path(f"dt={utc:%Y-%m-%d}") / f"hour={utc:%H}"
-
-
-def hour_from_partition(dt: str, hour: str) -> datetime:
-    return datetime.strptime(f"{dt}T{hour}", "%Y-%m-%dT%H").replace(tzinfo=UTC)
 
 
 def hour_folder(data_dir: Path, path_template: str, hour: datetime) -> Path:
@@ -181,12 +216,3 @@ def combined_fingerprint(per_source: dict[str, str]) -> str:
         return next(iter(per_source.values()))
     text = ";".join(f"{name}={fp}" for name, fp in sorted(per_source.items()))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def computed_hours(data_dir: Path) -> list[datetime]:
-    """Every hour with a complete durable rollup (its statistics are written last), sorted."""
-    hours = []
-    for folder in (data_dir / ROLLUPS_STATS).glob("dt=*/hour=*"):
-        if any(folder.glob("*.parquet")):
-            hours.append(hour_from_partition(folder.parent.name[3:], folder.name[5:]))
-    return sorted(hours)

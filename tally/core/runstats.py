@@ -13,12 +13,53 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from tally.core.layout import combined_fingerprint, format_instant, stats_hour_dir
 
+
+class RunStats(TypedDict, total=False):
+    """The statistics of one source's hour, or of an hour over its sources, as plain data.
+
+    Every field may be absent: statistics written by older versions lack some, and
+    only an hour's combined statistics have ``sources``.
+    """
+
+    source: str  # the source a row is of ("events" for statistics older than sources)
+    rows_read: int
+    valid_rows: int
+    invalid_rows: int
+    duplicate_rows: int
+    counted_events: int
+    invalid_by_reason: dict[str, int]
+    computed_at: str  # an instant, as format_instant writes it
+    input_fingerprint: str | None
+    metric_fingerprints: dict[str, str]  # stored metric -> the fingerprint of its definition
+    application_seconds: float
+    application_hours: int
+    input_files: int
+    sources: dict[str, RunStats]  # an hour's combined statistics: each source's row
+
+
+# Every field of the statistics, in the order they are shown.
+FIELDS: tuple[str, ...] = tuple(RunStats.__annotations__)
 # The counts of a source's hour, each summed over the sources of an hour.
 COUNT_FIELDS: tuple[str, ...] = ("rows_read", "valid_rows", "invalid_rows", "duplicate_rows", "counted_events")
+# Fields of an hour that are the latest over its sources.
+LATEST_FIELDS: tuple[str, ...] = ("computed_at", "application_seconds", "application_hours")
+# The columns of a stored statistics row (``rollups/stats``, one per source and hour)
+# after its partition columns, in the order written, with their Spark SQL types.
+# ``input_files`` is not stored: the job adds it from the files it listed.
+STORED_TYPES: Mapping[str, str] = {
+    **{name: "bigint" for name in COUNT_FIELDS},
+    "invalid_by_reason": "map<string,bigint>",
+    "computed_at": "timestamp",
+    "source": "string",
+    "input_fingerprint": "string",
+    "metric_fingerprints": "map<string,string>",
+    "application_seconds": "double",
+    "application_hours": "bigint",
+}
 # Fields of a row that are about the row's place, not its content.
 LOCATION_FIELDS: tuple[str, ...] = ("dt", "hour")
 
@@ -36,17 +77,17 @@ def plain(value: Any) -> Any:
     return value
 
 
-def current_names(stats: Mapping[str, Any]) -> dict[str, Any]:
+def current_names(stats: Mapping[str, Any]) -> RunStats:
     """Statistics with today's field names (manifests published earlier keep the old ones)."""
-    return {RENAMED_FIELDS.get(key, key): value for key, value in stats.items()}
+    return cast(RunStats, {RENAMED_FIELDS.get(key, key): value for key, value in stats.items()})
 
 
-def source_row(row: Mapping[str, Any]) -> dict[str, Any]:
+def source_row(row: Mapping[str, Any]) -> RunStats:
     """One stored statistics row as plain data, without its partition columns."""
-    return {RENAMED_FIELDS.get(key, key): plain(value) for key, value in row.items() if key not in LOCATION_FIELDS}
+    return current_names({key: plain(value) for key, value in row.items() if key not in LOCATION_FIELDS})
 
 
-def combine(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def combine(rows: Sequence[Mapping[str, Any]]) -> RunStats:
     """An hour's statistics from its sources' rows (plain data, see :func:`source_row`).
 
     The counts and the invalid rows by reason are summed (a reason two sources
@@ -55,9 +96,9 @@ def combine(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     An hour of a single source is that source's row as it is (``source`` names it).
     """
     if not rows:
-        return {}
+        return RunStats()
     if len(rows) == 1:  # one source: its row is the hour's statistics (and names the source)
-        return {"source": "events", **rows[0]}
+        return cast(RunStats, {"source": "events", **rows[0]})
     by_source = {str(row.get("source") or "events"): dict(row) for row in rows}
     combined: dict[str, Any] = {}
     for name in COUNT_FIELDS:
@@ -68,7 +109,7 @@ def combine(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for reason, count in dict(row.get("invalid_by_reason") or {}).items():
             reasons[reason] = reasons.get(reason, 0) + int(count)
     combined["invalid_by_reason"] = reasons
-    for name in ("computed_at", "application_seconds", "application_hours"):
+    for name in LATEST_FIELDS:
         present = [row[name] for row in rows if row.get(name) is not None]
         if present:
             combined[name] = max(present)
@@ -82,7 +123,7 @@ def combine(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         definitions.update(dict(row.get("metric_fingerprints") or {}))
     combined["metric_fingerprints"] = definitions
     combined["sources"] = by_source
-    return combined
+    return cast(RunStats, combined)
 
 
 @dataclass(frozen=True)

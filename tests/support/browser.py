@@ -5,7 +5,6 @@ Needs /usr/bin/chromium and /usr/bin/chromedriver: `scripts/install-chromium`.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +45,3 @@ def start_chromium() -> webdriver.Chrome:
 def console_errors(browser: webdriver.Chrome) -> list[dict[str, Any]]:
     """The page's console errors since the log was last read."""
     return [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

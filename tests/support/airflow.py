@@ -13,7 +13,7 @@ from typing import Any
 from tally.app.local import airflow_env
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_airflow(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -39,7 +39,7 @@ def local_stack(tmp_path: Path, redis_server: str, redis_client: Any, prefix: st
 
     from cache.keys import KeyLayout
     from tests.conftest import delete_prefix
-    from tests.test_e2e import free_port
+    from tests.support.net import free_port
 
     env = {
         **os.environ,

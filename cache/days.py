@@ -1,0 +1,148 @@
+"""Day aggregates: each UTC day's hashes, rebuilt from its hours' live builds.
+
+After a switch, the day hashes of the switched hours' days are rebuilt
+(:func:`rebuild_days`), so a reader can read a day's one hash (or union its one
+sketch) instead of its 24 hourly ones. A day hash names the builds it was made
+from; readers trust it only while those are still live, so a stale or missing
+day hash costs speed, never correctness.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from collections.abc import Iterable, Sequence
+from datetime import date
+
+import redis
+
+from cache import sketches as sketches_
+from cache.builds import encode
+from cache.client import hash_fields
+from cache.keys import DAY_BUILDS_FIELD, KeyLayout, day_builds_text, day_hours, pointer_build
+from tally.core.layout import day_field, hour_field
+from tally.core.spec import MetricSpec
+
+log = logging.getLogger(__name__)
+
+# A day hash is written under a temporary key with this TTL and renamed over the
+# live one; a rebuild that dies before the rename leaves nothing behind for long.
+STAGED_DAY_TTL_SECONDS = 600
+
+
+def rebuild_days(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, days: Iterable[date]) -> None:
+    """Recompute the day hashes of ``days`` from their hours' live builds, each day in one switch.
+
+    A day with no computed hour loses its day hashes.
+    """
+    for day in sorted(set(days)):
+        _rebuild_day(client, layout, spec, day)
+
+
+def _rebuild_day(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, day: date) -> None:
+    hours = [hour_field(hour) for hour in day_hours(day)]
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            staged: dict[str, str] = {}
+            try:
+                # If a pointer moves before the renames, they are not applied and the
+                # day is read again, so a concurrent publish cannot be overwritten by
+                # an older state of the day.
+                pipe.watch(layout.pointer())
+                builds = [pointer_build(value) for value in pipe.hmget(layout.pointer(), hours)]
+                day_hashes = _aggregate_day(client, layout, spec, day, hours, builds) if any(builds) else {}
+                staged = _stage(client, layout, day_hashes)
+                pipe.multi()
+                for temporary, key in staged.items():
+                    pipe.rename(temporary, key)
+                    pipe.persist(key)  # RENAME keeps the temporary key's TTL
+                stale = [key for key in _day_keys(layout, spec, day) if key not in day_hashes]
+                if stale:
+                    pipe.delete(*stale)
+                # No new generation: a day aggregate holds the same builds' data as the hours
+                # it was made from, so no answer a reader may have kept is out of date.
+                pipe.execute()
+                return
+            except redis.WatchError:
+                if staged:
+                    client.delete(*staged)
+                log.info("pointer changed while rebuilding day %s; retrying", day_field(day))
+
+
+def _aggregate_day(
+    client: redis.Redis,
+    layout: KeyLayout,
+    spec: MetricSpec,
+    day: date,
+    hours: Sequence[str],
+    builds: Sequence[str | None],
+) -> dict[str, dict[str, str | bytes]]:
+    """The day's hashes (day key -> fields, ``@builds`` included) from the hours' builds."""
+    computed = [(hour, build) for hour, build in zip(hours, builds, strict=True) if build is not None]
+    with client.pipeline(transaction=False) as pipe:
+        for metric in spec.stored:
+            # Hourly distinct estimates cannot be combined; their sketches can.
+            key = layout.sketches if metric.is_distinct else layout.values
+            for hour, build in computed:
+                pipe.hgetall(key(build, hour, metric.name))
+        replies = pipe.execute()
+    builds_field = {DAY_BUILDS_FIELD: day_builds_text(builds)}
+    day_text = day_field(day)
+    hashes: dict[str, dict[str, str | bytes]] = {}
+    for index, metric in enumerate(spec.stored):
+        hour_hashes = replies[index * len(computed) : (index + 1) * len(computed)]
+        if metric.is_distinct:
+            estimates, sketches = _union_hours(hour_hashes, spec.sketch_lg_k)
+            hashes[layout.day_values(day_text, metric.name)] = {**estimates, **builds_field}
+            hashes[layout.day_sketches(day_text, metric.name)] = {**sketches, **builds_field}
+        else:
+            hashes[layout.day_values(day_text, metric.name)] = {**_sum_hours(hour_hashes), **builds_field}
+    return hashes
+
+
+def _sum_hours(hour_hashes: Sequence[dict[bytes, bytes]]) -> dict[str, str | bytes]:
+    """Slice -> encoded sum over the hours (fsum, as readers sum hours)."""
+    addends: dict[bytes, list[float]] = {}
+    for fields in hour_hashes:
+        for slice_text, value in fields.items():
+            addends.setdefault(slice_text, []).append(float(value))
+    return {slice_text.decode(): encode(math.fsum(values)) for slice_text, values in addends.items()}
+
+
+def _union_hours(
+    hour_hashes: Sequence[dict[bytes, bytes]], lg_k: int
+) -> tuple[dict[str, str | bytes], dict[str, str | bytes]]:
+    """Slice -> union estimate (unrounded) and slice -> serialized union sketch."""
+    blobs: dict[bytes, list[bytes]] = {}
+    for fields in hour_hashes:
+        for slice_text, blob in fields.items():
+            blobs.setdefault(slice_text, []).append(blob)
+    unions = {slice_text: sketches_.union_of(parts, lg_k) for slice_text, parts in blobs.items()}
+    estimates: dict[str, str | bytes] = {}
+    sketches: dict[str, str | bytes] = {}
+    for slice_text, union in unions.items():
+        estimates[slice_text.decode()] = repr(float(union.get_estimate()))
+        sketches[slice_text.decode()] = sketches_.union_image(union)
+    return estimates, sketches
+
+
+def _stage(client: redis.Redis, layout: KeyLayout, hashes: dict[str, dict[str, str | bytes]]) -> dict[str, str]:
+    """Write each hash under a temporary key that expires; return temporary key -> day key."""
+    token = secrets.token_hex(8)
+    staged = {layout.temporary(key, token): key for key in hashes}
+    with client.pipeline(transaction=False) as pipe:
+        for temporary, key in staged.items():
+            pipe.hset(temporary, mapping=hash_fields(hashes[key]))
+            pipe.expire(temporary, STAGED_DAY_TTL_SECONDS)
+        pipe.execute()
+    return staged
+
+
+def _day_keys(layout: KeyLayout, spec: MetricSpec, day: date) -> list[str]:
+    """Every day key a spec's metrics could have (a kind change leaves the other one stale)."""
+    day_text = day_field(day)
+    keys = []
+    for metric in spec.stored:
+        keys += [layout.day_values(day_text, metric.name), layout.day_sketches(day_text, metric.name)]
+    return keys

@@ -1,0 +1,38 @@
+"""How a publish is tuned: the options every publish, rehydrate and switch takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tally.core.settings import Settings
+
+# Builds of an hour kept readable (the live one included), so `tally rollback` can go back.
+KEEP_BUILDS: int = Settings.model_fields["history_builds"].default
+MAX_MOVEMENT_FACTOR: float = Settings.model_fields["max_movement_factor"].default
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    """What a publish does besides writing the builds.
+
+    ``superseded_ttl``: seconds a build that falls out of the kept ones stays
+    readable, so readers mid-request can finish. ``max_movement_factor``: a total
+    moving by more than this against the live build is reported. ``keep_builds``:
+    builds of each hour kept readable for rollback, the live one included.
+    ``force``: publish even if a pre-publish check fails (never from the settings:
+    it is one command's choice).
+    """
+
+    superseded_ttl: int
+    max_movement_factor: float = MAX_MOVEMENT_FACTOR
+    keep_builds: int = KEEP_BUILDS
+    force: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PublishOptions:
+        """The configured options (``force`` off)."""
+        return cls(
+            superseded_ttl=settings.superseded_ttl_seconds,
+            max_movement_factor=settings.max_movement_factor,
+            keep_builds=settings.history_builds,
+        )

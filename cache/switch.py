@@ -1,0 +1,127 @@
+"""The atomic switch: point hours at their new builds in one MULTI/EXEC.
+
+The new builds' keys are written first (with a TTL), then, under a WATCH of the
+pointer hash, one transaction moves the pointers, the day index, the
+definitions, the kept-build histories and the newest hour together, persists
+the new keys and gives the builds that fall out of the histories a short TTL. A
+reader sees the previous state or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from cache.builds import HourBuild, build_definitions, build_keys, write_build_keys
+from cache.client import hash_fields
+from cache.indexes import day_index_after, definitions_after
+from cache.keys import KeyLayout, mark_changed, pointer_build, pointer_value
+from cache.options import PublishOptions
+from cache.prepublish import verified
+from tally.core.faults import checkpoint
+from tally.core.layout import hour_field
+
+log = logging.getLogger(__name__)
+
+
+def switch_builds(
+    client: redis.Redis, layout: KeyLayout, builds: Sequence[HourBuild], options: PublishOptions, published_at: str
+) -> list[HourBuild]:
+    """Make the changed ones of ``builds`` live in one switch; return them as switched (verified, annotated).
+
+    Unchanged hours are left alone (their pending marks are still cleared). Every
+    changed build is verified first; one failure switches nothing unless
+    ``options.force``.
+    """
+    hours = [hour_field(b.hour) for b in builds]
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(layout.pointer())
+                current = dict(zip(hours, pipe.hmget(layout.pointer(), hours), strict=True))
+                changed = [b for b in builds if pointer_build(current[hour_field(b.hour)]) != b.build]
+                if not changed:
+                    pipe.unwatch()
+                    if _record_published(client, layout, builds):
+                        mark_changed(client, layout)  # cleared pending marks change `complete`
+                    return []
+                changed = verified(client, layout, changed, current, options.max_movement_factor, options.force)
+                new_keys = write_build_keys(client, layout, changed, published_at)
+                checkpoint("publish:before-switch")
+                histories, evicted = _histories_after(client, layout, changed, current, options.keep_builds)
+                old_keys = [key for hour, build in evicted for key in build_keys(client, layout, build, hour)]
+                # Replacing data that was already served makes the hour a revision, for good.
+                revised = {hour_field(b.hour) for b in changed if current[hour_field(b.hour)] is not None}
+                day_index = day_index_after(pipe, layout, changed, published_at, revised)
+                definitions = definitions_after(pipe, layout, [(b.hour, build_definitions(b)) for b in changed])
+                pipe.multi()
+                for hour, history in histories.items():
+                    pipe.delete(layout.history(hour))
+                    pipe.rpush(layout.history(hour), *history)
+                for build in changed:
+                    hour = hour_field(build.hour)
+                    pipe.hset(layout.pointer(), hour, pointer_value(build.build, published_at, revised=hour in revised))
+                pipe.hset(layout.day_index(), mapping=hash_fields(day_index))
+                pipe.hset(layout.definitions(), mapping=hash_fields(definitions))
+                _record_published(pipe, layout, builds)
+                mark_changed(pipe, layout)
+                for key in new_keys:
+                    pipe.persist(key)
+                for key in old_keys:
+                    pipe.expire(key, options.superseded_ttl)
+                pipe.hset(layout.meta(), "published_at", published_at)
+                _queue_advance_newest_hour(pipe, layout, max(hour_field(b.hour) for b in changed))
+                pipe.execute()
+                return changed
+            except redis.WatchError:
+                log.info("pointer changed during publish; retrying")
+
+
+def _record_published(client: Any, layout: KeyLayout, builds: Sequence[HourBuild]) -> Any:
+    """The builds' rollups are what is live now: record them, and clear the hours' pending marks.
+
+    ``client`` is a client, or a pipeline whose MULTI/EXEC these writes join.
+    Returns how many pending marks were cleared (from a client; a pipeline queues it).
+    """
+    fingerprints = {
+        hour_field(b.hour): b.stats["input_fingerprint"] for b in builds if b.stats.get("input_fingerprint")
+    }
+    if fingerprints:
+        client.hset(layout.published_rollups(), mapping=fingerprints)
+    return client.hdel(layout.pending(), *[hour_field(b.hour) for b in builds])
+
+
+def _histories_after(
+    client: redis.Redis, layout: KeyLayout, builds: Sequence[HourBuild], current: dict[str, Any], keep: int
+) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
+    """Each hour's kept builds after the switch (live first), and the (hour, build) pairs dropped."""
+    with client.pipeline(transaction=False) as pipe:
+        for build in builds:
+            pipe.lrange(layout.history(hour_field(build.hour)), 0, -1)
+        kept_now = pipe.execute()
+    histories: dict[str, list[str]] = {}
+    evicted: list[tuple[str, str]] = []
+    for build, raw in zip(builds, kept_now, strict=True):
+        hour = hour_field(build.hour)
+        history = [b.decode() for b in raw]
+        live = pointer_build(current[hour])
+        if live and live not in history:  # published before histories were kept
+            history.insert(0, live)
+        history = [build.build, *[b for b in history if b != build.build]]
+        histories[hour] = history[:keep]
+        evicted += [(hour, old) for old in history[keep:]]
+    return histories, evicted
+
+
+def _queue_advance_newest_hour(pipe: Any, layout: KeyLayout, candidate: str) -> None:
+    # Hour fields sort as text; only move forward, whatever order hours publish in.
+    pipe.eval(
+        "local cur = redis.call('HGET', KEYS[1], 'newest_hour') "
+        "if (not cur) or cur < ARGV[1] then redis.call('HSET', KEYS[1], 'newest_hour', ARGV[1]) end",
+        1,
+        layout.meta(),
+        candidate,
+    )

@@ -1,0 +1,200 @@
+"""Evaluating metrics over spans from one snapshot of published hours.
+
+- count / sum: the sum of the span's hours (or of whole UTC days, when the day
+  aggregate was built from exactly the hourly builds that are live);
+- count_distinct: a single hour is its stored estimate; anything longer is the
+  union of hourly and daily sketches (:mod:`cache.sketches`), never a sum;
+- ratio: each side evaluated over its own span first (a side may carry its own
+  window), then divided; null when the denominator is 0.
+
+A span with no computed hour is ``None`` (unknown); a computed hour without the
+slice counts as 0 (nothing happened). Nothing here touches Redis or HTTP.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from cache import sketches as hll
+from dashboard_api.plan import HashRead, Snapshot, part_span, stored_parts
+from dashboard_api.present import Number, divide, present
+from dashboard_api.requests import ONE_DAY, Span
+from tally.core.spec import Metric, MetricSpec
+
+
+def any_within(sorted_hours: Sequence[datetime], span: Span) -> bool:
+    """Whether some hour of ``sorted_hours`` lies in ``span`` (a binary search: ranges are long)."""
+    index = bisect.bisect_left(sorted_hours, span.start)
+    return index < len(sorted_hours) and sorted_hours[index] < span.end
+
+
+class Evaluator:
+    """Values of metrics over spans and slice sets, from one snapshot (sketches decoded once)."""
+
+    def __init__(self, spec: MetricSpec, snapshot: Snapshot, reads: Iterable[HashRead], tz: ZoneInfo) -> None:
+        self.spec = spec
+        self.snapshot = snapshot
+        self.tz = tz
+        self.source = {read.metric: read.source for read in reads}
+        self._decoded: dict[int, Any] = {}
+        self._pending = sorted(snapshot.pending)
+        self._revised = sorted(snapshot.revised)
+        self._outdated = {metric: sorted(hours) for metric, hours in snapshot.outdated.items()}
+        self._absent = {metric: sorted(hours) for metric, hours in snapshot.absent.items()}
+
+    def value(self, metric: Metric, span: Span, slices: Sequence[str]) -> Number | None:
+        if metric.is_ratio:
+            (num, num_window), (den, den_window) = stored_parts(self.spec, metric)
+            numerator = self.value(num, part_span(span, num_window, self.tz), slices)
+            denominator = self.value(den, part_span(span, den_window, self.tz), slices)
+            return divide(numerator, denominator)
+        read = HashRead(metric.name, self.source[metric.name])
+        parts = self._parts(read, span)
+        if parts is None:
+            return None
+        if read.source == "sketches":
+            return present(self._union(parts, slices), metric.kind)
+        return present(math.fsum(table.get(s, 0.0) for table in parts for s in slices), metric.kind)
+
+    def values_over(self, metric: Metric, spans: Sequence[Span], slices: Sequence[str]) -> list[Number | None]:
+        """``value`` for many spans at once; equal-length windows of whole days share work."""
+        if metric.is_ratio:
+            (num, num_window), (den, den_window) = stored_parts(self.spec, metric)
+            numerators = self.values_over(num, [part_span(s, num_window, self.tz) for s in spans], slices)
+            denominators = self.values_over(den, [part_span(s, den_window, self.tz) for s in spans], slices)
+            return [divide(n, d) for n, d in zip(numerators, denominators, strict=True)]
+        if self.source[metric.name] == "sketches":
+            sliding = self._sliding_unions(metric, spans, slices)
+            if sliding is not None:
+                return [present(v, metric.kind) for v in sliding]
+        return [self.value(metric, span, slices) for span in spans]
+
+    def complete(self, metric: Metric, span: Span, now: datetime) -> bool:
+        """Every hour the point reads is computed, with the metric's current definition; none pending.
+
+        Hours computed under another definition of the metric, or before it was
+        added, are served as they are (or as not computed) but make the point incomplete.
+        """
+        if metric.is_ratio:
+            return all(
+                self.complete(part, part_span(span, w, self.tz), now) for part, w in stored_parts(self.spec, metric)
+            )
+        if span.end > now or any_within(self._pending, span):
+            return False
+        if any_within(self._outdated.get(metric.name, []), span) or any_within(self._absent.get(metric.name, []), span):
+            return False
+        days, hours = span.split()
+        computed = self.snapshot.published_at
+        return all(day in self.snapshot.full_days for day in days) and all(hour in computed for hour in hours)
+
+    def revised(self, metric: Metric, span: Span) -> bool:
+        """Some hour the point reads holds data that replaced what was published for it before."""
+        if metric.is_ratio:
+            return any(self.revised(part, part_span(span, w, self.tz)) for part, w in stored_parts(self.spec, metric))
+        return any_within(self._revised, span)
+
+    def _sliding_unions(
+        self, metric: Metric, spans: Sequence[Span], slices: Sequence[str]
+    ) -> list[float | None] | None:
+        """Unions of equal-length runs of whole UTC days, by van Herk/Gil-Werman block maxima.
+
+        A rolling 30-day window over 90 days would otherwise union 2,700 day
+        sketches. Day unions are register arrays here (see cache.sketches), so
+        every window costs one element-wise maximum and one estimate. Returns None
+        when the spans are not runs of whole days of one length, or a day is not dense.
+        """
+        runs = [span.split() for span in spans]
+        lengths = {len(days) for days, _ in runs}
+        if len(spans) < 3 or len(lengths) != 1 or any(hours for _, hours in runs) or 0 in lengths:
+            return None
+        length, lg_k = lengths.pop(), self.spec.sketch_lg_k
+        first = min(days[0] for days, _ in runs)
+        count = (max(days[-1] for days, _ in runs) - first).days + 1
+        blobs = [self._day_unit(metric, first + timedelta(days=i), slices) for i in range(count)]
+        registers = [None if b is None else hll.dense_registers(b, lg_k) for b in blobs]
+        if any(r is None and b is not None for r, b in zip(registers, blobs, strict=True)):
+            return None
+        units = np.stack([np.zeros(1 << lg_k, np.uint8) if r is None else r for r in registers])
+        nonempty = np.concatenate([[0], np.cumsum([b is not None for b in blobs])])
+        prefix, suffix = hll.rolling_maxima(units, length)
+        results: list[float | None] = []
+        for days, _ in runs:
+            i = (days[0] - first).days
+            j = i + length - 1
+            contributing = int(nonempty[j + 1] - nonempty[i])
+            if contributing == 0:
+                results.append(None)
+            elif contributing == 1:  # one sketch keeps its own estimator: ask the library
+                only = next(b for b in blobs[i : j + 1] if b is not None)
+                results.append(hll.estimate_of(only))
+            else:
+                window = prefix[j] if i % length == 0 else np.maximum(suffix[i], prefix[j])
+                results.append(hll.estimate(window, lg_k))
+        return results
+
+    def _day_unit(self, metric: Metric, day: date, slices: Sequence[str]) -> bytes | None:
+        """One UTC day's sketch over ``slices`` (serialized); None when no hour of it is computed."""
+        read = HashRead(metric.name, "sketches")
+        parts = self._parts(read, Span(_midnight(day), _midnight(day) + ONE_DAY))
+        if parts is None:
+            return None
+        blobs = [table[s] for table in parts for s in slices if s in table]
+        if len(blobs) == 1:  # the stored day union itself, as is
+            return blobs[0]
+        union = hll.union_of((), self.spec.sketch_lg_k)
+        for blob in blobs:
+            union.update(self._decode(blob))
+        return hll.union_image(union)
+
+    def _parts(self, read: HashRead, span: Span) -> list[Mapping[str, Any]] | None:
+        """The fetched hashes (day and hour) that make up the span's computed hours."""
+        computed = self.snapshot.published_at
+        absent = self.snapshot.absent.get(read.metric, frozenset())
+        day_data = self.snapshot.days.get(read, {})
+        hour_data = self.snapshot.hours.get(read, {})
+        span_days, edge_hours = span.split()
+        parts: list[Mapping[str, Any]] = []
+        any_computed = False
+        for day in span_days:
+            if day in day_data:
+                # A day aggregate holds the hours that have the metric; none may (a metric added since).
+                if not absent or any(h not in absent for h in _day_hours(day)):
+                    parts.append(day_data[day])
+                    any_computed = True
+                continue
+            edge_hours.extend(_day_hours(day))
+        for hour in edge_hours:
+            if hour in computed and hour not in absent:
+                any_computed = True
+                parts.append(hour_data[hour])
+        return parts if any_computed else None
+
+    def _union(self, parts: Sequence[Mapping[str, Any]], slices: Sequence[str]) -> float:
+        union = hll.union_of((), self.spec.sketch_lg_k)
+        for table in parts:
+            for slice_text in slices:
+                blob = table.get(slice_text)
+                if blob is not None:
+                    union.update(self._decode(blob))
+        return union.get_estimate()
+
+    def _decode(self, blob: bytes) -> Any:
+        key = id(blob)
+        if key not in self._decoded:
+            self._decoded[key] = hll.decode(blob)
+        return self._decoded[key]
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _day_hours(day: date) -> list[datetime]:
+    return [datetime(day.year, day.month, day.day, h, tzinfo=UTC) for h in range(24)]

@@ -1,0 +1,154 @@
+"""``GET /v1/metrics`` (the catalogue) and ``GET /v1/metrics/{name}`` (one metric as time series).
+
+Handlers are thin: validate (:mod:`dashboard_api.params`), plan and read
+(:mod:`dashboard_api.plan`, :mod:`dashboard_api.store`), compute
+(:mod:`dashboard_api.series`), shape the response (:mod:`dashboard_api.models`).
+They are plain ``def`` on purpose: the Redis client is synchronous, so FastAPI
+runs them in its thread pool.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import redis
+from fastapi import Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from cache.keys import KeyLayout
+from dashboard_api.calendar import format_ts
+from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep, SpecDep
+from dashboard_api.http_cache import caching_headers, not_modified
+from dashboard_api.models import MetricInfo, MetricsResponse, Point, ResponseWarning, Series, SeriesResponse
+from dashboard_api.params import parse_series_query
+from dashboard_api.plan import Snapshot, plan_reads, plan_values
+from dashboard_api.requests import SeriesRequest, ValuesRequest
+from dashboard_api.route_helpers import EndQuery, StartQuery, known_metric, range_limits, read_or_cold
+from dashboard_api.series import (
+    SeriesData,
+    build_series,
+    dimension_values,
+    seen_values,
+    slice_seen,
+    unseen_filter_values,
+)
+from tally.core.spec import GRAINS, Metric, MetricSpec
+
+
+def list_metrics(spec: SpecDep) -> MetricsResponse:
+    return MetricsResponse(metrics=[metric_info(m) for m in spec.metrics], cards=list(spec.cards))
+
+
+def metric_info(metric: Metric) -> MetricInfo:
+    return MetricInfo(
+        name=metric.name,
+        description=metric.description,
+        unit=metric.unit,
+        kind=metric.kind.value,
+        dimensions=list(metric.dimensions),
+        grains=list(metric.grains),
+        max_window_days=metric.max_window_days,
+    )
+
+
+def metric_series(
+    name: str,
+    request: Request,
+    spec: SpecDep,
+    settings: SettingsDep,
+    client: RedisDep,
+    layout: LayoutDep,
+    # Declared for OpenAPI and presence checks; parse_series_query reads the raw
+    # query string, because dimension filters are parameters too.
+    start: StartQuery,
+    end: EndQuery,
+    # Enums in the docs only: a wrong value must be our 400 code, not a validation error.
+    grain: Annotated[str, Query(description="Bucket size.", json_schema_extra={"enum": list(GRAINS)})] = "hour",
+    tz: Annotated[str, Query(description="IANA time zone of the buckets, e.g. Europe/Berlin.")] = "UTC",
+    window: Annotated[
+        str | None, Query(description="<N>d: each point is the metric over the N days ending at its bucket's end.")
+    ] = None,
+    group_by: Annotated[str | None, Query(description="A dimension: one series per value.")] = None,
+    limit: Annotated[
+        str | None, Query(description="With group_by: the N largest series over the range, plus 'other'.")
+    ] = None,
+) -> SeriesResponse | Response:  # a 304 or a replayed body; the model is the route's response_model
+    metric = known_metric(spec, name)
+    query = parse_series_query(metric, request.query_params.multi_items(), range_limits(settings))
+    plan = plan_reads(spec, query)
+    snapshot = read_or_cold(client, layout, plan)
+    now = datetime.now(UTC)
+    series = build_series(spec, query, plan, snapshot, now)
+    headers = caching_headers(request, snapshot.version, snapshot.as_of, now, settings.publish_lag_seconds)
+    if not_modified(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    body = series_response(query, series, snapshot.as_of, snapshot.version)
+    body.warnings = filter_warnings(spec, query, snapshot, client, layout)
+    return JSONResponse(body.model_dump(mode="json"), headers=headers)
+
+
+def filter_warnings(
+    spec: MetricSpec, query: SeriesRequest, snapshot: Snapshot, client: redis.Redis, layout: KeyLayout
+) -> list[ResponseWarning]:
+    """``value_not_seen`` for each filter value that no stored slice of the range holds.
+
+    A grouped request read whole hashes, so they tell; a filtered one read only its
+    own slice, and only when no hash held it is each dimension's values read
+    (a second read, paid by requests that are probably misspelt).
+    """
+    if not query.filters:
+        return []
+    if query.group_by is not None:
+        seen = seen_values(snapshot, query.filters)
+    elif slice_seen(snapshot, query.filters):
+        return []
+    else:
+        seen = {}
+        for dim in query.filters:
+            request = ValuesRequest(query.metric, dim, query.tz, query.start, query.end)
+            seen[dim] = {value for value, _ in _values(spec, request, client, layout)}
+    path = f"/v1/metrics/{query.metric.name}/values"
+    return [
+        ResponseWarning(
+            code="value_not_seen",
+            dimension=dim,
+            value=value,
+            message=f"{dim}={value!r} occurs in no stored slice of the range, so it matches nothing; "
+            f"values seen: {', '.join(sorted(seen[dim])[:20])} (all of them: GET {path}/{dim})",
+        )
+        for dim, value in unseen_filter_values(query.filters, seen)
+    ]
+
+
+def _values(
+    spec: MetricSpec, request: ValuesRequest, client: redis.Redis, layout: KeyLayout
+) -> list[tuple[str, int | float | None]]:
+    plan = plan_values(spec, request)
+    return dimension_values(spec, request, plan, read_or_cold(client, layout, plan))
+
+
+def series_response(
+    query: SeriesRequest, series: list[SeriesData], as_of: str | None, build: str = ""
+) -> SeriesResponse:
+    return SeriesResponse(
+        metric=query.metric.name,
+        grain=query.grain,
+        tz=query.tz.key,
+        window=f"{query.window_days}d" if query.window_days else None,
+        start=format_ts(query.start, query.tz),
+        end=format_ts(query.end, query.tz),
+        series=[
+            Series(
+                labels=s.labels,
+                other=s.other,
+                points=[
+                    Point(ts=format_ts(ts, query.tz), value=value, complete=done, revised=revised)
+                    for (ts, value), done, revised in zip(s.points, s.complete, s.revised, strict=True)
+                ],
+            )
+            for s in series
+        ],
+        as_of=as_of,
+        build=build,
+    )

@@ -1,0 +1,179 @@
+"""What to read for a request: its spans, the Redis hashes they need, and the snapshot read back.
+
+A request becomes *spans* (UTC hour ranges): one per bucket, or per bucket's
+rolling window. :func:`plan_reads` lists the Redis hashes those spans need;
+:mod:`dashboard_api.store` reads them into a :class:`Snapshot`, which
+:mod:`dashboard_api.evaluate` turns into values. Nothing here touches Redis or HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from cache.keys import slice_id
+from dashboard_api.calendar import days_back
+from dashboard_api.requests import SeriesRequest, Span, ValuesRequest
+from tally.core.layout import ONE_HOUR
+from tally.core.spec import Metric, MetricSpec
+
+Source = Literal["values", "sketches"]
+
+
+@dataclass(frozen=True)
+class HashRead:
+    """One kind of Redis hash a query needs: a metric's values or its sketches."""
+
+    metric: str
+    source: Source
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """What the store must read: pointers for every hour of the range, then data."""
+
+    start: datetime
+    end: datetime
+    hours: dict[HashRead, frozenset[datetime]]
+    days: dict[HashRead, frozenset[date]]
+    slices: tuple[str, ...] | None  # None: whole hashes (group_by)
+    # Stored metric -> the fingerprint of its definition in the spec now (tally.core.spec.metric_fingerprint).
+    definitions: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def all_days(self) -> frozenset[date]:
+        """Every UTC day the plan touches, whole or by some of its hours."""
+        days = {day for wanted in self.days.values() for day in wanted}
+        days |= {hour.date() for wanted in self.hours.values() for hour in wanted}
+        return frozenset(days)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the store read. Days appear only where their aggregate matches the live hours."""
+
+    published_at: Mapping[datetime, str] = field(default_factory=dict)  # exactly the computed hours
+    hours: Mapping[HashRead, Mapping[datetime, Mapping[str, Any]]] = field(default_factory=dict)
+    days: Mapping[HashRead, Mapping[date, Mapping[str, Any]]] = field(default_factory=dict)
+    # Newest publish time of each whole day read through the day index.
+    day_published_at: Mapping[date, str] = field(default_factory=dict)
+    # Whole UTC days all 24 of whose hours are computed.
+    full_days: frozenset[date] = frozenset()
+    # Hours whose live data replaced data published earlier (late input, a rerun, a rollback).
+    revised: frozenset[datetime] = frozenset()
+    # Hours known to be out of date until a run publishes them (see cache.freshness).
+    pending: frozenset[datetime] = frozenset()
+    # Digest of every build read: the response's build identifier.
+    version: str = ""
+    # Stored metric -> hours whose live build holds it under another definition than the spec's now.
+    outdated: Mapping[str, frozenset[datetime]] = field(default_factory=dict)
+    # Stored metric -> computed hours whose live build does not hold it (added to the spec since).
+    absent: Mapping[str, frozenset[datetime]] = field(default_factory=dict)
+
+    @property
+    def as_of(self) -> str | None:
+        # published_at is fixed-width ISO text, so text order is time order.
+        return max([*self.published_at.values(), *self.day_published_at.values()], default=None)
+
+
+# --- spans ---------------------------------------------------------------------
+
+
+def point_spans(request: SeriesRequest) -> list[Span]:
+    """One span per bucket: the bucket itself, or the window ending at its end."""
+    spans = []
+    for start, end in request.buckets:
+        if request.window_days:
+            start = days_back(end, request.window_days, request.tz)
+        spans.append(Span(start, end))
+    return spans
+
+
+def part_span(span: Span, window_days: int | None, tz: ZoneInfo) -> Span:
+    return Span(days_back(span.end, window_days, tz), span.end) if window_days else span
+
+
+def stored_parts(spec: MetricSpec, metric: Metric) -> list[tuple[Metric, int | None]]:
+    """The stored metrics a metric reads, each with the window of its side."""
+    if not metric.is_ratio:
+        return [(metric, None)]
+    return [
+        (_part(spec, metric.numerator), metric.numerator_window_days),
+        (_part(spec, metric.denominator), metric.denominator_window_days),
+    ]
+
+
+def _part(spec: MetricSpec, name: str | None) -> Metric:
+    part = spec.get(name or "")
+    if part is None:  # load_spec guarantees ratio parts exist
+        raise LookupError(f"ratio part {name!r} is not in the spec")
+    return part
+
+
+def evaluation_spans(spec: MetricSpec, request: SeriesRequest) -> dict[str, list[Span]]:
+    """Every span each stored metric is evaluated over (points, and the ranking for limit)."""
+    spans = point_spans(request)
+    if request.limit:
+        spans.append(Span(request.start, request.end))
+    needed: dict[str, list[Span]] = {}
+    for part, window in stored_parts(spec, request.metric):
+        needed.setdefault(part.name, []).extend(part_span(s, window, request.tz) for s in spans)
+    return needed
+
+
+# --- reads -----------------------------------------------------------------------
+
+
+def source_for(metric: Metric, spans: Sequence[Span], single_slice: bool) -> Source:
+    # Hourly distinct estimates are stored; only longer spans or merged slices need sketches.
+    if metric.is_distinct and (not single_slice or any(s.end - s.start > ONE_HOUR for s in spans)):
+        return "sketches"
+    return "values"
+
+
+def plan_reads(spec: MetricSpec, request: SeriesRequest) -> ReadPlan:
+    slices = None if request.group_by else (slice_id(request.filters),)
+    needed = evaluation_spans(spec, request)
+    return plan_spans(spec, needed, slices, request.start, request.end, single_slice=request.limit is None)
+
+
+def plan_values(spec: MetricSpec, request: ValuesRequest) -> ReadPlan:
+    """Whole hashes (every slice) over the range: one span per stored part, its window included."""
+    whole = Span(request.start, request.end)
+    needed: dict[str, list[Span]] = {}
+    for part, window in stored_parts(spec, request.metric):
+        needed.setdefault(part.name, []).append(part_span(whole, window, request.tz))
+    return plan_spans(spec, needed, None, request.start, request.end, single_slice=False)
+
+
+def plan_spans(
+    spec: MetricSpec,
+    needed: Mapping[str, Sequence[Span]],
+    slices: tuple[str, ...] | None,
+    start: datetime,
+    end: datetime,
+    *,
+    single_slice: bool,
+) -> ReadPlan:
+    """The reads that evaluate each stored metric of ``needed`` over its spans."""
+    hours: dict[HashRead, set[datetime]] = {}
+    days: dict[HashRead, set[date]] = {}
+    for name, spans in needed.items():
+        metric = _part(spec, name)
+        read = HashRead(name, source_for(metric, spans, single_slice=single_slice))
+        for span in spans:
+            span_days, edge_hours = span.split()
+            days.setdefault(read, set()).update(span_days)
+            hours.setdefault(read, set()).update(edge_hours)
+            start, end = min(start, span.start), max(end, span.end)
+    return ReadPlan(
+        start=start,
+        end=end,
+        hours={r: frozenset(h) for r, h in hours.items()},
+        days={r: frozenset(d) for r, d in days.items()},
+        slices=slices,
+        definitions={r.metric: spec.fingerprints[r.metric] for r in hours if r.metric in spec.fingerprints},
+    )

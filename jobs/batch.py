@@ -1,0 +1,162 @@
+"""One Spark pass over a batch of hours: every source's rollup, quarantine and statistics.
+
+The hours of a batch share one scan of each source and one aggregation. The
+writes come in the order that makes a crash at any point harmless: the rollup,
+then each source's quarantine, then the statistics, whose presence marks an
+hour complete (the kill points of :mod:`tally.core.faults` sit between them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from jobs.inputs import HourPlan
+from jobs.source import local_frame, read_hours
+from jobs.tables import overwrite_partitions, read_quarantine, write_quarantine
+from jobs.transform import (
+    counted_events,
+    deduplicate,
+    finest_slices,
+    hour_stats,
+    rollup_from_finest,
+    valid_events,
+    with_hour_placeholders,
+    with_invalid_reason,
+)
+from tally.core.faults import checkpoint
+from tally.core.layout import (
+    ROLLUPS_HOURLY,
+    ROLLUPS_STATS,
+    format_hour,
+    hour_from_partition,
+    input_fingerprint,
+)
+from tally.core.runstats import LOCATION_FIELDS, STORED_TYPES, RunStats, combine, source_row
+from tally.core.spec import MetricSpec, Source
+
+
+def stats_schema() -> T.StructType:
+    """A statistics row: its partition columns, the transform's counts, then what the job adds.
+
+    Needs a running session (Spark parses the types).
+    """
+    columns = [*(f"{name} string" for name in LOCATION_FIELDS), *(f"{n} {t}" for n, t in STORED_TYPES.items())]
+    schema = T._parse_datatype_string(", ".join(columns))
+    assert isinstance(schema, T.StructType)
+    return schema
+
+
+@dataclass
+class _SourceRun:
+    """One source's frames in a batch."""
+
+    source: Source
+    classified: DataFrame
+    finest: DataFrame
+
+
+def run_batch(spark: SparkSession, data_dir: Path, spec: MetricSpec, plans: Sequence[HourPlan]) -> dict[str, RunStats]:
+    """Compute and write the batch's hours; their statistics, by hour text (:func:`format_hour`).
+
+    A file that cannot be decoded raises before anything is written.
+    """
+    started = time.monotonic()
+    computed = [p.hour for p in plans]
+    runs = []
+    for source in spec.sources:
+        # Not cached: caching a million raw rows cost more than reading the files again
+        # for the quarantine and the statistics (docs/performance.md). Only the finest
+        # slices (a few hundred rows an hour) are kept, for the rollup and the counts.
+        classified = with_invalid_reason(read_hours(spark, source, [p.inputs[source.name] for p in plans]), source)
+        valid = deduplicate(valid_events(classified, source, spec), source)
+        finest = finest_slices(with_hour_placeholders(valid, computed), spec, source).persist()
+        runs.append(_SourceRun(source, classified, finest))
+    try:
+        checkpoint("job:before-rollup")
+        # The first read of every value of every row: a file that cannot be decoded
+        # fails here, before anything is written (a failed write commits nothing).
+        overwrite_partitions(_all_rollups(spec, runs), data_dir / ROLLUPS_HOURLY)
+        checkpoint("job:after-rollup")
+        stats_rows: list[Row] = []
+        for run in runs:
+            write_quarantine(spark, data_dir, run.source, run.classified, computed)
+            stats_rows += _source_stats(spark, data_dir, spec, run, plans, started)
+        # Statistics are written last: their presence marks the hour's rollup complete.
+        schema = stats_schema()
+        overwrite_partitions(
+            local_frame(spark, [[r[f.name] for f in schema.fields] for r in stats_rows], schema),
+            data_dir / ROLLUPS_STATS,
+        )
+        checkpoint("job:after-stats")
+    finally:
+        for run in runs:
+            run.finest.unpersist()
+    by_hour: dict[str, list[RunStats]] = {}
+    files = {(p.hour, name): len(i.files) for p in plans for name, i in p.inputs.items()}
+    for row in stats_rows:
+        stats_row = source_row(row.asDict(recursive=True))
+        hour = hour_from_partition(row["dt"], row["hour"])
+        stats_row["input_files"] = files[(hour, row["source"])]
+        by_hour.setdefault(format_hour(hour), []).append(stats_row)
+    return {hour_text: combine(rows) for hour_text, rows in by_hour.items()}
+
+
+def _all_rollups(spec: MetricSpec, runs: Sequence[_SourceRun]) -> DataFrame:
+    """Every source's rollup rows in one frame, with a column for every dimension of the spec."""
+    frames = []
+    for run in runs:
+        rollup = rollup_from_finest(run.finest, spec, run.source)
+        present = set(rollup.columns)
+        frames.append(
+            rollup.select(
+                "dt",
+                "hour",
+                "metric",
+                *[(F.col(d) if d in present else F.lit(None)).cast("string").alias(d) for d in spec.dimensions],
+                "value",
+                "sketch",
+            )
+        )
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+def _source_stats(
+    spark: SparkSession,
+    data_dir: Path,
+    spec: MetricSpec,
+    run: _SourceRun,
+    plans: Sequence[HourPlan],
+    started: float,
+) -> list[Row]:
+    """The source's statistics rows of the batch's hours, with fingerprints and the duration so far."""
+    hours = [p.hour for p in plans]
+    source = run.source
+    rows_read = {p.hour: p.inputs[source.name].rows for p in plans}
+    invalid = read_quarantine(spark, data_dir, source, hours)
+    stats = hour_stats(invalid, hours, rows_read, counted_events(run.finest), source)
+    # The input fingerprint taken when the files were listed, and each metric's definition.
+    fingerprints = {p.hour: input_fingerprint(list(p.inputs[source.name].files)) for p in plans}
+    definitions = {m.name: spec.fingerprints[m.name] for m in spec.stored_of(source.name)}
+    # The application's work so far. Its hours share one scan and one aggregation, so no
+    # hour has a time of its own: the figure is the whole application's, with its hour count.
+    seconds = round(time.monotonic() - started, 3)
+    return [
+        Row(
+            **row.asDict(),
+            input_fingerprint=fingerprints[hour_from_partition(row["dt"], row["hour"])],
+            metric_fingerprints=definitions,
+            application_seconds=seconds,
+            application_hours=len(plans),
+        )
+        for row in stats.collect()
+    ]

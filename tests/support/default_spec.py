@@ -1,0 +1,16 @@
+"""What the tests expect of the default spec (tally/metrics.yaml): its public metrics, in order."""
+
+from __future__ import annotations
+
+DEFAULT_NAMES = [
+    "events",
+    "revenue",
+    "orders",
+    "avg_order_value",
+    "signups",
+    "active_users",
+    "sessions",
+    "purchasers",
+    "conversion_rate",
+    "stickiness",
+]
