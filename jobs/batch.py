@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.inputs import HourPlan
-from jobs.source import local_frame, read_hours
+from jobs.source import local_frame, read_hours, union_all
 from jobs.tables import overwrite_partitions, read_quarantine, write_quarantine
 from jobs.transform import (
     counted_events,
@@ -38,6 +38,7 @@ from tally.core.layout import (
     hour_from_partition,
     input_fingerprint,
 )
+from tally.core.rollup import METRIC, PARTITION_COLUMNS, SKETCH, VALUE
 from tally.core.runstats import LOCATION_FIELDS, STORED_TYPES, RunStats, combine, source_row
 from tally.core.spec import MetricSpec, Source
 
@@ -116,18 +117,14 @@ def _all_rollups(spec: MetricSpec, runs: Sequence[_SourceRun]) -> DataFrame:
         present = set(rollup.columns)
         frames.append(
             rollup.select(
-                "dt",
-                "hour",
-                "metric",
+                *PARTITION_COLUMNS,
+                METRIC,
                 *[(F.col(d) if d in present else F.lit(None)).cast("string").alias(d) for d in spec.dimensions],
-                "value",
-                "sketch",
+                VALUE,
+                SKETCH,
             )
         )
-    result = frames[0]
-    for frame in frames[1:]:
-        result = result.unionByName(frame)
-    return result
+    return union_all(frames)
 
 
 def _source_stats(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from functools import reduce
 from pathlib import Path
 
 import pandas as pd
@@ -103,10 +104,12 @@ def read_hours(spark: SparkSession, source: Source, inputs: Sequence[HourInput])
             frames += [_read_one_hour(spark, source, encoding, paths, hour) for hour, paths in by_hour.items()]
     if not frames:
         return local_frame(spark, [], raw_schema(source))
-    result = frames[0]
-    for frame in frames[1:]:
-        result = result.unionByName(frame)
-    return result
+    return union_all(frames)
+
+
+def union_all(frames: Sequence[DataFrame]) -> DataFrame:
+    """One frame of ``frames`` (at least one), columns matched by name."""
+    return reduce(DataFrame.unionByName, frames)
 
 
 def _read_partitioned(

@@ -18,13 +18,13 @@ from pyspark.sql import types as T
 
 from jobs.partitions import partition_columns
 from jobs.source import HOUR_COLUMN, local_frame
+from tally.core.rollup import METRIC, SKETCH, VALUE, VALUE_TYPES
 from tally.core.spec import UNKNOWN, Dimension, Kind, Metric, MetricSpec, Source, quote_column
 
 REASON = "reason"
 REAL = "_real"
 COUNTED = "_counted"
 INPUT_PREFIX = "_in_"
-VALUE_COLUMNS = ("metric", "value", "sketch")
 # Epoch numbers beyond year 9999 are not times (and would overflow Spark's conversion).
 _MAX_EPOCH_SECONDS = 253_402_300_799
 _EPOCH = {"s": (F.timestamp_seconds, 1), "ms": (F.timestamp_millis, 1_000), "us": (F.timestamp_micros, 1_000_000)}
@@ -231,12 +231,12 @@ def rollup_from_finest(finest: DataFrame, spec: MetricSpec, source: Source) -> D
         .where(F.col("entry").isNotNull())
     )
     is_total = reduce(lambda acc, d: acc & F.col(d).isNull(), dims, F.lit(True))
-    return long.where(is_total | (F.col("entry.value") != 0)).select(
+    return long.where(is_total | (F.col(f"entry.{VALUE}") != 0)).select(
         *partition_columns(HOUR_COLUMN),
-        F.col("entry.metric").alias("metric"),
+        F.col(f"entry.{METRIC}").alias(METRIC),
         *[F.col(d).cast("string").alias(d) for d in dims],
-        F.col("entry.value").cast("double").alias("value"),
-        F.col("entry.sketch").cast("binary").alias("sketch"),
+        F.col(f"entry.{VALUE}").cast(VALUE_TYPES[VALUE]).alias(VALUE),
+        F.col(f"entry.{SKETCH}").cast(VALUE_TYPES[SKETCH]).alias(SKETCH),
     )
 
 
@@ -253,7 +253,7 @@ def _metric_entry(metric: Metric, dims: Sequence[str]) -> Column:
         sketch = aggregate_value
     else:
         value, sketch = aggregate_value.cast("double"), F.lit(None).cast("binary")
-    entry = F.struct(F.lit(metric.name).alias("metric"), value.alias("value"), sketch.alias("sketch"))
+    entry = F.struct(F.lit(metric.name).alias(METRIC), value.alias(VALUE), sketch.alias(SKETCH))
     return F.when(kept, entry)
 
 

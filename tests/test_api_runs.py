@@ -39,3 +39,12 @@ def test_runs_without_a_range_stop_at_a_day(redis_server: str, redis_client: red
         runs = api.get("/v1/runs").json()["runs"]
     assert [r["hour"] for r in runs] == [h.strftime("%Y-%m-%dT%H:00:00Z") for h in hours[-24:]]
     assert [r["rows_read"] for r in runs] == list(range(6, 30))
+
+
+def test_runs_show_every_run_statistic():
+    """GET /v1/runs is typed from the one list of run statistics: a new field cannot be left out unnoticed."""
+    from dashboard_api.models import Run
+    from tally.core.runstats import FIELDS
+
+    internal = {"input_fingerprint", "metric_fingerprints"}  # build identity, not statistics a reader needs
+    assert set(FIELDS) - internal <= set(Run.model_fields)

@@ -16,6 +16,8 @@ from enum import StrEnum
 from itertools import combinations
 from typing import Any
 
+from tally.core.rollup import PARTITION_COLUMNS, VALUE_COLUMNS
+
 GRAINS: tuple[str, ...] = ("hour", "day", "week", "month")
 MAX_WINDOW_DAYS = 90
 # Column types a source may declare, as Spark SQL type names.
@@ -27,7 +29,8 @@ UNKNOWN = "unknown"  # the value of a dimension that is null
 # since any other parameter of a request is a filter on a dimension.
 API_PARAMETERS: tuple[str, ...] = ("grain", "start", "end", "group_by", "tz", "window", "limit")
 # Columns of the rollup table besides the dimensions.
-ROLLUP_COLUMNS: tuple[str, ...] = ("dt", "hour", "metric", "value", "sketch")
+# Columns of the rollup a dimension may not be named after.
+ROLLUP_COLUMNS: tuple[str, ...] = (*PARTITION_COLUMNS, *VALUE_COLUMNS)
 # Names the job gives its own columns (and the quarantine's partition columns):
 # a source column may not be named so.
 RESERVED_COLUMNS: tuple[str, ...] = ("dt", "hour", "reason", "_hour", "_real", "_counted", "_copy")
