@@ -41,10 +41,11 @@ def rollback_hour(
             try:
                 pipe.watch(layout.pointer())
                 history = [text(b) for b in pipe.lrange(layout.history(field_name), 0, -1)]
-                if len(history) < 2 or not pipe.exists(layout.manifest(history[1], field_name)):
+                kept = pipe.get(layout.manifest(history[1], field_name)) if len(history) >= 2 else None
+                if kept is None:  # no earlier build, or it has expired
                     raise NotComputedError(f"hour {format_hour(hour)} has no earlier build kept to roll back to")
                 previous = history[1]
-                manifest = json.loads(pipe.get(layout.manifest(previous, field_name)) or b"{}")
+                manifest = json.loads(kept)
                 rolled_back = [
                     HourBuild(hour, previous, {m: {} for m in manifest["metrics"]}, {}, manifest.get("stats", {}))
                 ]
