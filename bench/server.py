@@ -24,7 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def start_server(redis_url: str, prefix: str, port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`tally serve` in its own process for ``prefix`` (plus settings in ``env``); returns once /health answers."""
     # The child reads its settings from this environment; nothing here reads configuration.
-    env = {**os.environ, **(env or {}), "REDIS_URL": redis_url, "TALLY_REDIS_PREFIX": prefix}
+    # Benchmark data sets sit on fixed dates, which a retention counted back from now would
+    # leave behind: their hours are served forever unless the caller says otherwise.
+    env = {
+        "TALLY_HOUR_RETENTION_DAYS": "0",
+        **os.environ,
+        **(env or {}),
+        "REDIS_URL": redis_url,
+        "TALLY_REDIS_PREFIX": prefix,
+    }
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("tally")), "serve", "--port", str(port)],
         env=env,

@@ -43,6 +43,15 @@ WRITER_COMMANDS: tuple[str, ...] = (
     # The newest-hour update is one small script; scripts run with the caller's ACL.
     "eval",
     "evalsha",
+    # The storage report and the budget check (cache.storage, cache.prepublish): SCAN under the
+    # prefix (the ACL cannot filter SCAN's answer, so the writer may see other keys' names, never
+    # their content), the size of keys, and putting back keys a refused publish overwrote.
+    "scan",
+    "memory|usage",
+    "hlen",
+    "dump",
+    "restore",
+    "pttl",
 )
 
 

@@ -57,7 +57,7 @@ def _rebuild_day(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, day: 
                 for temporary, key in staged.items():
                     pipe.rename(temporary, key)
                     pipe.persist(key)  # RENAME keeps the temporary key's TTL
-                stale = [key for key in _day_keys(layout, spec, day) if key not in day_hashes]
+                stale = [key for key in day_keys(layout, spec, day) if key not in day_hashes]
                 if stale:
                     pipe.delete(*stale)
                 # No new generation: a day aggregate holds the same builds' data as the hours
@@ -139,7 +139,7 @@ def _stage(client: redis.Redis, layout: KeyLayout, hashes: dict[str, dict[str, s
     return staged
 
 
-def _day_keys(layout: KeyLayout, spec: MetricSpec, day: date) -> list[str]:
+def day_keys(layout: KeyLayout, spec: MetricSpec, day: date) -> list[str]:
     """Every day key a spec's metrics could have (a kind change leaves the other one stale)."""
     day_text = day_field(day)
     keys = []

@@ -22,6 +22,7 @@ from cache.keys import (
     day_hours,
     day_index_value,
     definitions_value,
+    parse_day_index_value,
     parse_definitions_value,
 )
 from tally.core.layout import day_field, hour_field
@@ -57,6 +58,27 @@ def day_index_after(
                 flags.append(False)
         fields[day_field(day)] = day_index_value(day_builds_text(builds), max(times), flags)
     return fields
+
+
+def day_tier_builds(pipe: Any, layout: KeyLayout, hours: Sequence[datetime]) -> dict[str, tuple[str, bool]]:
+    """For hours without a pointer: the build and revised flag their day index entry still names.
+
+    Only hours of days moved to the day tier (:mod:`cache.tiers`) have one; read
+    under the caller's WATCH of the pointer hash, which every move changes.
+    """
+    days = sorted({hour.astimezone(UTC).date() for hour in hours})
+    if not days:
+        return {}
+    wanted = {hour_field(hour) for hour in hours}
+    served: dict[str, tuple[str, bool]] = {}
+    for day, value in zip(days, pipe.hmget(layout.day_index(), [day_field(day) for day in days]), strict=True):
+        if not value:
+            continue
+        builds_text, _, flags = parse_day_index_value(value.decode() if isinstance(value, bytes) else value)
+        for hour, build, flag in zip(day_hours(day), builds_text.split(","), flags, strict=True):
+            if hour_field(hour) in wanted and build != "-":
+                served[hour_field(hour)] = (build, flag)
+    return served
 
 
 def definitions_after(

@@ -28,7 +28,10 @@ key                                         type      content
                                                       fall off its end expire (``tally rollback``
                                                       switches back to the second).
 ``{p}:meta``                                hash      ``newest_hour``, ``published_at`` of the
-                                                      newest publish.
+                                                      newest publish; ``hours_from``: the first UTC
+                                                      day whose hours are kept (older ones live on
+                                                      only in their day aggregate, cache.tiers);
+                                                      ``days_from``: the first day kept at all.
 ``{p}:generation``                          string    a random token, replaced with every write a
                                                       reader can see (in a switch's or rollback's
                                                       MULTI/EXEC, or right after pending marks
@@ -55,6 +58,11 @@ key                                         type      content
                                                       only; plus ``@builds``.
 ``{day key}:tmp:{token}``                   hash      a day hash being written; renamed over its
                                                       day key, expires if the writer dies first.
+``{p}:storage``                              string    JSON: the storage report the publisher wrote
+                                                      after its last publish (bytes per tier and
+                                                      metric, growth per day, days until the
+                                                      budget; :mod:`cache.storage`), so ``/health``
+                                                      and ``/metrics`` never scan Redis.
 ==========================================  ========  ===============================================
 
 ``hour`` is the UTC hour as ``YYYY-MM-DDTHHZ`` (:func:`tally.core.layout.hour_field`); ``build`` is a
@@ -90,6 +98,10 @@ TOTAL_SLICE = "_"
 # The field of a day hash naming the hourly builds it aggregates (not a slice:
 # slice ids never start with "@").
 DAY_BUILDS_FIELD = "@builds"
+# Fields of {p}:meta moved only forward by cache.tiers: the first UTC day (YYYY-MM-DD) whose
+# hours Redis keeps, and the first day it keeps at all.
+META_HOURS_FROM = "hours_from"
+META_DAYS_FROM = "days_from"
 HOURS_PER_DAY = 24
 
 
@@ -233,6 +245,10 @@ class KeyLayout:
     def published_rollups(self) -> str:
         return f"{self.prefix}:rollups"
 
+    def storage(self) -> str:
+        """The last storage report (:mod:`cache.storage`)."""
+        return f"{self.prefix}:storage"
+
     def manifest(self, build: str, hour: str) -> str:
         return f"{self.prefix}:b:{build}:{hour}:manifest"
 
@@ -256,6 +272,69 @@ class KeyLayout:
     def all_keys_pattern(self) -> str:
         """SCAN pattern matching every key under this prefix (tests and cleanup)."""
         return f"{self.prefix}:*"
+
+    def _index_keys(self) -> frozenset[str]:
+        return frozenset(
+            {
+                self.pointer(),
+                self.meta(),
+                self.day_index(),
+                self.pending(),
+                self.definitions(),
+                self.generation(),
+                self.published_rollups(),
+                self.storage(),
+            }
+        )
+
+    def classify(self, key: str) -> KeyInfo | None:
+        """Which tier (and metric, hour or day) a key under this prefix belongs to: the inverse of the methods above.
+
+        None for a key outside the prefix. A key under the prefix this layout does
+        not name is :data:`TIER_OTHER`, so a measurement never drops bytes silently.
+        """
+        head = f"{self.prefix}:"
+        if not key.startswith(head):
+            return None
+        parts = key[len(head) :].split(":")
+        if parts[0] == "b" and len(parts) == 4 and parts[3] == "manifest":
+            return KeyInfo(TIER_HOUR, "manifest", build=parts[1], hour=parts[2])
+        if parts[0] == "b" and len(parts) == 5 and parts[4] in _METRIC_PARTS:
+            return KeyInfo(TIER_HOUR, parts[4], metric=parts[3], build=parts[1], hour=parts[2])
+        # A day hash, or a day hash being written (``...:tmp:{token}``, see :meth:`temporary`).
+        is_day = parts[0] == "day" and (len(parts) == 4 or (len(parts) == 6 and parts[4] == "tmp"))
+        if is_day and parts[3] in _METRIC_PARTS:
+            return KeyInfo(TIER_DAY, parts[3], metric=parts[2], day=parts[1])
+        if key in self._index_keys():
+            return KeyInfo(TIER_INDEX, parts[0])
+        if len(parts) == 2 and parts[0] == "history":
+            return KeyInfo(TIER_INDEX, "history", hour=parts[1])
+        return KeyInfo(TIER_OTHER, "other")
+
+
+# Storage tiers (:meth:`KeyLayout.classify`): hour builds, day aggregates, and the
+# pointer/index hashes every reader starts from.
+TIER_HOUR = "hour"
+TIER_DAY = "day"
+TIER_INDEX = "index"
+TIER_OTHER = "other"
+_METRIC_PARTS = frozenset({"values", "sketches"})
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What :meth:`KeyLayout.classify` learns from a key: its tier, what it holds, and whose it is.
+
+    ``part`` is ``values``, ``sketches`` or ``manifest`` for builds and days, the
+    index key's own name (``pointer``, ``history``, ...) otherwise.
+    """
+
+    tier: str
+    part: str
+    metric: str | None = None
+    build: str | None = None
+    hour: str | None = None
+    day: str | None = None
 
 
 def mark_changed(client: Any, layout: KeyLayout) -> None:

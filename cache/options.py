@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cache.storage import budget_bytes
 from tally.core.settings import Settings
 
 # Builds of an hour kept readable (the live one included), so `tally rollback` can go back.
@@ -20,13 +21,21 @@ class PublishOptions:
     moving by more than this against the live build is reported. ``keep_builds``:
     builds of each hour kept readable for rollback, the live one included.
     ``force``: publish even if a pre-publish check fails (never from the settings:
-    it is one command's choice).
+    it is one command's choice). ``redis_budget_bytes``: the bytes Tally may hold
+    under its prefix (``TALLY_REDIS_BUDGET_MB``); a publish that would go over it
+    fails verification (:func:`cache.prepublish.refuse_over_budget`). None: no budget.
+    ``hour_retention_days`` / ``day_retention_days``: the tiers (:mod:`cache.tiers`)
+    that :func:`cache.publish.publish_hours` and rehydrate keep after switching; 0
+    keeps hours (days) forever, the default for a publish not configured by settings.
     """
 
     superseded_ttl: int
     max_movement_factor: float = MAX_MOVEMENT_FACTOR
     keep_builds: int = KEEP_BUILDS
     force: bool = False
+    redis_budget_bytes: int | None = None
+    hour_retention_days: int = 0
+    day_retention_days: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PublishOptions:
@@ -35,4 +44,7 @@ class PublishOptions:
             superseded_ttl=settings.superseded_ttl_seconds,
             max_movement_factor=settings.max_movement_factor,
             keep_builds=settings.history_builds,
+            redis_budget_bytes=budget_bytes(settings.redis_budget_mb),
+            hour_retention_days=settings.hour_retention_days,
+            day_retention_days=settings.day_retention_days,
         )

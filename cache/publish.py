@@ -18,11 +18,13 @@ import redis
 
 from cache.builds import HourBuild, read_hour_build
 from cache.days import rebuild_days
-from cache.keys import KeyLayout, published_at_text
+from cache.keys import KeyLayout, day_hours, published_at_text
 from cache.options import PublishOptions
 from cache.switch import switch_builds
+from cache.tiers import enforce_tiers, hours_from, move_day, restore_days
 from tally.core.faults import checkpoint
 from tally.core.layout import as_utc, format_hour
+from tally.core.rollup import is_complete
 from tally.core.spec import MetricSpec
 
 
@@ -81,10 +83,27 @@ def publish_hours(
     """Read the hours' rollups from the durable store and publish them in one switch.
 
     Every hour must have a complete rollup (NotComputedError otherwise); nothing is
-    switched unless all of them can be read. ``progress`` wraps the hours as they
+    switched unless all of them can be read. Then the tiers of ``options`` are kept
+    (:func:`cache.tiers.enforce_tiers`): days older than the hour tier leave it. ``progress`` wraps the hours as they
     are read (the CLI's progress bar).
     """
-    builds = [read_hour_build(data_dir, as_utc(hour), spec) for hour in (progress or list)(hours)]
+    hours = [as_utc(hour) for hour in hours]
+    # An hour of a day in the day tier brings its whole day back: the aggregate is rebuilt from
+    # every computed hour of it (the others are no longer in Redis), then the day moves again.
+    restored = restore_days({hour.date() for hour in hours}, hours_from(client, layout))
+    hours = sorted({*hours, *[h for day in restored for h in day_hours(day) if is_complete(data_dir, h)]})
+    builds = [read_hour_build(data_dir, hour, spec) for hour in (progress or list)(hours)]
     if not builds:
         return PublishReport(published=[], unchanged=[])
-    return publish_builds(client, layout, builds, options, spec=spec)
+    report = publish_builds(client, layout, builds, options, spec=spec)
+    for day in restored:
+        move_day(client, layout, spec, day, options.superseded_ttl)
+    enforce_tiers(
+        client,
+        layout,
+        spec,
+        hour_retention_days=options.hour_retention_days,
+        day_retention_days=options.day_retention_days,
+        superseded_ttl=options.superseded_ttl,
+    )
+    return report

@@ -31,11 +31,17 @@ def rehydrate(
 ) -> int:
     """Re-publish every durably computed hour in [start, end) from the rollups; return the count.
 
-    Hours are switched a week at a time to bound memory.
+    Hours are switched a week of UTC days at a time to bound memory, and each week
+    leaves Redis in the tiers ``options`` configure (as every publish does).
     """
     hours = [h for h in computed_hours(data_dir) if (start is None or h >= start) and (end is None or h < end)]
-    for first in range(0, len(hours), chunk_hours):
-        publish_hours(client, layout, data_dir, spec, hours[first : first + chunk_hours], options)
+    # Whole UTC days per chunk: each publish then keeps the tiers (publish_hours), so a day
+    # older than the hour tier is moved whole, and Redis never holds more than a chunk beyond them.
+    days = sorted({hour.date() for hour in hours})
+    step = max(1, chunk_hours // 24)
+    for first in range(0, len(days), step):
+        chunk = set(days[first : first + step])
+        publish_hours(client, layout, data_dir, spec, [h for h in hours if h.date() in chunk], options)
     return len(hours)
 
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import redis
 
-from cache.builds import HourBuild, build_definitions, build_keys, write_build_keys
+from cache.builds import HourBuild, build_definitions, build_keys
 from cache.client import hash_fields
-from cache.indexes import day_index_after, definitions_after
+from cache.indexes import day_index_after, day_tier_builds, definitions_after
 from cache.keys import KeyLayout, mark_changed, pointer_build, pointer_value
 from cache.options import PublishOptions
-from cache.prepublish import verified
+from cache.prepublish import refuse_over_budget, stage_builds, verified
 from tally.core.faults import checkpoint
 from tally.core.layout import hour_field
 
@@ -49,12 +49,21 @@ def switch_builds(
                         mark_changed(client, layout)  # cleared pending marks change `complete`
                     return []
                 changed = verified(client, layout, changed, current, options.max_movement_factor, options.force)
-                new_keys = write_build_keys(client, layout, changed, published_at)
+                staged = stage_builds(client, layout, changed, published_at, options)
+                new_keys = staged.keys
                 checkpoint("publish:before-switch")
                 histories, evicted = _histories_after(client, layout, changed, current, options.keep_builds)
                 old_keys = [key for hour, build in evicted for key in build_keys(client, layout, build, hour)]
-                # Replacing data that was already served makes the hour a revision, for good.
+                refuse_over_budget(client, layout, changed, staged, old_keys, options)
+                # Replacing data that was already served makes the hour a revision, for good. An
+                # hour of a day in the day tier has no pointer, but its day index entry says what it served.
+                served = day_tier_builds(pipe, layout, [b.hour for b in changed if current[hour_field(b.hour)] is None])
                 revised = {hour_field(b.hour) for b in changed if current[hour_field(b.hour)] is not None}
+                revised |= {
+                    hour_field(b.hour)
+                    for b in changed
+                    if hour_field(b.hour) in served and served[hour_field(b.hour)] != (b.build, False)
+                }
                 day_index = day_index_after(pipe, layout, changed, published_at, revised)
                 definitions = definitions_after(pipe, layout, [(b.hour, build_definitions(b)) for b in changed])
                 pipe.multi()

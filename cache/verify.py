@@ -8,7 +8,7 @@ statistics), never blocking: real traffic can jump.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,3 +74,24 @@ def movements(totals: Mapping[str, float], live: LiveBuild | None, max_factor: f
 def totals_of(values: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     """Each metric's all-events total from a build's values."""
     return {metric: slices.get(TOTAL_SLICE, 0.0) for metric, slices in values.items()}
+
+
+def over_budget(hours: Sequence[str], current: int, growth_by_metric: Mapping[str, int], budget: int) -> str | None:
+    """Why publishing ``hours`` must not go ahead: Redis would hold more than ``budget`` bytes (None: it fits).
+
+    ``current`` is what the prefix holds now; ``growth_by_metric`` what the publish
+    adds per metric (its new keys less the builds it supersedes; manifests under
+    ``""``). The message names the metric that grew most and the setting.
+    """
+    projected = current + sum(growth_by_metric.values())
+    if projected <= budget:
+        return None
+    metric, grew = max(growth_by_metric.items(), key=lambda item: (item[1], item[0] != ""), default=("", 0))
+    name = repr(metric) if metric else "the manifests"
+    span = hours[0] if len(hours) == 1 else f"{hours[0]} .. {hours[-1]} ({len(hours)} hours)"
+    return (
+        f"publishing {span} would bring Redis under this prefix to {projected} bytes, over the budget of "
+        f"{budget} bytes (TALLY_REDIS_BUDGET_MB); the metric that grew most is "
+        f"{name} (+{grew} bytes). Nothing was switched: the previous state stays served. "
+        "Raise TALLY_REDIS_BUDGET_MB, or lower TALLY_HOUR_RETENTION_DAYS or the metric's slices"
+    )

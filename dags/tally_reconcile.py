@@ -13,6 +13,11 @@ Daily, for the last `TALLY_RECONCILE_HORIZON_DAYS` (default 35) days:
    atomic switch.
 4. **check_late_input**: fails the run, naming the files, for a changed hour
    whose input is now broken; it keeps its previous build and stays pending.
+5. **compact_rollups** (no Spark; runs whatever the check found): deletes the
+   durable rollups of days past `TALLY_ROLLUP_RETENTION_DAYS` (0 = kept), then
+   folds the hourly partitions of days that ended `TALLY_COMPACT_AFTER_DAYS`
+   (default 7; 0 = off) before the run's end into one file per day. Every
+   reader reads both forms, and an hour recomputed later wins over its day file.
 
 No fixed "frozen after N days" window: anything inside the horizon that changes
 is rebuilt. `tally_hourly` does the same for the last 72 hours on every run.
@@ -78,5 +83,14 @@ with DAG(
         if problem := late_input_problems(computed["failed"]):
             raise RuntimeError(problem)
 
+    # all_done: the late-input check fails on purpose; the durable store is tidied all the same.
+    @task(task_id="compact_rollups", trigger_rule="all_done")
+    def compact_rollups(data_interval_end=None) -> dict:
+        from tally.app.pipeline import compact_rollups
+        from tally.core.settings import get_settings
+
+        upkeep = compact_rollups(get_settings(), now=data_interval_end)
+        return {"expired": [str(d) for d in upkeep.expired], "compacted": [str(c.day) for c in upkeep.compacted]}
+
     computed = recompute_changed(find_stale())
-    publish(computed) >> check_late_input(computed)
+    publish(computed) >> check_late_input(computed) >> compact_rollups()

@@ -28,6 +28,9 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "bad_window": 400,
     "unsupported_timezone": 400,
     "range_too_large": 400,
+    "beyond_hour_retention": 400,
+    # A filter/group_by combination no declared `slices` set of the metric (or a ratio's part) covers.
+    "slice_not_stored": 400,
     "unknown_dimension": 400,
     "unauthorized": 401,
     "not_found": 404,

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the API at ``GET /metrics``: requests by route and status, and freshness.
+"""Prometheus metrics of the API at ``GET /metrics``: requests by route and status, freshness, and storage.
 
 Request metrics are labelled with the route template (``/v1/metrics/{name}``),
 never the raw path, so a scanner requesting random URLs adds one ``unmatched``
@@ -6,7 +6,8 @@ series, not one per URL. Methods outside GET, HEAD and OPTIONS count as
 ``other`` for the same reason.
 
 Freshness is read from Redis when Prometheus scrapes, the way ``/health`` reads
-it, so the lag is the one of that instant, not of the last request.
+it, so the lag is the one of that instant, not of the last request. Storage
+gauges come from the publisher's last storage report (:mod:`cache.storage`).
 
 Each app gets its own :class:`~prometheus_client.CollectorRegistry`: several apps
 in one process (the test suite) never share or clash over a metric.
@@ -29,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cache.keys import KeyLayout
 from cache.reads import read_meta
+from cache.storage import read_report
 from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep
 from dashboard_api.errors import REDIS_DOWN_ERRORS
 
@@ -133,7 +135,7 @@ def _template(route: object) -> str:
 def prometheus_metrics(request: Request, client: RedisDep, layout: LayoutDep, settings: SettingsDep) -> Response:
     """The app's request metrics and the freshness of Redis, in Prometheus's text format."""
     metrics: RequestMetrics = request.app.state.request_metrics
-    freshness = freshness_metrics(client, layout, settings.max_lag_seconds)
+    freshness = freshness_metrics(client, layout, settings.max_lag_seconds) + storage_metrics(client, layout)
     body = generate_latest(_Scrape(metrics.registry, freshness))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
@@ -164,6 +166,42 @@ def freshness_metrics(
         lag.add_metric([], seconds)
     pending.add_metric([], len(meta.pending_hours))
     return [up, lag, pending, limit]
+
+
+def storage_metrics(client: redis.Redis, layout: KeyLayout) -> list[Metric]:
+    """Redis bytes per tier and metric, the budget and the days until it, from the publisher's last report.
+
+    Read from ``{p}:storage`` (one GET), never measured here: a scrape must not SCAN
+    Redis. Absent until a publisher has measured, and while Redis is down.
+    """
+    redis_bytes = GaugeMetricFamily(
+        "tally_redis_bytes",
+        "Bytes under the prefix by tier (hour builds, day aggregates, index) and metric (empty: no metric's), "
+        "as the publisher measured them after its last publish.",
+        labels=["tier", "metric"],
+    )
+    budget = GaugeMetricFamily("tally_redis_budget_bytes", "The Redis budget (TALLY_REDIS_BUDGET_MB), in bytes.")
+    days_left = GaugeMetricFamily(
+        "tally_storage_days_until_budget", "Days until the budget is reached at the measured growth per day."
+    )
+    rollups = GaugeMetricFamily("tally_rollup_bytes", "Bytes of the durable rollups on disk.")
+    families: list[Metric] = [redis_bytes, budget, days_left, rollups]
+    try:
+        report = read_report(client, layout)
+    except REDIS_DOWN_ERRORS:
+        return families
+    if report is None:
+        return families
+    for tier, by_metric in sorted(report.tier_bytes.items()):
+        for metric, size in sorted(by_metric.items()):
+            redis_bytes.add_metric([tier, metric], size)
+    if report.budget_bytes is not None:
+        budget.add_metric([], report.budget_bytes)
+    if report.days_until_budget is not None:
+        days_left.add_metric([], report.days_until_budget)
+    if report.rollup_bytes is not None:
+        rollups.add_metric([], report.rollup_bytes)
+    return families
 
 
 @dataclass(frozen=True)

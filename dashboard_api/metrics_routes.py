@@ -22,9 +22,16 @@ from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep, SpecDep
 from dashboard_api.http_cache import caching_headers, not_modified
 from dashboard_api.models import MetricInfo, MetricsResponse, Point, ResponseWarning, Series, SeriesResponse
 from dashboard_api.params import parse_series_query
-from dashboard_api.plan import Snapshot, plan_reads, plan_values
+from dashboard_api.plan import ReadPlan, Snapshot, plan_reads, plan_values, request_dimensions, stored_parts
 from dashboard_api.requests import SeriesRequest, ValuesRequest
-from dashboard_api.route_helpers import EndQuery, StartQuery, known_metric, range_limits, read_or_cold
+from dashboard_api.route_helpers import (
+    EndQuery,
+    StartQuery,
+    check_hour_retention,
+    known_metric,
+    range_limits,
+    read_or_cold,
+)
 from dashboard_api.series import (
     SeriesData,
     build_series,
@@ -37,10 +44,18 @@ from tally.core.spec import GRAINS, Metric, MetricSpec
 
 
 def list_metrics(spec: SpecDep) -> MetricsResponse:
-    return MetricsResponse(metrics=[metric_info(m) for m in spec.metrics], cards=list(spec.cards))
+    return MetricsResponse(metrics=[metric_info(spec, m) for m in spec.metrics], cards=list(spec.cards))
 
 
-def metric_info(metric: Metric) -> MetricInfo:
+def stored_sets(spec: MetricSpec, metric: Metric) -> list[list[str]]:
+    """The slice sets a metric stores (the total as []); for a ratio, those both its parts store."""
+    parts = [part.slice_dimension_sets() for part, _ in stored_parts(spec, metric)]
+    # A ratio keeps its own dimensions only: a part may store sets over dimensions the ratio lacks.
+    own = set(metric.dimensions)
+    return [list(s) for s in parts[0] if set(s) <= own and all(s in other for other in parts[1:])]
+
+
+def metric_info(spec: MetricSpec, metric: Metric) -> MetricInfo:
     return MetricInfo(
         name=metric.name,
         description=metric.description,
@@ -49,6 +64,7 @@ def metric_info(metric: Metric) -> MetricInfo:
         dimensions=list(metric.dimensions),
         grains=list(metric.grains),
         max_window_days=metric.max_window_days,
+        slices=stored_sets(spec, metric),
     )
 
 
@@ -76,31 +92,38 @@ def metric_series(
 ) -> SeriesResponse | Response:  # a 304 or a replayed body; the model is the route's response_model
     metric = known_metric(spec, name)
     query = parse_series_query(metric, request.query_params.multi_items(), range_limits(settings))
+    now = datetime.now(UTC)
+    check_hour_retention(query, settings, now)
     plan = plan_reads(spec, query)
     snapshot = read_or_cold(client, layout, plan)
-    now = datetime.now(UTC)
     series = build_series(spec, query, plan, snapshot, now)
     headers = caching_headers(request, snapshot.version, snapshot.as_of, now, settings.publish_lag_seconds)
     if not_modified(request.headers.get("if-none-match"), headers["ETag"]):
         return Response(status_code=304, headers=headers)
     body = series_response(query, series, snapshot.as_of, snapshot.version)
-    body.warnings = filter_warnings(spec, query, snapshot, client, layout)
+    body.warnings = filter_warnings(spec, query, plan, snapshot, client, layout)
     return JSONResponse(body.model_dump(mode="json"), headers=headers)
 
 
 def filter_warnings(
-    spec: MetricSpec, query: SeriesRequest, snapshot: Snapshot, client: redis.Redis, layout: KeyLayout
+    spec: MetricSpec,
+    query: SeriesRequest,
+    plan: ReadPlan,
+    snapshot: Snapshot,
+    client: redis.Redis,
+    layout: KeyLayout,
 ) -> list[ResponseWarning]:
     """``value_not_seen`` for each filter value that no stored slice of the range holds.
 
     A grouped request read whole hashes, so they tell; a filtered one read only its
     own slice, and only when no hash held it is each dimension's values read
-    (a second read, paid by requests that are probably misspelt).
+    (a second read, paid by requests that are probably misspelt). A request
+    answered by merging declared slices read whole hashes too: they tell.
     """
     if not query.filters:
         return []
-    if query.group_by is not None:
-        seen = seen_values(snapshot, query.filters)
+    if query.group_by is not None or plan.covers:
+        seen = seen_values(snapshot, query.filters, plan, request_dimensions(query))
     elif slice_seen(snapshot, query.filters):
         return []
     else:

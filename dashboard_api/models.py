@@ -22,6 +22,13 @@ class MetricInfo(BaseModel):
     dimensions: list[str] = Field(description="Dimensions usable as filters and group_by.")
     grains: list[str] = Field(description="Grains this metric is served at (hour, day, week, month).")
     max_window_days: int = Field(description="Largest window=<N>d this metric takes; 0 when it takes none.")
+    slices: list[list[str]] = Field(
+        default_factory=list,
+        description="The dimension sets stored (each sorted; the total as []): every combination of dimensions "
+        "unless the spec declares `slices`. A query whose filters and group_by no stored set contains is "
+        "400 slice_not_stored; any other is answered, merging a larger set's slices if need be. For a ratio: "
+        "the sets both its parts store (each part may store others of its own).",
+    )
 
 
 class MetricsResponse(BaseModel):
@@ -111,6 +118,16 @@ class ValuesResponse(BaseModel):
     as_of: str | None = Field(description="published_at of the newest build among the hours read; null if none.")
 
 
+class FoldedDimension(BaseModel):
+    """A dimension with more distinct values in the hour than its max_values (the cardinality guard)."""
+
+    source: str
+    dimension: str
+    distinct_values: int = Field(description="Distinct values the dimension took in the hour.")
+    max_values: int = Field(description="The values kept: the hour's top max_values by row count.")
+    rows_folded: int = Field(description="Rows of the other values, stored under the value 'other'.")
+
+
 class SourceRun(BaseModel):
     """One source's share of an hour's run (hours of specs with several sources)."""
 
@@ -121,6 +138,10 @@ class SourceRun(BaseModel):
     duplicate_rows: int | None = None
     counted_events: int | None = None
     input_files: int | None = None
+    folded_dimensions: list[FoldedDimension] = Field(
+        default_factory=list,
+        description="Dimensions whose values beyond the hour's top max_values were stored as 'other'.",
+    )
 
 
 class Run(SourceRun):
@@ -157,6 +178,23 @@ class RunsResponse(BaseModel):
     )
 
 
+class StorageSection(BaseModel):
+    """The publisher's last storage report (``{p}:storage``, :mod:`cache.storage`), as /health shows it."""
+
+    redis_bytes: int = Field(description="Bytes of every key under the prefix (MEMORY USAGE).")
+    by_tier: dict[str, int] = Field(description="Bytes per tier: hour (builds), day (aggregates), index.")
+    by_metric: dict[str, dict[str, int]] = Field(description="Per metric: bytes per tier.")
+    rollup_bytes: int | None = Field(default=None, description="Bytes of the durable rollups on disk.")
+    growth_per_day_bytes: int | None = Field(default=None, description="What one more day adds (see growth_basis).")
+    growth_basis: str | None = Field(default=None, description="How growth_per_day_bytes was measured.")
+    budget_bytes: int | None = Field(description="The budget (TALLY_REDIS_BUDGET_MB) in bytes; null: none.")
+    days_until_budget: float | None = Field(description="Days until the budget is reached at that growth.")
+    measured_at: str = Field(description="When the publisher measured (after its last publish).")
+    warning: str | None = Field(
+        default=None, description="Set when the budget is reached within 30 days (a warning: status stays ok)."
+    )
+
+
 class HealthResponse(BaseModel):
     status: str = Field(
         description="ok, or stale when the newest published hour ended more than max_lag_seconds ago "
@@ -177,6 +215,29 @@ class HealthResponse(BaseModel):
         description="Per metric: computed hours built under an older definition of it in the spec, or before it "
         "was added (its points there are complete: false or null until recomputed), oldest first.",
     )
+    oldest_hour: str | None = Field(
+        default=None,
+        description="The oldest hour served at grain=hour: TALLY_HOUR_RETENTION_DAYS back from now (older hours "
+        "are kept as day aggregates: day, week and month grains in UTC serve them); null: hours are kept forever.",
+    )
+    storage: StorageSection | None = Field(
+        default=None, description="Redis and disk usage as last measured by the publisher; null: never measured."
+    )
+    cardinality_warnings: list[CardinalityWarning] = Field(
+        default_factory=list,
+        description="Dimensions that had more distinct values than their max_values in some of the newest 24 "
+        "computed hours: their rarer values are stored as 'other' (a warning; status stays ok).",
+    )
+
+
+class CardinalityWarning(BaseModel):
+    source: str
+    dimension: str
+    max_values: int
+    distinct_values: int = Field(description="The most distinct values the dimension took in one of the hours.")
+    rows_folded: int = Field(description="Rows stored under the value 'other' over the hours.")
+    hours: list[str] = Field(description="The hours it was folded in, oldest first.")
+    message: str = Field(description="Human-readable explanation; wording may change.")
 
 
 class HealthUnavailableResponse(ErrorResponse):

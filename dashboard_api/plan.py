@@ -1,14 +1,16 @@
 """What to read for a request: its spans, the Redis hashes they need, and the snapshot read back.
 
 A request becomes *spans* (UTC hour ranges): one per bucket, or per bucket's
-rolling window. :func:`plan_reads` lists the Redis hashes those spans need;
+rolling window. :func:`plan_reads` lists the Redis hashes those spans need, and
+:func:`slice_covers` which stored slice set answers each metric read (a metric
+with declared ``slices`` may answer from a larger set, merged at read time);
 :mod:`dashboard_api.store` reads them into a :class:`Snapshot`, which
 :mod:`dashboard_api.evaluate` turns into values. Nothing here touches Redis or HTTP.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
@@ -16,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from cache.keys import slice_id
 from dashboard_api.calendar import days_back
+from dashboard_api.errors import ApiError
 from dashboard_api.requests import SeriesRequest, Span, ValuesRequest
 from tally.core.layout import ONE_HOUR
 from tally.core.spec import Metric, MetricSpec
@@ -32,6 +35,18 @@ class HashRead:
 
 
 @dataclass(frozen=True)
+class Cover:
+    """A stored metric that lacks the request's dimension set: read from a larger stored set, merged.
+
+    A requested slice (values of ``requested``) is then the merge of the fields
+    whose labels have exactly the keys of ``stored`` and agree with it on ``requested``.
+    """
+
+    requested: tuple[str, ...]  # the request's dimensions (filters and group_by), sorted
+    stored: tuple[str, ...]  # the smallest stored set containing them
+
+
+@dataclass(frozen=True)
 class ReadPlan:
     """What the store must read: pointers for every hour of the range, then data."""
 
@@ -42,6 +57,8 @@ class ReadPlan:
     slices: tuple[str, ...] | None  # None: whole hashes (group_by)
     # Stored metric -> the fingerprint of its definition in the spec now (tally.core.spec.metric_fingerprint).
     definitions: Mapping[str, str] = field(default_factory=dict)
+    # Stored metric -> its Cover, for the metrics answered by merging (none by default).
+    covers: Mapping[str, Cover] = field(default_factory=dict)
 
     @property
     def all_days(self) -> frozenset[date]:
@@ -134,10 +151,45 @@ def source_for(metric: Metric, spans: Sequence[Span], single_slice: bool) -> Sou
     return "values"
 
 
+def slice_covers(spec: MetricSpec, metric: Metric, dims: Collection[str]) -> dict[str, Cover]:
+    """Each stored metric ``metric`` reads that must merge a larger stored set to answer ``dims``.
+
+    Empty when every part stores ``dims`` itself (always, for metrics without
+    declared ``slices``). A part that stores no set containing ``dims`` is a 400
+    ``slice_not_stored`` naming the sets it stores.
+    """
+    requested = tuple(sorted(dims))
+    covers: dict[str, Cover] = {}
+    for part, _ in stored_parts(spec, metric):
+        if part.slices is None:
+            continue
+        stored = part.covering_set(requested)
+        if stored is None:
+            owner = f"metric {metric.name!r}" if part is metric else f"ratio {metric.name!r}: its part {part.name!r}"
+            sets = "; ".join(f"[{', '.join(s)}]" for s in part.slice_dimension_sets())
+            raise ApiError(
+                "slice_not_stored",
+                f"{owner} stores no slice set containing [{', '.join(requested)}] (the filters and group_by); "
+                f"it stores: {sets}",
+            )
+        if stored != requested:
+            covers[part.name] = Cover(requested, stored)
+    return covers
+
+
+def request_dimensions(request: SeriesRequest) -> set[str]:
+    """The dimension set a series request slices by: its filters and its group_by."""
+    return {*request.filters, *([request.group_by] if request.group_by else [])}
+
+
 def plan_reads(spec: MetricSpec, request: SeriesRequest) -> ReadPlan:
-    slices = None if request.group_by else (slice_id(request.filters),)
+    covers = slice_covers(spec, request.metric, request_dimensions(request))
+    # Merging reads whole hashes: the fields of the covering set are not known in advance.
+    slices = None if request.group_by or covers else (slice_id(request.filters),)
     needed = evaluation_spans(spec, request)
-    return plan_spans(spec, needed, slices, request.start, request.end, single_slice=request.limit is None)
+    return plan_spans(
+        spec, needed, slices, request.start, request.end, single_slice=request.limit is None, covers=covers
+    )
 
 
 def plan_values(spec: MetricSpec, request: ValuesRequest) -> ReadPlan:
@@ -146,7 +198,8 @@ def plan_values(spec: MetricSpec, request: ValuesRequest) -> ReadPlan:
     needed: dict[str, list[Span]] = {}
     for part, window in stored_parts(spec, request.metric):
         needed.setdefault(part.name, []).append(part_span(whole, window, request.tz))
-    return plan_spans(spec, needed, None, request.start, request.end, single_slice=False)
+    covers = slice_covers(spec, request.metric, {request.dimension})
+    return plan_spans(spec, needed, None, request.start, request.end, single_slice=False, covers=covers)
 
 
 def plan_spans(
@@ -157,13 +210,19 @@ def plan_spans(
     end: datetime,
     *,
     single_slice: bool,
+    covers: Mapping[str, Cover] | None = None,
 ) -> ReadPlan:
-    """The reads that evaluate each stored metric of ``needed`` over its spans."""
+    """The reads that evaluate each stored metric of ``needed`` over its spans.
+
+    A metric in ``covers`` merges several stored slices into each requested one:
+    a distinct count then unions sketches, even over a single hour.
+    """
+    covers = covers or {}
     hours: dict[HashRead, set[datetime]] = {}
     days: dict[HashRead, set[date]] = {}
     for name, spans in needed.items():
         metric = _part(spec, name)
-        read = HashRead(name, source_for(metric, spans, single_slice=single_slice))
+        read = HashRead(name, source_for(metric, spans, single_slice=single_slice and name not in covers))
         for span in spans:
             span_days, edge_hours = span.split()
             days.setdefault(read, set()).update(span_days)
@@ -176,4 +235,5 @@ def plan_spans(
         days={r: frozenset(d) for r, d in days.items()},
         slices=slices,
         definitions={r.metric: spec.fingerprints[r.metric] for r in hours if r.metric in spec.fingerprints},
+        covers=dict(covers),
     )

@@ -1,20 +1,21 @@
 """Turning a snapshot into what a response lists: series (grouped and ranked) and dimension values.
 
 The values come from :class:`dashboard_api.evaluate.Evaluator`; which slices
-exist comes from the hashes read. Nothing here touches Redis or HTTP.
+exist comes from the hashes read (for a metric answered by merging, from the
+fields of its covering stored set). Nothing here touches Redis or HTTP.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from cache.keys import slice_id, slice_labels
 from dashboard_api.evaluate import Evaluator
-from dashboard_api.plan import ReadPlan, Snapshot, part_span, point_spans, stored_parts
+from dashboard_api.plan import Cover, HashRead, ReadPlan, Snapshot, part_span, point_spans, stored_parts
 from dashboard_api.present import Number
 from dashboard_api.requests import SeriesRequest, Span, ValuesRequest
 from tally.core.spec import MetricSpec
@@ -38,9 +39,14 @@ def seen_slices(snapshot: Snapshot) -> set[str]:
     return {slice_text for table in tables for data in table.values() for slice_text in data}
 
 
-def group_values(slice_texts: Iterable[str], filters: Mapping[str, str], group_by: str) -> list[str]:
-    """Sorted values of ``group_by`` among slices of exactly the filters plus ``group_by``."""
-    wanted = set(filters) | {group_by}
+def group_values(
+    slice_texts: Iterable[str], filters: Mapping[str, str], group_by: str, stored: Collection[str] | None = None
+) -> list[str]:
+    """Sorted values of ``group_by`` among slices of exactly the filters plus ``group_by``.
+
+    With ``stored`` (a covering set), among the slices of exactly that set instead.
+    """
+    wanted = set(stored) if stored is not None else set(filters) | {group_by}
     found: set[str] = set()
     for slice_text in slice_texts:
         if slice_text.startswith("@"):
@@ -49,6 +55,38 @@ def group_values(slice_texts: Iterable[str], filters: Mapping[str, str], group_b
         if labels.keys() == wanted and all(labels[d] == v for d, v in filters.items()):
             found.add(labels[group_by])
     return sorted(found)
+
+
+def covered_values(
+    snapshot: Snapshot,
+    covers: Mapping[str, Cover],
+    requested: Collection[str],
+    filters: Mapping[str, str],
+    group_by: str,
+) -> list[str]:
+    """:func:`group_values` over every fetched hash, each by the set its metric answers ``requested`` from.
+
+    That is its covering set when it is merged, else ``requested`` itself (stored).
+    """
+    found: set[str] = set()
+    hashes: list[tuple[HashRead, Iterable[Mapping[str, Any]]]] = [
+        *((read, tables.values()) for read, tables in snapshot.hours.items()),
+        *((read, tables.values()) for read, tables in snapshot.days.items()),
+    ]
+    for read, tables in hashes:
+        cover = covers.get(read.metric)
+        stored = cover.stored if cover is not None else requested
+        fields = {slice_text for data in tables for slice_text in data}
+        found.update(group_values(fields, filters, group_by, stored))
+    return sorted(found)
+
+
+def _group_values(
+    snapshot: Snapshot, covers: Mapping[str, Cover], filters: Mapping[str, str], group_by: str
+) -> list[str]:
+    if not covers:  # every metric read stores the request's own slices
+        return group_values(seen_slices(snapshot), filters, group_by)
+    return covered_values(snapshot, covers, {*filters, group_by}, filters, group_by)
 
 
 def ranked(evaluator: Evaluator, request: SeriesRequest, values: list[str]) -> tuple[list[str], list[str]]:
@@ -69,7 +107,7 @@ def ranked(evaluator: Evaluator, request: SeriesRequest, values: list[str]) -> t
 def build_series(
     spec: MetricSpec, request: SeriesRequest, plan: ReadPlan, snapshot: Snapshot, now: datetime | None = None
 ) -> list[SeriesData]:
-    evaluator = Evaluator(spec, snapshot, [*plan.hours, *plan.days], request.tz)
+    evaluator = Evaluator(spec, snapshot, [*plan.hours, *plan.days], request.tz, plan.covers)
     spans = point_spans(request)
     moment = now or datetime.now(UTC)
     complete = [evaluator.complete(request.metric, span, moment) for span in spans]
@@ -79,7 +117,7 @@ def build_series(
     if request.group_by is None:
         targets = [(dict(request.filters), [slice_id(request.filters)], False)]
     else:
-        values = group_values(seen_slices(snapshot), request.filters, request.group_by)
+        values = _group_values(snapshot, plan.covers, request.filters, request.group_by)
         rest: list[str] = []
         if request.limit is not None:
             values, rest = ranked(evaluator, request, values)
@@ -108,15 +146,23 @@ def dimension_values(
     A ratio's figure is its denominator's: what the ratio is taken over (a value
     that only its numerator saw has 0).
     """
-    evaluator = Evaluator(spec, snapshot, [*plan.hours, *plan.days], request.tz)
+    evaluator = Evaluator(spec, snapshot, [*plan.hours, *plan.days], request.tz, plan.covers)
     counted, window = stored_parts(spec, request.metric)[-1]
     span = part_span(Span(request.start, request.end), window, request.tz)
-    values = group_values(seen_slices(snapshot), {}, request.dimension)
+    values = _group_values(snapshot, plan.covers, {}, request.dimension)
     return [(value, evaluator.value(counted, span, [slice_id({request.dimension: value})])) for value in values]
 
 
-def seen_values(snapshot: Snapshot, dimensions: Iterable[str]) -> dict[str, set[str]]:
-    """Per dimension: the values it takes in the single-dimension slices of every fetched hash."""
+def seen_values(
+    snapshot: Snapshot, dimensions: Iterable[str], plan: ReadPlan | None = None, requested: Collection[str] = ()
+) -> dict[str, set[str]]:
+    """Per dimension: the values it takes in the single-dimension slices of every fetched hash.
+
+    When ``plan`` merges slices (whole hashes of ``requested``'s covering sets were
+    read), the values its fields of those sets take instead.
+    """
+    if plan is not None and plan.covers:
+        return {dim: set(covered_values(snapshot, plan.covers, requested, {}, dim)) for dim in dimensions}
     slices = seen_slices(snapshot)
     return {dim: set(group_values(slices, {}, dim)) for dim in dimensions}
 

@@ -16,14 +16,25 @@ from typing import Any
 
 import redis
 
-from cache.keys import DAY_BUILDS_FIELD, KeyLayout, parse_day_index_value
+from cache.keys import DAY_BUILDS_FIELD, META_HOURS_FROM, KeyLayout, parse_day_index_value
 from cache.reads import DayIndexEntry, Pointer, day_hours, definition_hours, pointer_of
 from dashboard_api.plan import HashRead, ReadPlan, Snapshot
-from tally.core.layout import day_field, hour_field, parse_hour_field
+from tally.core.layout import day_field, hour_field, parse_day_field, parse_hour_field
 
 
 class CacheColdError(RuntimeError):
     """Nothing is published under the prefix: Redis is empty (fresh, or restarted)."""
+
+
+class BeyondHourTierError(RuntimeError):
+    """The read needs hours of a day that Redis keeps only as its day aggregate (cache.tiers)."""
+
+    def __init__(self, hours_from: date) -> None:
+        self.hours_from = hours_from
+        super().__init__(
+            f"hours before {day_field(hours_from)}T00:00:00Z are kept only as whole UTC days; "
+            "ask for grain=day, week or month in UTC (or a range starting at or after that hour)"
+        )
 
 
 def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Snapshot:
@@ -39,12 +50,16 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Sna
     days = sorted({day for wanted in plan.days.values() for day in wanted})
     edge_hours = sorted({hour for wanted in plan.hours.values() for hour in wanted})
     definition_days = sorted(plan.all_days) if plan.definitions else []
-    index, pointers, pending, definitions = _read_index_and_pointers(client, layout, days, edge_hours, definition_days)
+    index, pointers, pending, definitions, kept_from = _read_index_and_pointers(
+        client, layout, days, edge_hours, definition_days
+    )
+    _check_hour_tier(kept_from, edge_hours)
     # A day without an index entry has no computed hour, or was published before the
     # index existed: its pointers say which (one more round trip, only then).
     unindexed = [day for day in days if day not in index]
     if unindexed:
-        _, more, _, _ = _read_index_and_pointers(client, layout, [], [h for d in unindexed for h in day_hours(d)])
+        # (A day of the day tier without an index entry was expired or never computed: not an error.)
+        _, more, _, _, _ = _read_index_and_pointers(client, layout, [], [h for d in unindexed for h in day_hours(d)])
         pointers.update(more)
     builds = {hour: pointer.build for hour, pointer in pointers.items()}
     published_at = {hour: pointer.published_at for hour, pointer in pointers.items()}
@@ -80,6 +95,7 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Sna
     for (read, hour), fields in zip(hour_requests, hour_replies, strict=True):
         hour_data.setdefault(read, {})[hour] = _decoded(read, fields)
     if stale:
+        _check_hour_tier(kept_from, [hour for _, hour in stale])
         _, stale_replies = _fetch(client, layout, plan.slices, builds, [], stale)
         for (read, hour), fields in zip(stale, stale_replies, strict=True):
             hour_data.setdefault(read, {})[hour] = _decoded(read, fields)
@@ -117,19 +133,28 @@ def _version(index: dict[date, DayIndexEntry], pointers: dict[datetime, Pointer]
     return digest.hexdigest()[:20]
 
 
+def _check_hour_tier(kept_from: date | None, hours: Sequence[datetime]) -> None:
+    """Refuse a read that needs an hour Redis no longer keeps apart from its day."""
+    if kept_from is not None and any(hour.date() < kept_from for hour in hours):
+        raise BeyondHourTierError(kept_from)
+
+
 def _read_index_and_pointers(
     client: redis.Redis,
     layout: KeyLayout,
     days: Sequence[date],
     hours: Sequence[datetime],
     definition_days: Sequence[date] = (),
-) -> tuple[dict[date, DayIndexEntry], dict[datetime, Pointer], set[datetime], dict[date, bytes]]:
-    """The day index entries of ``days``, the pointers of ``hours``, every pending hour, and definitions.
+) -> tuple[dict[date, DayIndexEntry], dict[datetime, Pointer], set[datetime], dict[date, bytes], date | None]:
+    """The day index entries of ``days``, the pointers of ``hours``, every pending hour, definitions, tier.
 
-    The ``{p}:definitions`` fields of ``definition_days`` are read in the same pipeline.
+    The ``{p}:definitions`` fields of ``definition_days`` are read in the same
+    pipeline, and the first day whose hours are kept (``{p}:meta`` ``hours_from``):
+    a move switches it with the pointers it drops.
     """
     with client.pipeline(transaction=False) as pipe:
         pipe.exists(layout.meta())
+        pipe.hget(layout.meta(), META_HOURS_FROM)
         pipe.hkeys(layout.pending())  # usually empty: a run marks hours only until it publishes them
         if days:
             pipe.hmget(layout.day_index(), [day_field(day) for day in days])
@@ -141,6 +166,8 @@ def _read_index_and_pointers(
     if not replies.pop(0):
         # Never answer zeros or nulls from an empty cache: say it is cold.
         raise CacheColdError("nothing is published in Redis yet (or it restarted empty); run `tally rehydrate`")
+    kept_from_text = replies.pop(0)
+    kept_from = parse_day_field(kept_from_text.decode()) if kept_from_text else None
     pending = {parse_hour_field(field.decode()) for field in replies.pop(0)}
     index_reply = replies.pop(0) if days else []
     pointer_reply = replies.pop(0) if hours else []
@@ -148,7 +175,7 @@ def _read_index_and_pointers(
     index = {day: parse_day_index_value(v.decode()) for day, v in zip(days, index_reply, strict=True) if v}
     pointers = {hour: pointer_of(v) for hour, v in zip(hours, pointer_reply, strict=True) if v}
     definitions = {day: v for day, v in zip(definition_days, definitions_reply, strict=True) if v}
-    return index, pointers, pending, definitions
+    return index, pointers, pending, definitions, kept_from
 
 
 def _fetch(

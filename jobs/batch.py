@@ -8,9 +8,11 @@ hour complete (the kill points of :mod:`tally.core.faults` sit between them).
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from pyspark.sql import DataFrame, Row, SparkSession
@@ -23,10 +25,14 @@ from jobs.tables import overwrite_partitions, read_quarantine, write_quarantine
 from jobs.transform import (
     counted_events,
     deduplicate,
+    distinct_values,
     finest_slices,
+    fold_summary,
+    fold_values,
     hour_stats,
     rollup_from_finest,
     valid_events,
+    value_ranks,
     with_hour_placeholders,
     with_invalid_reason,
 )
@@ -39,8 +45,10 @@ from tally.core.layout import (
     input_fingerprint,
 )
 from tally.core.rollup import METRIC, PARTITION_COLUMNS, SKETCH, VALUE
-from tally.core.runstats import LOCATION_FIELDS, STORED_TYPES, RunStats, combine, source_row
+from tally.core.runstats import LOCATION_FIELDS, STORED_TYPES, FoldedDimension, RunStats, combine, source_row
 from tally.core.spec import MetricSpec, Source
+
+log = logging.getLogger(__name__)
 
 
 def stats_schema() -> T.StructType:
@@ -61,6 +69,8 @@ class _SourceRun:
     source: Source
     classified: DataFrame
     finest: DataFrame
+    rollup_input: DataFrame  # the finest slices after the cardinality guard (``finest`` when nothing folds)
+    folds: Mapping[datetime, list[FoldedDimension]] = field(default_factory=dict)
 
 
 def run_batch(spark: SparkSession, data_dir: Path, spec: MetricSpec, plans: Sequence[HourPlan]) -> dict[str, RunStats]:
@@ -78,7 +88,8 @@ def run_batch(spark: SparkSession, data_dir: Path, spec: MetricSpec, plans: Sequ
         classified = with_invalid_reason(read_hours(spark, source, [p.inputs[source.name] for p in plans]), source)
         valid = deduplicate(valid_events(classified, source, spec), source)
         finest = finest_slices(with_hour_placeholders(valid, computed), spec, source).persist()
-        runs.append(_SourceRun(source, classified, finest))
+        rollup_input, folds = guard_cardinality(spec, source, finest)
+        runs.append(_SourceRun(source, classified, finest, rollup_input, folds))
     try:
         checkpoint("job:before-rollup")
         # The first read of every value of every row: a file that cannot be decoded
@@ -109,11 +120,56 @@ def run_batch(spark: SparkSession, data_dir: Path, spec: MetricSpec, plans: Sequ
     return {hour_text: combine(rows) for hour_text, rows in by_hour.items()}
 
 
+def guard_cardinality(
+    spec: MetricSpec, source: Source, finest: DataFrame
+) -> tuple[DataFrame, dict[datetime, list[FoldedDimension]]]:
+    """The finest slices to roll up, with each dimension held to its ``max_values`` an hour; the folds, by hour.
+
+    One small aggregation of the (persisted) finest slices counts every dimension's
+    values per hour; only a dimension over its limit in some hour is ranked and
+    folded, so an ordinary hour costs that one aggregation and nothing more.
+    """
+    dims = [d for d in source.dimensions if d.name in spec.dimensions_of(source.name)]
+    if not dims:
+        return finest, {}
+    counts = distinct_values(finest, [d.name for d in dims]).collect()
+    over = [d for d in dims if any(row[d.name] > d.max_values for row in counts)]
+    if not over:
+        return finest, {}
+    ranks = {d.name: value_ranks(finest, d.name) for d in over}
+    folds: dict[datetime, list[FoldedDimension]] = {}
+    for dimension in over:
+        for row in fold_summary(ranks[dimension.name], dimension.max_values).collect():
+            if row["distinct_values"] <= dimension.max_values:
+                continue
+            fold = FoldedDimension(
+                source=source.name,
+                dimension=dimension.name,
+                distinct_values=int(row["distinct_values"]),
+                max_values=dimension.max_values,
+                rows_folded=int(row["rows_folded"]),
+            )
+            hour = hour_from_partition(row["dt"], row["hour"])
+            folds.setdefault(hour, []).append(fold)
+            log.warning(
+                "hour %s: source %r dimension %r has %d distinct values, over its max_values %d: "
+                "%d rows of the values beyond the top %d are stored as 'other'",
+                format_hour(hour),
+                source.name,
+                dimension.name,
+                fold["distinct_values"],
+                dimension.max_values,
+                fold["rows_folded"],
+                dimension.max_values,
+            )
+    return fold_values(finest, spec, source, ranks), folds
+
+
 def _all_rollups(spec: MetricSpec, runs: Sequence[_SourceRun]) -> DataFrame:
     """Every source's rollup rows in one frame, with a column for every dimension of the spec."""
     frames = []
     for run in runs:
-        rollup = rollup_from_finest(run.finest, spec, run.source)
+        rollup = rollup_from_finest(run.rollup_input, spec, run.source)
         present = set(rollup.columns)
         frames.append(
             rollup.select(
@@ -154,6 +210,7 @@ def _source_stats(
             metric_fingerprints=definitions,
             application_seconds=seconds,
             application_hours=len(plans),
+            folded_dimensions=list(run.folds.get(hour_from_partition(row["dt"], row["hour"]), [])),
         )
         for row in stats.collect()
     ]

@@ -1,9 +1,10 @@
 """Pure DataFrame -> DataFrame steps of the hourly job. No I/O here.
 
 Pipeline: ``with_invalid_reason`` -> ``valid_events`` -> ``deduplicate`` ->
-``with_hour_placeholders`` -> ``finest_slices`` -> ``rollup_from_finest``
-(``aggregate`` is the last two); ``hour_stats`` summarises the classified input
-for the run statistics.
+``with_hour_placeholders`` -> ``finest_slices`` -> (``fold_values``, the
+cardinality guard, where a dimension has too many values) -> ``rollup_from_finest``
+(``aggregate`` is ``finest_slices`` and ``rollup_from_finest``); ``hour_stats``
+summarises the classified input for the run statistics.
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ from jobs.partitions import partition_columns
 from jobs.source import HOUR_COLUMN, local_frame
 from tally.core.rollup import METRIC, SKETCH, VALUE, VALUE_TYPES
 from tally.core.spec import UNKNOWN, Dimension, Kind, Metric, MetricSpec, Source, quote_column
+from tally.core.spec_model import OTHER
 
 REASON = "reason"
 REAL = "_real"
 COUNTED = "_counted"
 INPUT_PREFIX = "_in_"
+# A value's counted rows in an hour and its place among the hour's values (the cardinality guard).
+VALUE_ROWS = "_g_rows"
+VALUE_RANK = "_g_rank"
 # Epoch numbers beyond year 9999 are not times (and would overflow Spark's conversion).
 _MAX_EPOCH_SECONDS = 253_402_300_799
 _EPOCH = {"s": (F.timestamp_seconds, 1), "ms": (F.timestamp_millis, 1_000), "us": (F.timestamp_micros, 1_000_000)}
@@ -178,6 +183,7 @@ def _slice_column(metric: Metric) -> Column:
 
 
 def _grouping_sets(metrics: Sequence[Metric]) -> list[tuple[str, ...]]:
+    """The union of the metrics' stored sets (every combination, or the declared slices and the total)."""
     sets = {dims for metric in metrics for dims in metric.slice_dimension_sets()}
     return sorted(sets, key=lambda s: (len(s), s))
 
@@ -194,6 +200,73 @@ def finest_slices(events: DataFrame, spec: MetricSpec, source: Source) -> DataFr
     counted = F.count(F.when(F.col(REAL), F.lit(1))).alias(COUNTED)
     metrics = [_row_column(m, spec.sketch_lg_k) for m in spec.stored_of(source.name)]
     return events.groupBy(HOUR_COLUMN, *dims).agg(*metrics, counted)
+
+
+def distinct_values(finest: DataFrame, dimensions: Sequence[str]) -> DataFrame:
+    """Per hour of :func:`finest_slices`: how many values each of ``dimensions`` takes (a column each).
+
+    The cardinality guard's cheap check: only a dimension over its ``max_values``
+    in some hour needs :func:`value_ranks` and :func:`fold_values`.
+    """
+    return finest.groupBy(HOUR_COLUMN).agg(*[F.count_distinct(d).alias(d) for d in dimensions])
+
+
+def value_ranks(finest: DataFrame, dimension: str) -> DataFrame:
+    """Per hour, each value of ``dimension``: its counted rows and its rank (1 has the most rows).
+
+    Ties are broken by the value, so a rerun keeps the same values. Placeholder
+    rows (null dimensions, no counted rows) are no value.
+    """
+    by_rows = Window.partitionBy(HOUR_COLUMN).orderBy(F.col(VALUE_ROWS).desc(), F.col(dimension))
+    counts = (
+        finest.where(F.col(dimension).isNotNull())
+        .groupBy(HOUR_COLUMN, dimension)
+        .agg(F.sum(COUNTED).cast("long").alias(VALUE_ROWS))
+    )
+    return counts.select(HOUR_COLUMN, dimension, VALUE_ROWS, F.row_number().over(by_rows).alias(VALUE_RANK))
+
+
+def fold_summary(ranks: DataFrame, max_values: int) -> DataFrame:
+    """Per hour (``dt``, ``hour``) of :func:`value_ranks`: ``distinct_values`` and ``rows_folded``.
+
+    The folded rows are those of the values ranked beyond ``max_values``.
+    """
+    beyond = F.col(VALUE_RANK) > max_values
+    summary = ranks.groupBy(HOUR_COLUMN).agg(
+        F.count(F.lit(1)).cast("long").alias("distinct_values"),
+        F.coalesce(F.sum(F.when(beyond, F.col(VALUE_ROWS))), F.lit(0)).cast("long").alias("rows_folded"),
+    )
+    return summary.select(*partition_columns(HOUR_COLUMN), "distinct_values", "rows_folded")
+
+
+def fold_values(finest: DataFrame, spec: MetricSpec, source: Source, ranks: Mapping[str, DataFrame]) -> DataFrame:
+    """:func:`finest_slices` with each value ranked beyond its dimension's ``max_values`` stored as ``other``.
+
+    ``ranks`` holds :func:`value_ranks` of the dimensions to guard. The slices that
+    become one are added up again (counts and sums add, sketches union), so every
+    total is unchanged; metric filters were applied to the raw rows before.
+    """
+    folded = finest
+    for name, ranked in ranks.items():
+        dimension = source.dimension(name)
+        assert dimension is not None, name
+        beyond = ranked.where(F.col(VALUE_RANK) > dimension.max_values).select(
+            HOUR_COLUMN, name, F.lit(True).alias("_g_beyond")
+        )
+        value = F.when(F.col("_g_beyond"), F.lit(OTHER)).otherwise(F.col(name)).alias(name)
+        folded = folded.join(beyond, on=[HOUR_COLUMN, name], how="left").select(
+            *[value if c == name else F.col(c) for c in finest.columns]
+        )
+    dims = list(spec.dimensions_of(source.name))
+    metrics = [_refold_column(m) for m in spec.stored_of(source.name)]
+    return folded.groupBy(HOUR_COLUMN, *dims).agg(*metrics, F.sum(COUNTED).cast("long").alias(COUNTED))
+
+
+def _refold_column(metric: Metric) -> Column:
+    """The metric of finest slices made one: counts and sums add (a sum of nulls stays null), sketches union."""
+    value = F.col(metric.name)
+    result = F.hll_union_agg(value) if metric.is_distinct else F.sum(value)
+    return result.alias(metric.name)
 
 
 def counted_events(finest: DataFrame) -> DataFrame:
@@ -241,12 +314,18 @@ def rollup_from_finest(finest: DataFrame, spec: MetricSpec, source: Source) -> D
 
 
 def _metric_entry(metric: Metric, dims: Sequence[str]) -> Column:
-    """The metric's (name, value, sketch) for slices it keeps, else null."""
+    """The metric's (name, value, sketch) for slices it keeps (its stored sets), else null."""
     kept = reduce(
         lambda acc, d: acc & (F.col(f"_g_{d}") == 1),
         [d for d in dims if d not in metric.dimensions],
         F.lit(True),
     )
+    if metric.slices is not None:
+        # Declared slices: a row's set (the dimensions grouped, flag 0) must be one of them.
+        def grouped_exactly(stored: tuple[str, ...]) -> Column:
+            return reduce(lambda acc, d: acc & (F.col(f"_g_{d}") == (0 if d in stored else 1)), dims, F.lit(True))
+
+        kept = reduce(lambda acc, s: acc | grouped_exactly(s), metric.slice_dimension_sets(), F.lit(False))
     aggregate_value = F.col(metric.name)
     if metric.is_distinct:
         value = F.hll_sketch_estimate(aggregate_value).cast("double")

@@ -32,6 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["REDIS_URL"] = TEST_REDIS_URL
 os.environ.pop("TALLY_API_REDIS_URL", None)
 os.environ["TALLY_REDIS_PREFIX"] = f"{TEST_PREFIX}-default"
+# Tests pin their hours to fixed dates, which fall out of a retention counted back from now as
+# the calendar moves on: the hour tier keeps hours forever unless a test sets a retention itself
+# (tests/test_tiers.py covers the default of 14 days with a fixed `now`).
+os.environ["TALLY_HOUR_RETENTION_DAYS"] = "0"
 
 
 @pytest.fixture(scope="session", autouse=True)

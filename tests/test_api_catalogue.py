@@ -28,6 +28,7 @@ def test_lists_metrics_in_spec_order(api: TestClient) -> None:
         "dimensions": ["country", "platform"],
         "grains": ["hour", "day", "week", "month"],
         "max_window_days": 90,
+        "slices": [[], ["country"], ["platform"], ["country", "platform"]],  # every combination: none declared
     }
     stickiness = body["metrics"][-1]
     assert stickiness["grains"] == ["day"] and stickiness["max_window_days"] == 0

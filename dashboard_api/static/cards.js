@@ -2,7 +2,7 @@
 
 import { api, metricPath } from "./api.js";
 import { change, formatValue, isNumber, title } from "./format.js";
-import { cardPeriods, rangeOf } from "./ranges.js";
+import { cardPeriods, oldestHour, rangeOf } from "./ranges.js";
 import { dashboard, superseded, unsupportedFilter } from "./state.js";
 
 export function cardElement(metric) {
@@ -27,18 +27,18 @@ export async function loadCard(metric, state, anchor, generation) {
   const card = document.querySelector(`.card[data-metric="${CSS.escape(metric.name)}"]`);
   const record = { metric: metric.name, value: null, previous: null, complete: false, queries: null };
   dashboard.cards[metric.name] = record;
+  const periods = cardPeriods(state, anchor, oldestHour(dashboard.health));
   const missingFilter = unsupportedFilter(metric, state);
   let reason = null;
   if (missingFilter) reason = `not sliced by ${missingFilter}`;
-  else if (!metric.grains.includes("hour") || metric.max_window_days < range.days) {
+  else if (!metric.grains.includes(periods.current.grain) || metric.max_window_days < range.days) {
     reason = `not served over ${range.days} days`;
   }
   if (reason) {
     fillCard(card, metric, record, range, reason);
     return;
   }
-  const periods = cardPeriods(state, anchor);
-  const base = { grain: "hour", tz: "UTC", window: `${range.days}d`, ...state.filters };
+  const base = { tz: "UTC", window: `${range.days}d`, ...state.filters };
   record.queries = { current: { ...base, ...periods.current }, previous: { ...base, ...periods.previous } };
   try {
     const [current, previous] = await Promise.all([

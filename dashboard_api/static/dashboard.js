@@ -20,7 +20,7 @@ import { resetColors } from "./chart.js";
 import { renderFreshness, renderPeriod, showColdCache, showNotice, showProblem, showUnreachable } from "./notices.js";
 import { loadChart, panelElement, resizeCharts } from "./panels.js";
 import { bindControls, fillSelect, loadDimensionValues, renderControls, renderFilters } from "./pickers.js";
-import { anchorOf } from "./ranges.js";
+import { anchorOf, beyondHourTier, oldestHour } from "./ranges.js";
 import {
   $,
   chartMetrics,
@@ -44,8 +44,23 @@ function layout() {
 // A zone the API would refuse for this view (from a link, or kept across a range change) gives way
 // to UTC before anything is asked in it.
 function servedState(state, anchor) {
+  const oldest = oldestHour(dashboard.health);
+  if (state.grain === "hour" && beyondHourTier(state, anchor, oldest)) {
+    // Hours older than the hour tier live on only in their days: offer those instead.
+    state = { ...state, grain: "day" };
+    dashboard.state = state;
+    writeState(state);
+    dashboard.zoneNotice = `Hours are kept since ${dashboard.health.oldest_hour} only; showing days.`;
+  }
   const refusal = zoneRefusal(state, anchor);
   return refusal ? fallBackToUtc(state, refusal) : state;
+}
+
+// Hour grain is offered only while the view's range lies inside the hours the API keeps.
+function offerGrains(state, anchor) {
+  const hour = $("grain").querySelector('option[value="hour"]');
+  if (hour) hour.disabled = beyondHourTier({ ...state, grain: "hour" }, anchor, oldestHour(dashboard.health));
+  $("grain").value = state.grain;
 }
 
 async function render() {
@@ -63,6 +78,7 @@ async function render() {
   showNotice(dashboard.zoneNotice);
   renderFreshness(dashboard.health, state.tz);
   fillSelect($("tz"), offeredZones(state, anchor).map((z) => [z, z]), state.tz);
+  offerGrains(state, anchor);
   renderPeriod(state, anchor);
   resetColors();
   document.querySelectorAll(".card, .panel").forEach((el) => el.classList.add("loading"));

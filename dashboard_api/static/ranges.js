@@ -4,7 +4,7 @@
  * boundaries are the API's: a chart draws the points' ts as answered, never buckets computed here.
  */
 
-import { localDate } from "./tz.js";
+import { boundInstant, localDate } from "./tz.js";
 
 export const RANGES = [
   { key: "1d", days: 1, label: "Last 24 hours", previous: "prior 24 h", grain: "hour" },
@@ -29,13 +29,34 @@ export function anchorOf(health) {
   return Date.parse(health.newest_hour) + HOUR_MS;
 }
 
+// The oldest hour the API serves at hour grain (GET /health), as ms; null when hours are kept forever.
+export function oldestHour(health) {
+  return health && health.oldest_hour ? Date.parse(health.oldest_hour) : null;
+}
+
 // Cards: the range's days ending at the anchor, and the same length just before (UTC hours,
 // so both periods are exactly N x 24 hours and adjacent in any time zone). The API's window=Nd
-// sums the N days before each one-hour bucket, so no calendar is needed here.
-export function cardPeriods(state, anchor) {
-  const span = rangeOf(state).days * DAY_MS;
-  const period = (end) => ({ start: isoHour(end - HOUR_MS), end: isoHour(end) });
+// sums the N days before each one-hour bucket, so no calendar is needed here. When the earlier
+// period reaches back beyond the hours Redis keeps, both are whole UTC days instead (the N days
+// ending at the last UTC midnight, and the N before): older hours live on only in their days.
+export function cardPeriods(state, anchor, oldest = null) {
+  const days = rangeOf(state).days;
+  const span = days * DAY_MS;
+  if (oldest !== null && anchor - 2 * span < oldest) {
+    const lastMidnight = localDate(anchor, "UTC");
+    const dayPeriod = (end) => ({ grain: "day", start: shiftDays(end, -1), end });
+    return { current: dayPeriod(lastMidnight), previous: dayPeriod(shiftDays(lastMidnight, -days)) };
+  }
+  const period = (end) => ({ grain: "hour", start: isoHour(end - HOUR_MS), end: isoHour(end) });
   return { current: period(anchor), previous: period(anchor - span) };
+}
+
+// Whether the view's charts would need hours the API no longer keeps (see oldestHour).
+export function beyondHourTier(state, anchor, oldest) {
+  if (oldest === null) return false;
+  const { start } = chartRange(state, anchor);
+  const first = state.grain === "hour" ? Date.parse(start) : boundInstant(start, state.tz);
+  return first < oldest;
 }
 
 // Days that take any bucket's start into the next bucket (months have at most 31), whose start

@@ -6,7 +6,8 @@
  * reaches the API; a refusal it did not foresee is handled by the view (see dashboard.js).
  */
 
-import { chartRange } from "./ranges.js";
+import { beyondHourTier, chartRange, oldestHour } from "./ranges.js";
+import { dashboard } from "./state.js";
 import { boundInstant, offsetMinutes, utcOffset } from "./tz.js";
 
 const HOUR_MS = 3_600_000;
@@ -33,6 +34,7 @@ export function offeredZones(state, anchor) {
     const all = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [];
     servedZones = { key, zones: all.filter((tz) => fractionalInstant(state, anchor, tz) === null) };
   }
+  if (beyondHourTier({ ...state, tz: "UTC" }, anchor, oldestHour(dashboard.health))) return [...new Set(["UTC", state.tz])];
   const browserZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
   const first = fractionalInstant(state, anchor, browserZone) === null ? ["UTC", browserZone] : ["UTC"];
   return [...new Set([...first, state.tz, ...servedZones.zones])];
@@ -40,6 +42,10 @@ export function offeredZones(state, anchor) {
 
 // Why the API would refuse the view's zone, as the notice says it; "" when it would not.
 export function zoneRefusal(state, anchor) {
+  if (state.tz !== "UTC" && beyondHourTier(state, anchor, oldestHour(dashboard.health))) {
+    // Local days are made of UTC hours, which Redis keeps only for the newest days (the hour tier).
+    return `Days in ${state.tz} need hours the API keeps only since ${dashboard.health.oldest_hour}; older data is kept as UTC days. Showing UTC.`;
+  }
   const at = fractionalInstant(state, anchor, state.tz);
   if (at === null) return "";
   const offset = `UTC${utcOffset(state.tz, at)}`;

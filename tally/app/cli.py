@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-spec", help="validate specs (structure and SQL) without reading any data")
     check.add_argument("paths", nargs="*", metavar="PATH", help="spec files (default TALLY_SPEC_PATH)")
+    check.add_argument(
+        "--data",
+        metavar="HOUR",
+        help="also read this UTC hour's input and report each dimension's distinct values against its max_values",
+    )
+    check.add_argument("--data-dir", help="overrides TALLY_DATA_DIR (with --data)")
     check.set_defaults(handler=cli_compute.check_spec)
 
     run = sub.add_parser("run", help="aggregate and publish one hour (what tally_hourly runs)")
@@ -80,6 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     rehydrate.add_argument("--data-dir", help="overrides TALLY_DATA_DIR")
     rehydrate.set_defaults(handler=cli_cache.rehydrate)
 
+    compact = sub.add_parser(
+        "compact",
+        help="fold old days' hourly rollups into one file per day (TALLY_COMPACT_AFTER_DAYS) and delete days "
+        "past TALLY_ROLLUP_RETENTION_DAYS",
+    )
+    compact.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing")
+    compact.add_argument("--data-dir", help="overrides TALLY_DATA_DIR")
+    compact.set_defaults(handler=cli_compute.compact)
+
     rollback = sub.add_parser("rollback", help="serve an hour's previous build again")
     rollback.add_argument("--hour", required=True, help="UTC hour, e.g. 2026-11-27T10:00Z")
     rollback.set_defaults(handler=cli_cache.rollback)
@@ -100,6 +115,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     status.set_defaults(handler=cli_cache.status)
+
+    storage = sub.add_parser(
+        "storage", help="measure Redis bytes per metric and tier, rollup bytes, growth per day, days until the budget"
+    )
+    storage.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    storage.set_defaults(handler=cli_cache.storage)
 
     serve = sub.add_parser("serve", help="serve the read-only metrics API")
     serve.add_argument("--host", help="address to bind (default TALLY_API_HOST, 127.0.0.1)")

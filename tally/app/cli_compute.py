@@ -9,17 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from tally.core.layout import HourError, hours_between, parse_hour, parse_instant
+from tally.core.layout import HourError, format_hour, hours_between, parse_hour, parse_instant
 from tally.core.settings import Settings
 from tally.core.spec import MetricSpec, SpecError
 
 if TYPE_CHECKING:  # the job module imports pyspark; keep `tally --help` and `serve` light
     from cache.publish import PublishReport
     from jobs.hourly import RunReport
+    from jobs.spec_check import DimensionCardinality
 
 
 def generate(args: argparse.Namespace, settings: Settings) -> int:
@@ -56,21 +57,29 @@ def check_spec(args: argparse.Namespace, settings: Settings) -> int:
             print_problems(args.command, exc)
             failed = True
     if loaded:
-        from jobs.session import build_session
-        from jobs.spec_check import sql_problems
+        from pyspark.sql import SparkSession
 
+        from jobs.session import build_session
+        from jobs.spec_check import data_cardinality, sql_problems
+
+        hour = parse_hour(args.data, name="--data") if args.data else None
         # The analyzer needs no cluster: one small local session checks every expression of every spec.
+        # A session already running (an embedding process, the test suite) is not ours to stop.
+        owned = SparkSession.getActiveSession() is None
         spark = build_session("local[1]", app_name="tally-check-spec")
         try:
-            checked = [(path, spec, sql_problems(spark, spec, path)) for path, spec in loaded]
-        finally:
-            spark.stop()
-        for path, spec, problems in checked:
-            if problems:
-                print_problems(args.command, SpecError(problems))
-                failed = True
-            else:
+            for path, spec in loaded:
+                problems = sql_problems(spark, spec, path)
+                if problems:
+                    print_problems(args.command, SpecError(problems))
+                    failed = True
+                    continue
                 _print_summary(path, spec)
+                if hour is not None:  # a fold is a warning: the exit code stays 0
+                    _print_cardinality(hour, data_cardinality(spark, settings.data_dir, spec, hour))
+        finally:
+            if owned:
+                spark.stop()
     return 1 if failed else 0
 
 
@@ -91,6 +100,23 @@ def _print_summary(path: Path, spec: MetricSpec) -> None:
     slices = sum(len(m.slice_dimension_sets()) for m in spec.stored)
     print(f"  metrics: {len(spec.metrics)} ({len(spec.stored)} stored, {ratios} ratios)")
     print(f"  slices per hour: {slices} slice sets of stored metrics (each one row per combination of values seen)")
+
+
+def _print_cardinality(hour: datetime, found: list[DimensionCardinality]) -> None:
+    print(f"  cardinality in {format_hour(hour)} (max_values: values kept an hour by rows; the rest become 'other'):")
+    for dim in found:
+        verdict = (
+            f"WARNING: would fold {dim.rows_folded:,} rows of {dim.distinct_values - dim.max_values:,} values "
+            "into 'other'"
+            if dim.folds
+            else "ok"
+        )
+        print(
+            f"    source {dim.source} dimension {dim.dimension}: {dim.distinct_values:,} distinct values "
+            f"(max_values {dim.max_values:,}): {verdict}"
+        )
+    if not found:
+        print("    no stored metric slices by a dimension")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -172,3 +198,20 @@ def _print_report(report: RunReport, *, detailed: bool) -> None:
         print(f"not arrived {hour}: {why}")
     for hour, why in report.failed.items():
         print(f"FAILED {hour}: {why}", file=sys.stderr)
+
+
+def compact(args: argparse.Namespace, settings: Settings) -> int:
+    """``tally compact``: rollup retention, then compaction of old days (pyarrow only, no Spark)."""
+    from tally.app.pipeline import compact_rollups
+
+    upkeep = compact_rollups(settings, dry_run=args.dry_run)
+    prefix = "would have " if args.dry_run else ""
+    for line in upkeep.lines():
+        print(f"{prefix}{line}")
+    folded = sum(c.files_before - c.files_after for c in upkeep.compacted)
+    print(
+        f"{prefix}compacted {len(upkeep.compacted)} day(s) ({folded} file(s) fewer), expired {len(upkeep.expired)} "
+        f"day(s) under {settings.data_dir / 'rollups'} (compact_after_days {settings.compact_after_days}, "
+        f"rollup_retention_days {settings.rollup_retention_days}; 0 = off)"
+    )
+    return 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from tally.core.settings import Settings
 
 if TYPE_CHECKING:
     from cache.publish import PublishReport
+    from tally.core.compaction import DayCompaction
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,11 @@ def describe_run_stats(stats: RunStats) -> str:
     ]
     if "input_files" in stats:
         parts.append(f"input files {stats['input_files']}")
+    for fold in stats.get("folded_dimensions", []):
+        parts.append(
+            f"WARNING dimension {fold['dimension']} of {fold['source']}: {fold['distinct_values']} values over "
+            f"max_values {fold['max_values']}, {fold['rows_folded']} rows stored as 'other'"
+        )
     return ", ".join(parts)
 
 
@@ -225,6 +231,7 @@ def publish_settings_hours(
     from cache.options import PublishOptions
     from cache.publish import publish_hours
     from cache.rehydrate import is_cold, rehydrate
+    from cache.storage import refresh_report
     from tally.core.spec import load_spec
 
     spec = load_spec(settings.spec_path)
@@ -238,6 +245,14 @@ def publish_settings_hours(
             log.warning("Redis had nothing under %r: rehydrated %d hours from the rollups", layout.prefix, count)
         report = publish_hours(
             client, layout, settings.data_dir, spec, hours, replace(options, force=force), progress=progress
+        )
+        # Measured here, once per publish: /health and /metrics read this report and never scan Redis.
+        refresh_report(
+            client,
+            layout,
+            data_dir=settings.data_dir,
+            budget=options.redis_budget_bytes,
+            hour_retention_days=settings.hour_retention_days,
         )
         return replace(report, rehydrated=count)
     finally:
@@ -258,3 +273,35 @@ def publish_hour_texts(hours: Sequence[str]) -> dict[str, list[str]]:
         result.rehydrated,
     )
     return {"published": result.published, "unchanged": result.unchanged}
+
+
+@dataclass(frozen=True)
+class RollupUpkeep:
+    """What :func:`compact_rollups` did to the durable rollups."""
+
+    expired: list[date]  # days deleted by rollup_retention_days
+    compacted: list[DayCompaction]  # days folded into one file each
+
+    def lines(self) -> list[str]:
+        """One line per day, for the CLI and the task log."""
+        out = [f"expired {day:%Y-%m-%d} (both forms deleted)" for day in self.expired]
+        return out + [f"compacted {c.describe()}" for c in self.compacted]
+
+
+def compact_rollups(settings: Settings, *, now: datetime | None = None, dry_run: bool = False) -> RollupUpkeep:
+    """What ``tally_reconcile`` ends with and ``tally compact`` runs: retention, then compaction (no Spark).
+
+    Days older than ``rollup_retention_days`` are deleted first (nothing is compacted only to
+    be deleted), then days older than ``compact_after_days`` are compacted; 0 turns either off.
+    """
+    from tally.core.compaction import compact, expire_rollups
+
+    moment = as_utc(now) if now is not None else datetime.now(UTC)
+    expired = expire_rollups(settings.data_dir, moment, settings.rollup_retention_days, dry_run=dry_run)
+    compacted = compact(settings.data_dir, moment, settings.compact_after_days, dry_run=dry_run)
+    if dry_run:  # the expired days are still there: show what compaction would do to the others
+        compacted = [c for c in compacted if c.day not in set(expired)]
+    upkeep = RollupUpkeep(expired=expired, compacted=compacted)
+    for line in upkeep.lines():
+        log.info("%s%s", "dry run: " if dry_run else "", line)
+    return upkeep

@@ -18,7 +18,7 @@ from cache.freshness import freshness_state
 from cache.keys import KeyLayout, parse_published_at
 from cache.reads import newest_computed_hours, read_meta, read_redefined, read_runs
 from tally.core.layout import ONE_HOUR, format_hour
-from tally.core.runstats import current_names
+from tally.core.runstats import FoldWarning, current_names, fold_warnings
 
 RUN_FIELDS = (
     "rows_read",
@@ -43,6 +43,8 @@ class Status:
     # Per metric: hours built under an older definition of it, or before it was added.
     redefined_hours: dict[str, list[datetime]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
+    # Dimensions folded into `other` in the listed runs (more values than their max_values).
+    folded: list[FoldWarning] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -68,6 +70,18 @@ class Status:
             "pending_hours": [format_hour(h) for h in self.pending_hours],
             "redefined_hours": {m: [format_hour(h) for h in hours] for m, hours in self.redefined_hours.items()},
             "runs": self.runs,
+            "cardinality_warnings": [
+                {
+                    "source": w.source,
+                    "dimension": w.dimension,
+                    "max_values": w.max_values,
+                    "distinct_values": w.distinct_values,
+                    "rows_folded": w.rows_folded,
+                    "hours": [format_hour(h) for h in w.hours],
+                    "message": w.message,
+                }
+                for w in self.folded
+            ],
             "error": self.error,
         }
 
@@ -101,6 +115,7 @@ def read_status(
         pending_hours=meta.pending_hours,
         redefined_hours=redefined,
         runs=[_run(run) for run in reversed(recent)],  # newest first
+        folded=fold_warnings((run["hour"], run["stats"]) for run in recent),
     )
 
 
@@ -114,6 +129,7 @@ def _run(run: dict[str, Any]) -> dict[str, Any]:
         "input_lag_seconds": (published - run["hour"] - ONE_HOUR).total_seconds(),
         **{name: stats.get(name) for name in RUN_FIELDS},
         "invalid_by_reason": stats.get("invalid_by_reason", {}),
+        "folded_dimensions": stats.get("folded_dimensions", []),
     }
 
 
@@ -133,6 +149,10 @@ def render(status: Status) -> str:
             f"redefined     {metric}: {len(hours)} hour(s), {format_hour(hours[0])} .. {format_hour(hours[-1])} "
             "(built under an older definition; recomputed within the late-data horizon, or by `tally backfill`)"
             for metric, hours in status.redefined_hours.items()
+        ],
+        *[
+            f"WARNING       {w.message}; hours {format_hour(w.hours[0])} .. {format_hour(w.hours[-1])}"
+            for w in status.folded
         ],
         "",
         _table(status.runs),

@@ -23,6 +23,12 @@ SAMPLE_EVENTS_PATH = "raw/events/dt={YYYY}-{MM}-{DD}/hour={HH}"
 # Sub-folders of TALLY_DATA_DIR.
 ROLLUPS_HOURLY = Path("rollups") / "hourly"
 ROLLUPS_STATS = Path("rollups") / "stats"
+# The compacted form of whole UTC days (tally.core.compaction): one rollup file and one
+# statistics file per day, the hours' rows kept apart by an ``hour`` column.
+ROLLUPS_DAILY = Path("rollups") / "daily"
+ROLLUPS_DAILY_STATS = Path("rollups") / "daily-stats"
+DAY_ROLLUP_FILE = "rollup.parquet"
+DAY_STATS_FILE = "stats.parquet"
 QUARANTINE_ROOT = Path("quarantine")
 QUARANTINE = QUARANTINE_ROOT / "events"  # the sample source's quarantine
 
@@ -165,6 +171,26 @@ def rollup_hour_dir(data_dir: Path, hour: datetime) -> Path:
 
 def stats_hour_dir(data_dir: Path, hour: datetime) -> Path:
     return data_dir / ROLLUPS_STATS / partition(hour)
+
+
+def day_partition(day: date) -> str:
+    """``dt=YYYY-MM-DD``: the folder of one UTC day (the ``dt`` level of :func:`partition`)."""
+    return f"dt={day:%Y-%m-%d}"
+
+
+def day_from_partition(name: str) -> date:
+    """Inverse of :func:`day_partition`, from the folder name."""
+    return date.fromisoformat(name.removeprefix("dt="))
+
+
+def rollup_day_file(data_dir: Path, day: date) -> Path:
+    """The compacted rollup of a whole UTC day."""
+    return data_dir / ROLLUPS_DAILY / day_partition(day) / DAY_ROLLUP_FILE
+
+
+def stats_day_file(data_dir: Path, day: date) -> Path:
+    """The compacted run statistics of a whole UTC day (written after its rollup file)."""
+    return data_dir / ROLLUPS_DAILY_STATS / day_partition(day) / DAY_STATS_FILE
 
 
 def quarantine_dir(data_dir: Path, source: str) -> Path:

@@ -1,7 +1,8 @@
 """The rollup Parquet contract: what the job writes under ``rollups/`` and the publisher reads back.
 
-An hour's rollup is a folder of Parquet files (:func:`tally.core.layout.rollup_hour_dir`)
-in long form, one row per metric and slice: :data:`PARTITION_COLUMNS`, then
+An hour's rollup is a folder of Parquet files (:func:`tally.core.layout.rollup_hour_dir`),
+or its rows in its compacted day's file (:mod:`tally.core.rollup_forms` owns both forms and
+which one an hour is read from), in long form, one row per metric and slice: :data:`PARTITION_COLUMNS`, then
 :data:`METRIC`, one text column per dimension of the spec (null where the slice
 does not split by it), :data:`VALUE` (count, sum or distinct estimate) and
 :data:`SKETCH` (HLL bytes for distinct counts, else null). Its run statistics
@@ -17,7 +18,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tally.core.layout import ROLLUPS_STATS, format_hour, hour_from_partition, rollup_hour_dir, stats_hour_dir
+from tally.core.layout import (
+    DAY_STATS_FILE,
+    ROLLUPS_DAILY_STATS,
+    ROLLUPS_STATS,
+    day_from_partition,
+    format_hour,
+    hour_from_partition,
+    rollup_hour_dir,
+)
+from tally.core.rollup_forms import complete_form, day_form_hours, read_rollup_table, read_stats_tables
 from tally.core.runstats import combine, source_row
 
 # The hour partition (folder names, and columns of the table read from the root).
@@ -57,27 +67,30 @@ def rollup_schema_ddl(dimensions: Sequence[str]) -> str:
 
 
 def is_complete(data_dir: Path, hour: datetime) -> bool:
-    """Whether the hour's rollup was written to the end (its statistics exist)."""
-    return any(stats_hour_dir(data_dir, hour).glob("*.parquet")) and rollup_hour_dir(data_dir, hour).is_dir()
+    """Whether the hour's rollup was written to the end (its statistics exist), in either form."""
+    return complete_form(data_dir, hour) is not None
 
 
 def read_hour_rollup(data_dir: Path, hour: datetime) -> HourRollup:
     """Read one hour's rollup rows and statistics; NotComputedError if it is not complete."""
-    import pyarrow.parquet as pq  # only the publisher reads Parquet; keep `tally --help` light
-
-    rollup_dir = rollup_hour_dir(data_dir, hour)
-    if not is_complete(data_dir, hour):
+    form = complete_form(data_dir, hour)
+    if form is None:
         raise NotComputedError(
-            f"hour {format_hour(hour)} has no complete rollup under {rollup_dir}; run `tally run --hour` for it first"
+            f"hour {format_hour(hour)} has no complete rollup under {rollup_hour_dir(data_dir, hour)} "
+            "(nor in its compacted day); run `tally run --hour` for it first"
         )
-    stats = combine([source_row(row) for row in pq.read_table(stats_hour_dir(data_dir, hour)).to_pylist()])
-    return HourRollup(hour, pq.read_table(rollup_dir).to_pylist(), stats)
+    stats_rows = read_stats_tables(data_dir, [hour])[hour].to_pylist()
+    rows = read_rollup_table(data_dir, hour, form).to_pylist()
+    return HourRollup(hour, rows, combine([source_row(row) for row in stats_rows]))
 
 
 def computed_hours(data_dir: Path) -> list[datetime]:
-    """Every hour with a complete durable rollup (its statistics are written last), sorted."""
-    hours = []
+    """Every hour with a complete durable rollup (its statistics are written last), in either form, sorted."""
+    hours = set()
     for folder in (data_dir / ROLLUPS_STATS).glob("dt=*/hour=*"):
         if any(folder.glob("*.parquet")):
-            hours.append(hour_from_partition(folder.parent.name[3:], folder.name[5:]))
+            hours.add(hour_from_partition(folder.parent.name[3:], folder.name[5:]))
+    for stats_file in (data_dir / ROLLUPS_DAILY_STATS).glob(f"dt=*/{DAY_STATS_FILE}"):
+        day = day_from_partition(stats_file.parent.name)
+        hours.update(hour_from_partition(f"{day:%Y-%m-%d}", hh) for hh in day_form_hours(data_dir, day))
     return sorted(hours)

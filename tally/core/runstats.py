@@ -15,7 +15,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
-from tally.core.layout import combined_fingerprint, format_instant, stats_hour_dir
+from tally.core.layout import combined_fingerprint, format_instant
+
+
+class FoldedDimension(TypedDict):
+    """A dimension with more distinct values in an hour than its ``max_values`` (the cardinality guard).
+
+    Its values beyond the hour's top ``max_values`` by row count were stored as ``other``.
+    """
+
+    source: str
+    dimension: str
+    distinct_values: int  # values seen in the hour (after de-duplication)
+    max_values: int
+    rows_folded: int  # counted rows whose value was stored as ``other``
 
 
 class RunStats(TypedDict, total=False):
@@ -38,6 +51,7 @@ class RunStats(TypedDict, total=False):
     application_seconds: float
     application_hours: int
     input_files: int
+    folded_dimensions: list[FoldedDimension]  # empty when no dimension exceeded its max_values
     sources: dict[str, RunStats]  # an hour's combined statistics: each source's row
 
 
@@ -59,6 +73,8 @@ STORED_TYPES: Mapping[str, str] = {
     "metric_fingerprints": "map<string,string>",
     "application_seconds": "double",
     "application_hours": "bigint",
+    "folded_dimensions": "array<struct<source:string,dimension:string,distinct_values:bigint,"
+    "max_values:bigint,rows_folded:bigint>>",
 }
 # Fields of a row that are about the row's place, not its content.
 LOCATION_FIELDS: tuple[str, ...] = ("dt", "hour")
@@ -84,16 +100,24 @@ def current_names(stats: Mapping[str, Any]) -> RunStats:
 
 def source_row(row: Mapping[str, Any]) -> RunStats:
     """One stored statistics row as plain data, without its partition columns."""
-    return current_names({key: plain(value) for key, value in row.items() if key not in LOCATION_FIELDS})
+    return current_names({key: _plain_field(key, value) for key, value in row.items() if key not in LOCATION_FIELDS})
+
+
+def _plain_field(name: str, value: Any) -> Any:
+    # An empty list is an empty map to `plain`; an array field's empty list must stay a list.
+    if STORED_TYPES.get(name, "").startswith("array<"):
+        return [dict(item) for item in value or []]
+    return plain(value)
 
 
 def combine(rows: Sequence[Mapping[str, Any]]) -> RunStats:
     """An hour's statistics from its sources' rows (plain data, see :func:`source_row`).
 
-    The counts and the invalid rows by reason are summed (a reason two sources
-    share adds up); ``input_fingerprint`` covers every source's input;
-    ``metric_fingerprints`` joins the sources' metrics; ``sources`` keeps each row.
-    An hour of a single source is that source's row as it is (``source`` names it).
+        The counts and the invalid rows by reason are summed (a reason two sources
+        share adds up); ``input_fingerprint`` covers every source's input;
+        ``metric_fingerprints`` joins the sources' metrics, ``folded_dimensions`` their
+    folds; ``sources`` keeps each row.
+        An hour of a single source is that source's row as it is (``source`` names it).
     """
     if not rows:
         return RunStats()
@@ -122,6 +146,8 @@ def combine(rows: Sequence[Mapping[str, Any]]) -> RunStats:
     for row in rows:
         definitions.update(dict(row.get("metric_fingerprints") or {}))
     combined["metric_fingerprints"] = definitions
+    if any("folded_dimensions" in row for row in rows):
+        combined["folded_dimensions"] = [fold for row in rows for fold in row.get("folded_dimensions") or []]
     combined["sources"] = by_source
     return cast(RunStats, combined)
 
@@ -142,18 +168,16 @@ class BuiltHour:
 
 
 def built_hours(data_dir: Path, hours: Iterable[datetime]) -> dict[datetime, BuiltHour]:
-    """For each of ``hours`` with a complete rollup: what it was built from (one small file read per hour).
+    """For each of ``hours`` with a complete rollup: what it was built from (one small file read per hour or day).
 
-    Shared by the late-data, redefinition and unpublished-rollup checks.
+    Shared by the late-data, redefinition and unpublished-rollup checks; reads an hour's
+    own partition or its compacted day (:mod:`tally.core.rollup_forms`), whichever it is read from.
     """
-    import pyarrow.parquet as pq
+    from tally.core.rollup_forms import read_stats_tables  # the only user here; keeps the import block untouched
 
     built: dict[datetime, BuiltHour] = {}
-    for hour in hours:
-        stats_dir = stats_hour_dir(data_dir, hour)
-        if not any(stats_dir.glob("*.parquet")):
-            continue
-        rows = pq.read_table(stats_dir).to_pylist()
+    for hour, table in read_stats_tables(data_dir, hours).items():
+        rows = table.to_pylist()
         built[hour] = BuiltHour(
             sources={str(row.get("source") or "events"): row.get("input_fingerprint") for row in rows},
             definitions={m: fp for row in rows for m, fp in plain(row.get("metric_fingerprints") or {}).items()},
@@ -164,3 +188,42 @@ def built_hours(data_dir: Path, hours: Iterable[datetime]) -> dict[datetime, Bui
 def built_fingerprints(data_dir: Path, hours: Iterable[datetime]) -> dict[datetime, str | None]:
     """For each of ``hours`` with a complete rollup: the input fingerprint it was built from."""
     return {hour: built.input_fingerprint for hour, built in built_hours(data_dir, hours).items()}
+
+
+@dataclass(frozen=True)
+class FoldWarning:
+    """A dimension folded into ``other`` in some of a range's hours (for ``tally status`` and ``/health``)."""
+
+    source: str
+    dimension: str
+    max_values: int
+    hours: tuple[datetime, ...]  # oldest first
+    distinct_values: int  # the most seen in one of those hours
+    rows_folded: int  # over those hours
+
+    @property
+    def message(self) -> str:
+        return (
+            f"dimension {self.dimension!r} of source {self.source!r} had up to {self.distinct_values:,} distinct "
+            f"values an hour (max_values {self.max_values:,}) in {len(self.hours)} hour(s): {self.rows_folded:,} "
+            "rows stored as 'other'; raise max_values, or slice by a coarser expression"
+        )
+
+
+def fold_warnings(runs: Iterable[tuple[datetime, Mapping[str, Any]]]) -> list[FoldWarning]:
+    """Per (source, dimension): the hours of ``runs`` (hour, its statistics) in which it was folded."""
+    found: dict[tuple[str, str], list[tuple[datetime, Mapping[str, Any]]]] = {}
+    for hour, stats in runs:
+        for fold in stats.get("folded_dimensions") or []:
+            found.setdefault((str(fold["source"]), str(fold["dimension"])), []).append((hour, fold))
+    return [
+        FoldWarning(
+            source=source,
+            dimension=dimension,
+            max_values=int(max(folds, key=lambda f: f[0])[1]["max_values"]),  # the newest hour's
+            hours=tuple(sorted(hour for hour, _ in folds)),
+            distinct_values=max(int(fold["distinct_values"]) for _, fold in folds),
+            rows_folded=sum(int(fold["rows_folded"]) for _, fold in folds),
+        )
+        for (source, dimension), folds in sorted(found.items())
+    ]

@@ -86,6 +86,37 @@ class Settings(BaseSettings):
     reconcile_horizon_days: int = Field(
         default=35, ge=1, description="How far back the daily tally_reconcile DAG looks for changed input."
     )
+    # --- bounded storage: tiers, compaction, budget ------------------------------------
+    hour_retention_days: int = Field(
+        default=14,
+        ge=0,
+        description="Days (back from now) hour-level builds stay in Redis; older hours are served from their "
+        "day aggregate at day, week and month grain only; 0 keeps hours forever (TALLY_HOUR_RETENTION_DAYS).",
+    )
+    day_retention_days: int = Field(
+        default=0,
+        ge=0,
+        description="Days (back from now) day aggregates stay in Redis; 0 keeps them forever "
+        "(TALLY_DAY_RETENTION_DAYS).",
+    )
+    rollup_retention_days: int = Field(
+        default=0,
+        ge=0,
+        description="Days (back from now) durable rollups are kept on disk; 0 keeps them forever "
+        "(TALLY_ROLLUP_RETENTION_DAYS).",
+    )
+    compact_after_days: int = Field(
+        default=7,
+        ge=0,
+        description="Hourly rollup partitions of UTC days that ended more than this many days ago are compacted "
+        "into one file per day; 0 turns compaction off (TALLY_COMPACT_AFTER_DAYS).",
+    )
+    redis_budget_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Redis memory Tally may use under its prefix, in MB: `tally storage` reports the days left, "
+        "and a publish that would exceed it fails verification (TALLY_REDIS_BUDGET_MB; unset: no budget).",
+    )
     api_host: str = Field(default="127.0.0.1", description="Address `tally serve` binds (TALLY_API_HOST).")
     api_token: SecretStr | None = Field(
         default=None,

@@ -1,7 +1,7 @@
 """The ``metrics`` section of a spec: each metric, validated into a :class:`Metric`.
 
-Checks a metric's kind, source, dimensions, grains, field, ``where``, filter and
-ratio sides against the sources already parsed; :func:`ratio_problems` then checks
+Checks a metric's kind, source, dimensions, declared ``slices``, grains, field,
+``where``, filter and ratio sides against the sources already parsed; :func:`ratio_problems` then checks
 each ratio's sides against the other metrics. A problem names the file, the
 metric and the field; the SQL inside (``field``, ``where``) is left to Spark's
 analyzer (:mod:`jobs.spec_check`).
@@ -32,6 +32,7 @@ _METRIC_KEYS = {
     "denominator",
     "grains",
     "max_window_days",
+    "slices",
 }
 
 
@@ -72,6 +73,8 @@ def parse_metric(raw: Any, *, index: int, file: str, sources: Mapping[str, Sourc
                 )
     if len(set(dimensions)) != len(dimensions):
         raise fail("dimensions", "lists a dimension twice")
+
+    slices = _parse_slices(raw.get("slices"), kind, dimensions, fail)
 
     grains = raw.get("grains", list(GRAINS))
     if not isinstance(grains, list) or not grains or any(g not in GRAINS for g in grains):
@@ -129,7 +132,40 @@ def parse_metric(raw: Any, *, index: int, file: str, sources: Mapping[str, Sourc
         numerator_window_days=numerator_window,
         denominator_window_days=denominator_window,
         max_window_days=max_window,
+        slices=slices,
     )
+
+
+def _parse_slices(raw: Any, kind: Kind, dimensions: list[str], fail: Fail) -> tuple[tuple[str, ...], ...] | None:
+    """``slices``: the dimension sets to store (the total always is), each sorted; None stores every combination."""
+    if raw is None:
+        return None
+    if kind is Kind.RATIO:
+        raise fail("slices", "a ratio stores nothing of its own: declare slices on its numerator and denominator")
+    if not isinstance(raw, list) or not raw:
+        raise fail("slices", "must be a non-empty list of dimension lists, e.g. [[country, platform], [event_type]]")
+    declared: list[tuple[str, ...]] = []
+    for number, dims in enumerate(raw, start=1):
+        if not isinstance(dims, list) or not dims or not all(isinstance(d, str) for d in dims):
+            raise fail(
+                "slices", f"set #{number} must be a non-empty list of dimension names (the total is always stored)"
+            )
+        for dim in dims:
+            if dim not in dimensions:
+                known = ", ".join(dimensions) or "none"
+                raise fail(
+                    "slices", f"set #{number} {dims}: {dim!r} is not a dimension of the metric; its dimensions: {known}"
+                )
+        if len(set(dims)) != len(dims):
+            raise fail("slices", f"set #{number} {dims} lists a dimension twice")
+        normal = tuple(sorted(dims))
+        if normal in declared:
+            raise fail(
+                "slices",
+                f"set #{number} {dims} repeats set #{declared.index(normal) + 1} (order inside a set does not matter)",
+            )
+        declared.append(normal)
+    return tuple(declared)
 
 
 def _metric_source(raw: Any, kind: Kind, sources: Mapping[str, Source], fail: Fail) -> Source | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import combinations
@@ -25,6 +25,10 @@ COLUMN_TYPES: tuple[str, ...] = ("string", "long", "double", "timestamp", "boole
 NUMERIC_TYPES: tuple[str, ...] = ("long", "double")
 TIME_UNITS: tuple[str, ...] = ("s", "ms", "us")
 UNKNOWN = "unknown"  # the value of a dimension that is null
+# The cardinality guard: a dimension keeps at most this many values an hour (by row
+# count), unless it declares its own ``max_values``; the rest are stored as OTHER.
+DEFAULT_MAX_VALUES = 1000
+OTHER = "other"
 # Query parameters of GET /v1/metrics/{name}: a dimension may not be named like one,
 # since any other parameter of a request is a filter on a dimension.
 API_PARAMETERS: tuple[str, ...] = ("grain", "start", "end", "group_by", "tz", "window", "limit")
@@ -64,6 +68,7 @@ class Dimension:
     name: str
     column: str | None = None
     expr: str | None = None
+    max_values: int = DEFAULT_MAX_VALUES  # values kept an hour; the rest are stored as OTHER
 
     @property
     def sql(self) -> str:
@@ -134,6 +139,9 @@ class Metric:
     denominator_window_days: int | None = None
     # Largest `window=<N>d` a request may ask for; 0 means no windows.
     max_window_days: int = MAX_WINDOW_DAYS
+    # The declared `slices`: dimension sets stored besides the total (each sorted), in
+    # declared order; None stores every combination of `dimensions`.
+    slices: tuple[tuple[str, ...], ...] | None = None
 
     @property
     def is_ratio(self) -> bool:
@@ -144,9 +152,27 @@ class Metric:
         return self.kind is Kind.COUNT_DISTINCT
 
     def slice_dimension_sets(self) -> list[tuple[str, ...]]:
-        """Every subset of the metric's dimensions (sorted), the empty total first."""
+        """The dimension sets stored (each sorted), the empty total first.
+
+        Every subset of the metric's dimensions, unless it declares ``slices``:
+        then the total and those sets, in declared order.
+        """
+        if self.slices is not None:
+            return [(), *self.slices]
         dims = tuple(sorted(self.dimensions))
         return [combo for size in range(len(dims) + 1) for combo in combinations(dims, size)]
+
+    def covering_set(self, dims: Collection[str]) -> tuple[str, ...] | None:
+        """The stored set that answers a query over ``dims`` (filters and group_by), or None.
+
+        ``dims`` itself when stored; else the smallest stored set containing it (the
+        first declared among equals), whose slices are merged at read time.
+        """
+        wanted = tuple(sorted(dims))
+        if self.slices is None:
+            return wanted if set(wanted) <= set(self.dimensions) else None
+        covering = [s for s in self.slice_dimension_sets() if set(wanted) <= set(s)]
+        return min(covering, key=len, default=None)  # min keeps the first of the fewest
 
 
 @dataclass(frozen=True)
@@ -195,7 +221,7 @@ def quote_column(name: str) -> str:
 def metric_fingerprint(spec_sources: Mapping[str, Source], metric: Metric, sketch_lg_k: int) -> str:
     """A short digest of everything that decides a stored metric's numbers.
 
-    Its kind, field, filter, where and dimensions; its source's path, time, id,
+    Its kind, field, filter, where, dimensions and declared slices; its source's path, time, id,
     columns, required columns and rules; and the expressions of the dimensions it
     slices or filters by. An hour computed under another fingerprint holds numbers
     of another definition (see the README, "Changing the spec safely").
@@ -211,7 +237,17 @@ def metric_fingerprint(spec_sources: Mapping[str, Source], metric: Metric, sketc
         "source": source.definition(),
         "dimension_sql": {d.name: d.sql for d in source.dimensions if d.name in used},
     }
+    # Only a non-default max_values is recorded, so fingerprints from before the guard stand.
+    guarded = {
+        d.name: d.max_values
+        for d in source.dimensions
+        if d.name in metric.dimensions and d.max_values != DEFAULT_MAX_VALUES
+    }
+    if guarded:
+        definition["dimension_max_values"] = guarded
     if metric.is_distinct:
         definition["sketch_lg_k"] = sketch_lg_k
+    if metric.slices is not None:  # only when declared: undeclared metrics keep the fingerprints they had
+        definition["slices"] = [list(s) for s in metric.slices]
     text = json.dumps(definition, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -17,7 +17,9 @@ from tally.core.spec_errors import Fail, Problem
 from tally.core.spec_model import (
     API_PARAMETERS,
     COLUMN_TYPES,
+    DEFAULT_MAX_VALUES,
     NAME,
+    OTHER,
     RESERVED_COLUMN_PREFIXES,
     RESERVED_COLUMNS,
     ROLLUP_COLUMNS,
@@ -28,6 +30,7 @@ from tally.core.spec_model import (
 )
 
 _SOURCE_KEYS = {"path", "time", "id", "columns", "required", "rules", "dimensions"}
+_DIMENSION_KEYS = {"column", "expr", "max_values"}
 
 
 def parse_sources(raw: Any, file: str, problems: list[str]) -> list[Source]:
@@ -165,7 +168,9 @@ def _parse_dimensions(
     raw: Any, types: Mapping[str, str], time_column: str, id_column: str | None, fail: Fail
 ) -> list[Dimension]:
     if not isinstance(raw, Mapping):
-        raise fail("dimensions", "must be a mapping of dimension name to a column or {expr: <Spark SQL>}")
+        raise fail(
+            "dimensions", "must be a mapping of dimension name to a column, {column: ...} or {expr: <Spark SQL>}"
+        )
     dimensions = []
     for name, body in raw.items():
         if not isinstance(name, str) or not NAME.match(name):
@@ -175,12 +180,40 @@ def _parse_dimensions(
             raise fail("dimensions", f"dimension {name!r}: the name is reserved ({reserved}); choose another")
         if name in (time_column, id_column):
             raise fail("dimensions", f"dimension {name!r}: cannot be named like the source's time or id column")
-        if isinstance(body, str):
-            if body not in types:
-                raise fail("dimensions", f"dimension {name!r}: {body!r} is not a declared column")
-            dimensions.append(Dimension(name, column=body))
-        elif isinstance(body, Mapping) and set(body) == {"expr"} and isinstance(body["expr"], str) and body["expr"]:
-            dimensions.append(Dimension(name, expr=body["expr"].strip()))
-        else:
-            raise fail("dimensions", f"dimension {name!r}: give a declared column, or {{expr: <Spark SQL>}}")
+        dimensions.append(_parse_dimension(name, body, types, fail))
     return dimensions
+
+
+def _parse_dimension(name: str, body: Any, types: Mapping[str, str], fail: Fail) -> Dimension:
+    """One dimension: ``column``, ``{column: c}`` or ``{expr: SQL}``, either mapping with ``max_values``."""
+    if isinstance(body, str):
+        body = {"column": body}
+    shape = f"dimension {name!r}: give a declared column, {{column: <name>}} or {{expr: <Spark SQL>}}"
+    if not isinstance(body, Mapping):
+        raise fail("dimensions", shape)
+    unknown = sorted(set(body) - _DIMENSION_KEYS, key=str)
+    if unknown:
+        raise fail("dimensions", f"dimension {name!r}: unknown field {unknown[0]!r}; known: column, expr, max_values")
+    max_values = _parse_max_values(name, body.get("max_values", DEFAULT_MAX_VALUES), fail)
+    if ("column" in body) == ("expr" in body):
+        raise fail("dimensions", shape + " (exactly one of column and expr)")
+    if "column" in body:
+        column = body["column"]
+        if not isinstance(column, str) or column not in types:
+            raise fail("dimensions", f"dimension {name!r}: {column!r} is not a declared column")
+        return Dimension(name, column=column, max_values=max_values)
+    expr = body["expr"]
+    if not isinstance(expr, str) or not expr.strip():
+        raise fail("dimensions", f"dimension {name!r}: field 'expr': needs a Spark SQL expression as text")
+    return Dimension(name, expr=expr.strip(), max_values=max_values)
+
+
+def _parse_max_values(name: str, raw: Any, fail: Fail) -> int:
+    # bool is an int in Python: `max_values: true` is a mistake, not 1.
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise fail(
+            "dimensions",
+            f"dimension {name!r}: field 'max_values': {raw!r} must be a whole number of at least 1 "
+            f"(values kept an hour by row count; the rest are stored as {OTHER!r}; default {DEFAULT_MAX_VALUES})",
+        )
+    return raw
