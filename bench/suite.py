@@ -34,6 +34,7 @@ import redis
 
 from bench import peers
 from bench.server import ROOT, bench_redis, start_server, stop
+from bench.wide_spec import p7b_wide_spec
 from cache.builds import read_hour_build
 from cache.keys import KeyLayout
 from cache.options import PublishOptions
@@ -592,6 +593,7 @@ MEASURES: dict[str, Callable[[Bench], Figure]] = {
     "P5": p5_on_request,
     "P6": p6_publish,
     "P7": p7_memory,
+    "P7B": p7b_wide_spec,
 }
 
 

@@ -5,8 +5,9 @@ and each UTC day's aggregate for ``TALLY_DAY_RETENTION_DAYS`` (the *day tier*; 0
 forever). Moving a day out of the hour tier (:func:`move_day`) removes its hours'
 pointers, histories and build keys in one MULTI/EXEC, but only once the day's
 aggregate is verified live (its ``@builds`` equal the day index and the pointers,
-under a WATCH of the pointer hash); the day index entry, the day hashes and the
-recorded definitions stay exactly as they were. A reader therefore sees the day
+under a WATCH of the pointer hash); the day index entry, the day hashes (their
+sketches re-encoded as HLL_4 in the same switch: the same registers in about half the
+bytes, see :mod:`cache.sketches`) and the recorded definitions stay as they were. A reader therefore sees the day
 before or after the move, never a gap: whole days are read through the day index
 and its aggregate either way, and a reader that resolved an hour's pointer just
 before the move still finds the build's keys, which expire only after the
@@ -22,15 +23,17 @@ again (:func:`cache.publish.publish_hours`).
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import redis
 
+from cache import sketches
 from cache.builds import build_keys
 from cache.client import text
-from cache.days import day_keys, rebuild_days
+from cache.days import STAGED_DAY_TTL_SECONDS, day_keys, rebuild_days
 from cache.keys import (
     DAY_BUILDS_FIELD,
     META_DAYS_FROM,
@@ -95,8 +98,10 @@ def move_day(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, day: date
     hours = [hour_field(hour) for hour in day_hours(day)]
     day_text = day_field(day)
     aggregates = _aggregate_keys(layout, spec, day)
+    compacted: dict[str, str] = {}
     with client.pipeline(transaction=True) as pipe:
         for _ in range(MOVE_ATTEMPTS):
+            compacted = {}
             try:
                 pipe.watch(layout.pointer())
                 builds = [pointer_build(value) for value in pipe.hmget(layout.pointer(), hours)]
@@ -113,7 +118,11 @@ def move_day(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, day: date
                     continue
                 kept = _kept_builds(client, layout, hours, builds)
                 expiring = [key for hour, build in kept for key in build_keys(client, layout, build, hour)]
+                compacted = _stage_compact_sketches(client, layout, spec, day)
                 pipe.multi()
+                for temporary, key in compacted.items():
+                    pipe.rename(temporary, key)
+                    pipe.persist(key)  # RENAME keeps the temporary key's TTL
                 pipe.hdel(layout.pointer(), *[hour for hour, build in zip(hours, builds, strict=True) if build])
                 pipe.delete(*[layout.history(hour) for hour in hours])
                 for key in expiring:
@@ -124,6 +133,8 @@ def move_day(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, day: date
                 pipe.execute()
                 return True
             except redis.WatchError:
+                if compacted:
+                    client.delete(*compacted)
                 log.info("pointer changed while moving day %s to the day tier; retrying", day_text)
     raise NotMovedError(f"day {day_text}: its aggregate kept changing during the move; its hours stay in Redis")
 
@@ -133,6 +144,36 @@ def _aggregate_keys(layout: KeyLayout, spec: MetricSpec, day: date) -> list[str]
     day_text = day_field(day)
     keys = [layout.day_values(day_text, metric.name) for metric in spec.stored]
     return keys + [layout.day_sketches(day_text, metric.name) for metric in spec.stored if metric.is_distinct]
+
+
+def _stage_compact_sketches(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, day: date) -> dict[str, str]:
+    """The day's sketch hashes re-encoded as HLL_4 under temporary keys (temporary -> day key).
+
+    The same registers, so every union and estimate is unchanged (cache.sketches);
+    a hash already compact, or without a dense sketch, is left as it is.
+    """
+    token = secrets.token_hex(8)
+    staged: dict[str, str] = {}
+    for metric in spec.stored:
+        if not metric.is_distinct:
+            continue
+        key = layout.day_sketches(day_field(day), metric.name)
+        fields = client.hgetall(key)
+        compact = {
+            name: value
+            if name == DAY_BUILDS_FIELD.encode() or not sketches.is_dense_hll8(value, spec.sketch_lg_k)
+            else sketches.compact_union_image(value, spec.sketch_lg_k)
+            for name, value in fields.items()
+        }
+        if compact == fields:
+            continue
+        temporary = layout.temporary(key, token)
+        with client.pipeline(transaction=False) as pipe:
+            pipe.hset(temporary, mapping=compact)
+            pipe.expire(temporary, STAGED_DAY_TTL_SECONDS)
+            pipe.execute()
+        staged[temporary] = key
+    return staged
 
 
 def _kept_builds(

@@ -478,3 +478,56 @@ def test_filter_choices_are_the_values_endpoints_most_common_first(served: Serve
     assert any("/v1/metrics/events/values/country?" in url for url in fetched)
     assert not any("group_by=country" in url for url in fetched)  # no longer read as a split
     assert not console_errors(browser)
+
+
+TIER_DAYS = 3  # a short hour tier, so the module's two weeks reach well beyond it
+
+
+@pytest.fixture(scope="module")
+def tiered(served: Served, redis_server: str) -> Iterator[str]:
+    """The same hours under a prefix whose Redis keeps only TIER_DAYS of them (older days moved to
+    their day aggregates), served by `tally serve` with that retention."""
+    layout = KeyLayout(f"{TEST_PREFIX}-page-tiers-{uuid.uuid4().hex[:12]}")
+    options = PublishOptions(superseded_ttl=60, hour_retention_days=TIER_DAYS)
+    publish_hours(served.client, layout, served.data_dir, SPEC, served.hours, options)
+    assert len(served.client.hkeys(layout.pointer())) < (TIER_DAYS + 1) * 24  # days did move
+    port = free_port()
+    server = start_server(redis_server, layout.prefix, port, {"TALLY_HOUR_RETENTION_DAYS": str(TIER_DAYS)})
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(server)
+        delete_prefix(served.client, layout)
+
+
+def test_beyond_the_hour_tier_the_page_offers_days_and_utc_only(
+    served: Served, tiered: str, browser: webdriver.Chrome
+) -> None:
+    health = httpx.get(f"{tiered}/health").json()
+    assert health["oldest_hour"] is not None
+    # A week at hour grain in New York: hours and local days reach before the tier; days in UTC are shown.
+    page = open_page(browser, f"{tiered}/?range=7d&grain=hour&tz=America/New_York")
+    assert page["state"]["grain"] == "day" and page["state"]["tz"] == "UTC"
+    assert browser.find_element(By.ID, "notice").is_displayed()
+    assert browser.execute_script("return document.querySelector('#grain option[value=hour]').disabled")
+    assert not page["problems"] and not console_errors(browser)
+    for name in ("events", "active_users"):
+        chart = page["charts"][name]
+        assert chart["query"]["grain"] == "day" and chart["query"]["tz"] == "UTC"
+        assert chart["plotted"] == plotted_from(api_series(tiered, name, **chart["query"]))
+    # The cards compare the week ending at the last UTC midnight with the one before, as whole days.
+    midnight = served.anchor.replace(hour=0)
+    current = {"grain": "day", "tz": "UTC", "window": "7d"}
+    current |= {"start": f"{midnight - timedelta(days=1):%Y-%m-%d}", "end": f"{midnight:%Y-%m-%d}"}
+    for name in HEADLINE:
+        card = page["cards"][name]
+        assert card["queries"]["current"] == current
+        [point] = api_series(tiered, name, **current)["series"][0]["points"]
+        # The same days' answer as the untiered prefix gives: the move changed no day.
+        [untiered] = api_series(served.base, name, **current)["series"][0]["points"]
+        assert card["value"] == point["value"] == untiered["value"] and card["complete"]
+    # The last 24 hours lie inside the tier: hour grain and hourly cards as usual.
+    page = open_page(browser, f"{tiered}/?range=1d&grain=hour")
+    assert page["state"]["grain"] == "hour" and not page["problems"]
+    assert page["cards"]["revenue"]["queries"]["current"] == card_queries(served.anchor, 1)[0]
+    assert not browser.execute_script("return document.querySelector('#grain option[value=hour]').disabled")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import datasketches
 import httpx
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -25,6 +26,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from bench.server import start_server
+from cache import sketches
 from cache.keys import DAY_BUILDS_FIELD, META_HOURS_FROM, KeyLayout, day_hours, parse_day_index_value
 from cache.options import PublishOptions
 from cache.publish import publish_hours
@@ -58,7 +60,7 @@ def events_of(hour: datetime) -> int:
 
 
 def users_of(hour: datetime) -> list[str]:
-    return [f"user-{(hour.day * 24 + hour.hour) * 5 % 300 + i}" for i in range(20)]
+    return [f"user-{(hour.day * 24 + hour.hour) * 100 % 20_000 + i}" for i in range(100)]
 
 
 def write_rollup(data_dir: Path, hour: datetime, extra_events: int = 0) -> None:
@@ -143,6 +145,10 @@ def day_and_longer_answers(api: TestClient) -> dict[str, object]:
     return answers
 
 
+def _key_day(key: bytes) -> date:
+    return date.fromisoformat(key.decode().split(":")[2])  # {p}:day:{day}:{metric}:...
+
+
 def _monday(day: date) -> str:
     return day_field(day - timedelta(days=day.weekday()))
 
@@ -170,7 +176,30 @@ def test_a_move_keeps_every_day_week_and_month_answer(redis_client, layout, publ
     assert day_and_longer_answers(api) == before
     # The day tier is what it was; only the moved days' hours are gone from the pointers.
     assert redis_client.hgetall(layout.day_index()) == index_before
-    assert {key: redis_client.hgetall(key) for key in day_hashes} == day_hashes
+    after = {key: redis_client.hgetall(key) for key in day_hashes}
+    assert {k: v for k, v in after.items() if b":sketches" not in k} == {
+        k: v for k, v in day_hashes.items() if b":sketches" not in k
+    }
+    # Moved days' sketches are HLL_4: the same registers and estimates, in fewer bytes.
+    moved_sketches = [k for k in day_hashes if b":sketches" in k and _key_day(k) in moved]
+    assert moved_sketches
+    shrunk = 0
+    for key in day_hashes:
+        if b":sketches" not in key:
+            continue
+        assert after[key].keys() == day_hashes[key].keys()
+        for name, blob in day_hashes[key].items():
+            if name == DAY_BUILDS_FIELD.encode():
+                assert after[key][name] == blob
+                continue
+            assert sketches.estimate_of(after[key][name]) == sketches.estimate_of(blob)
+            registers = sketches.dense_registers(blob, SPEC.sketch_lg_k)
+            if registers is not None:
+                assert np.array_equal(sketches.dense_registers(after[key][name], SPEC.sketch_lg_k), registers)
+            if key in moved_sketches and sketches.is_dense_hll8(blob, SPEC.sketch_lg_k):
+                assert len(after[key][name]) < len(blob) * 0.6
+                shrunk += 1
+    assert shrunk >= len(moved)  # every moved day's total is dense (2,400 users a day)
     kept_hours = {hour_field(h) for day in ALL_DAYS if day not in moved for h in day_hours(day)}
     assert {f.decode() for f in redis_client.hkeys(layout.pointer())} == kept_hours
     assert redis_client.hget(layout.meta(), META_HOURS_FROM).decode() == day_field(moved[-1] + timedelta(days=1))
