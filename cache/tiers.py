@@ -27,12 +27,13 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import cast
 
 import redis
 
 from cache import sketches
 from cache.builds import build_keys
-from cache.client import text
+from cache.client import hash_fields, text
 from cache.days import STAGED_DAY_TTL_SECONDS, day_keys, rebuild_days
 from cache.keys import (
     DAY_BUILDS_FIELD,
@@ -158,10 +159,10 @@ def _stage_compact_sketches(client: redis.Redis, layout: KeyLayout, spec: Metric
         if not metric.is_distinct:
             continue
         key = layout.day_sketches(day_field(day), metric.name)
-        fields = client.hgetall(key)
-        compact = {
+        fields = {text(name): value for name, value in cast(dict[bytes, bytes], client.hgetall(key)).items()}
+        compact: dict[str, str | bytes] = {
             name: value
-            if name == DAY_BUILDS_FIELD.encode() or not sketches.is_dense_hll8(value, spec.sketch_lg_k)
+            if name == DAY_BUILDS_FIELD or not sketches.is_dense_hll8(value, spec.sketch_lg_k)
             else sketches.compact_union_image(value, spec.sketch_lg_k)
             for name, value in fields.items()
         }
@@ -169,7 +170,7 @@ def _stage_compact_sketches(client: redis.Redis, layout: KeyLayout, spec: Metric
             continue
         temporary = layout.temporary(key, token)
         with client.pipeline(transaction=False) as pipe:
-            pipe.hset(temporary, mapping=compact)
+            pipe.hset(temporary, mapping=hash_fields(compact))
             pipe.expire(temporary, STAGED_DAY_TTL_SECONDS)
             pipe.execute()
         staged[temporary] = key
