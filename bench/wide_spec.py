@@ -67,21 +67,32 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 MERCHANTS = 5_000
 MERCHANT_ZIPF = 1.1  # the i-th merchant has rows in proportion to 1 / i**1.1
 CUSTOMERS = 100_000
-# Declared slices of the bounded variant, per metric: small sets, merchant alone.
-BOUNDED_SLICES: dict[str, list[list[str]]] = {
+# Declared slices per metric: small sets, merchant alone. DEFAULT_SLICES keeps a merchant set on
+# every metric at the default max_values (1000 an hour); BOUNDED_SLICES is what fits the budget:
+# merchant's top 100 an hour for the count and the sum, and no merchant split of the distinct
+# count, whose sketches cost most (docs/performance.md, P7B).
+DEFAULT_SLICES: dict[str, list[list[str]]] = {
     "orders": [["region", "channel"], ["device"], ["plan", "locale"], ["merchant"]],
     "revenue": [["region", "channel"], ["device", "plan"], ["locale"], ["merchant"]],
     "customers": [["region"], ["channel", "device"], ["plan"], ["merchant"]],
 }
+BOUNDED_SLICES: dict[str, list[list[str]]] = {
+    **DEFAULT_SLICES,
+    "customers": [["region"], ["channel", "device"], ["plan"]],
+}
+BOUNDED_MERCHANT_MAX_VALUES = 100
 DIMENSIONS = [*CATEGORIES, "merchant"]
 NEVER_FOLDS = 1_000_000
 
 
-def spec_document(*, bounded: bool) -> dict[str, Any]:
-    """The wide spec: one orders source, a count, a sum and a distinct count over its 6 dimensions."""
+def spec_document(slices: dict[str, list[list[str]]] | None, merchant_max_values: int | None) -> dict[str, Any]:
+    """The wide spec: one orders source, a count, a sum and a distinct count over its 6 dimensions.
+
+    ``slices`` None stores every combination; ``merchant_max_values`` None keeps the default.
+    """
     merchant: dict[str, Any] = {"column": "merchant_id"}
-    if not bounded:
-        merchant["max_values"] = NEVER_FOLDS
+    if merchant_max_values is not None:
+        merchant["max_values"] = merchant_max_values
     metrics: list[dict[str, Any]] = [
         {"name": "orders", "description": "Orders.", "unit": "orders", "kind": "count"},
         {"name": "revenue", "description": "Sum of amount.", "unit": "currency", "kind": "sum", "field": "amount"},
@@ -95,8 +106,8 @@ def spec_document(*, bounded: bool) -> dict[str, Any]:
     ]
     for metric in metrics:
         metric["dimensions"] = DIMENSIONS
-        if bounded:
-            metric["slices"] = BOUNDED_SLICES[metric["name"]]
+        if slices is not None:
+            metric["slices"] = slices[metric["name"]]
     return {
         "sources": {
             "orders": {
@@ -119,8 +130,8 @@ def spec_document(*, bounded: bool) -> dict[str, Any]:
     }
 
 
-def write_spec(path: Path, *, bounded: bool) -> MetricSpec:
-    path.write_text(yaml.safe_dump(spec_document(bounded=bounded), sort_keys=False))
+def write_spec(path: Path, slices: dict[str, list[list[str]]] | None, merchant_max_values: int | None) -> MetricSpec:
+    path.write_text(yaml.safe_dump(spec_document(slices, merchant_max_values), sort_keys=False))
     return load_spec(path)
 
 
@@ -261,14 +272,21 @@ def p7b_wide_spec(b: Bench) -> Figure:
     variants = {
         "naive": Variant(
             "naive",
-            write_spec(work / "naive.yaml", bounded=False),
+            write_spec(work / "naive.yaml", None, NEVER_FOLDS),
             work / "naive",
             hours[:NAIVE_HOURS],
             KeyLayout(f"{b.layout.prefix}-p7b-naive"),
         ),
+        "default_max_values": Variant(
+            "default_max_values",
+            write_spec(work / "default.yaml", DEFAULT_SLICES, None),
+            work / "default",
+            hours,
+            KeyLayout(f"{b.layout.prefix}-p7b-default"),
+        ),
         "bounded": Variant(
             "bounded",
-            write_spec(work / "bounded.yaml", bounded=True),
+            write_spec(work / "bounded.yaml", BOUNDED_SLICES, BOUNDED_MERCHANT_MAX_VALUES),
             work / "bounded",
             hours,
             KeyLayout(f"{b.layout.prefix}-p7b-bounded"),
@@ -327,7 +345,8 @@ def p7b_wide_spec(b: Bench) -> Figure:
         "P7B",
         "Redis for a year of a 6-dimension spec with a 5,000-value dimension (default tiers), "
         "declared slices and max_values vs every combination, nothing folded",
-        f"{bounded_mib:.1f} MiB bounded",
+        f"{bounded_mib:.1f} MiB bounded ({results['default_max_values']['year_bytes'] / 2**20:.0f} MiB with "
+        "merchant's default max_values on every metric)",
         f">= {naive_mib:,.0f} MiB naive",
         bounded_mib,
         f"<= {BUDGET_MIB} MiB (ratio = bounded MiB a year)",
@@ -347,6 +366,10 @@ def p7b_wide_spec(b: Bench) -> Figure:
             "events_per_hour": EVENTS_PER_HOUR,
             "dimensions": {**{k: len(v) for k, v in CATEGORIES.items()}, "merchant": MERCHANTS},
             "bounded_slices": BOUNDED_SLICES,
+            "bounded_merchant_max_values": BOUNDED_MERCHANT_MAX_VALUES,
+            "default_slices": DEFAULT_SLICES,
+            "default_max_values_mib_per_year": round(results["default_max_values"]["year_bytes"] / 2**20, 1),
+            "default_max_values": results["default_max_values"],
             "bounded": bounded,
             "naive": naive,
             "seconds": seconds,

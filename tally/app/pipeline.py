@@ -246,14 +246,16 @@ def publish_settings_hours(
         report = publish_hours(
             client, layout, settings.data_dir, spec, hours, replace(options, force=force), progress=progress
         )
-        # Measured here, once per publish: /health and /metrics read this report and never scan Redis.
-        refresh_report(
-            client,
-            layout,
-            data_dir=settings.data_dir,
-            budget=options.redis_budget_bytes,
-            hour_retention_days=settings.hour_retention_days,
-        )
+        # Measured here, once per publish that changed something: /health and /metrics read this
+        # report and never scan Redis; a publish of unchanged hours leaves Redis byte-identical.
+        if report.published or count or client.get(layout.storage()) is None:
+            refresh_report(
+                client,
+                layout,
+                data_dir=settings.data_dir,
+                budget=options.redis_budget_bytes,
+                hour_retention_days=settings.hour_retention_days,
+            )
         return replace(report, rehydrated=count)
     finally:
         client.close()
