@@ -17,6 +17,7 @@ from cache.client import hash_fields, text
 from cache.days import rebuild_days
 from cache.indexes import day_index_after, definitions_after
 from cache.keys import KeyLayout, mark_changed, pointer_value, published_at_text
+from cache.tiers import hours_from
 from tally.core.layout import as_utc, format_hour, hour_field
 from tally.core.rollup import NotComputedError
 from tally.core.spec import MetricSpec
@@ -43,6 +44,14 @@ def rollback_hour(
                 history = [text(b) for b in pipe.lrange(layout.history(field_name), 0, -1)]
                 kept = pipe.get(layout.manifest(history[1], field_name)) if len(history) >= 2 else None
                 if kept is None:  # no earlier build, or it has expired
+                    pipe.unwatch()
+                    kept_from = hours_from(client, layout)
+                    if kept_from is not None and hour.date() < kept_from:
+                        raise NotComputedError(
+                            f"hour {format_hour(hour)} is in the day tier (older than TALLY_HOUR_RETENTION_DAYS): "
+                            "Redis keeps only its day aggregate, no builds to roll back to; fix its rollup and "
+                            "`tally publish` it, which rebuilds its day"
+                        )
                     raise NotComputedError(f"hour {format_hour(hour)} has no earlier build kept to roll back to")
                 previous = history[1]
                 manifest = json.loads(kept)

@@ -31,9 +31,11 @@ from cache.keys import DAY_BUILDS_FIELD, META_HOURS_FROM, KeyLayout, day_hours, 
 from cache.options import PublishOptions
 from cache.publish import publish_hours
 from cache.rehydrate import rehydrate
+from cache.rollback import rollback_hour
 from cache.tiers import enforce_tiers, first_kept_day, hour_tier_start, move_day
 from dashboard_api import create_app
 from tally.core.layout import day_field, hour_field, parse_hour_field, rollup_hour_dir, stats_hour_dir
+from tally.core.rollup import NotComputedError
 from tally.core.settings import DEFAULT_SPEC_PATH, Settings
 from tally.core.spec import load_spec
 from tests.conftest import TEST_REDIS_URL, delete_prefix
@@ -337,3 +339,9 @@ def test_rehydrate_restores_the_tiers_as_configured(redis_client, layout, publis
 def parse_hour_key_day(key: bytes) -> date:
     hour_text = key.decode().split(":")[3]  # {p}:b:{build}:{hour}:...
     return parse_hour_field(hour_text).date()
+
+
+def test_rolling_back_a_moved_hour_says_it_is_in_the_day_tier(redis_client, layout, published):
+    enforce(redis_client, layout)
+    with pytest.raises(NotComputedError, match="day tier"):
+        rollback_hour(redis_client, layout, day_hours(moved_days()[0])[4], spec=SPEC)
