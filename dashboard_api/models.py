@@ -225,8 +225,8 @@ class HealthResponse(BaseModel):
     )
     cardinality_warnings: list[CardinalityWarning] = Field(
         default_factory=list,
-        description="Dimensions that had more distinct values than their max_values in some of the newest 24 "
-        "computed hours: their rarer values are stored as 'other' (a warning; status stays ok).",
+        description="Dimensions that had more distinct values than their max_values in some of the 24 hours up "
+        "to the newest published one: their rarer values are stored as 'other' (a warning; status stays ok).",
     )
 
 
