@@ -229,7 +229,12 @@ def enforce_tiers(
     keep_hours_from = first_kept_day(moment, hour_retention_days)
     if keep_hours_from is not None:
         for day in days_with_hours_before(client, layout, keep_hours_from):
-            if move_day(client, layout, spec, day, superseded_ttl):
+            try:
+                moved = move_day(client, layout, spec, day, superseded_ttl)
+            except NotMovedError as exc:  # the publish itself succeeded: the next one moves the day
+                log.warning("%s", exc)
+                continue
+            if moved:
                 report.moved_days.append(day)
     keep_days_from = first_kept_day(moment, day_retention_days)
     if keep_days_from is not None:
