@@ -54,8 +54,9 @@ key                                         type      content
                                                       union of their sketches (distinct counts);
                                                       plus ``@builds`` (below).
 ``{p}:day:{day}:{metric}:sketches``         hash      slice -> serialized HLL_8 union of the day's
-                                                      hourly sketches, distinct-count metrics
-                                                      only; plus ``@builds``.
+                                                      hourly sketches (HLL_4, the same registers,
+                                                      once the day is in the day tier),
+                                                      distinct-count metrics only; plus ``@builds``.
 ``{day key}:tmp:{token}``                   hash      a day hash being written; renamed over its
                                                       day key, expires if the writer dies first.
 ``{p}:storage``                              string    JSON: the storage report the publisher wrote
