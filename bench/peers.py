@@ -76,6 +76,10 @@ def _aggregate(metric: Metric) -> str:
         return f"coalesce(sum({metric.field}){where}, 0)"
     if metric.kind is Kind.COUNT_DISTINCT:
         return f"approx_count_distinct({metric.field}){where}"
+    if metric.kind in (Kind.MIN, Kind.MAX):
+        return f"{metric.kind.value}({metric.field}){where}"
+    if metric.kind is Kind.QUANTILE:  # the same work a sketch does: an approximate quantile
+        return f"approx_quantile({metric.field}, {metric.q}){where}"
     raise ValueError(f"{metric.name}: ratios are computed at read time")
 
 

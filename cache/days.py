@@ -10,19 +10,18 @@ day hash costs speed, never correctness.
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import date
 
 import redis
 
-from cache import sketches as sketches_
+from cache import merges
 from cache.builds import encode
 from cache.client import hash_fields
 from cache.keys import DAY_BUILDS_FIELD, KeyLayout, day_builds_text, day_hours, pointer_build
 from tally.core.layout import day_field, hour_field
-from tally.core.spec import MetricSpec
+from tally.core.spec import Metric, MetricSpec
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +81,8 @@ def _aggregate_day(
     computed = [(hour, build) for hour, build in zip(hours, builds, strict=True) if build is not None]
     with client.pipeline(transaction=False) as pipe:
         for metric in spec.stored:
-            # Hourly distinct estimates cannot be combined; their sketches can.
-            key = layout.sketches if metric.is_distinct else layout.values
+            # Hourly distinct estimates (and quantiles) cannot be combined; their sketches can.
+            key = layout.sketches if metric.has_sketch else layout.values
             for hour, build in computed:
                 pipe.hgetall(key(build, hour, metric.name))
         replies = pipe.execute()
@@ -92,38 +91,40 @@ def _aggregate_day(
     hashes: dict[str, dict[str, str | bytes]] = {}
     for index, metric in enumerate(spec.stored):
         hour_hashes = replies[index * len(computed) : (index + 1) * len(computed)]
-        if metric.is_distinct:
-            estimates, sketches = _union_hours(hour_hashes, spec.sketch_lg_k)
+        if metric.has_sketch:
+            estimates, sketches = _merge_hours(metric, hour_hashes, spec.sketch_lg_k)
             hashes[layout.day_values(day_text, metric.name)] = {**estimates, **builds_field}
             hashes[layout.day_sketches(day_text, metric.name)] = {**sketches, **builds_field}
         else:
-            hashes[layout.day_values(day_text, metric.name)] = {**_sum_hours(hour_hashes), **builds_field}
+            combined = _combine_hours(metric, hour_hashes)
+            hashes[layout.day_values(day_text, metric.name)] = {**combined, **builds_field}
     return hashes
 
 
-def _sum_hours(hour_hashes: Sequence[dict[bytes, bytes]]) -> dict[str, str | bytes]:
-    """Slice -> encoded sum over the hours (fsum, as readers sum hours)."""
-    addends: dict[bytes, list[float]] = {}
+def _combine_hours(metric: Metric, hour_hashes: Sequence[dict[bytes, bytes]]) -> dict[str, str | bytes]:
+    """Slice -> the hours' numbers combined (fsum, min or max, as readers combine hours)."""
+    numbers: dict[bytes, list[float]] = {}
     for fields in hour_hashes:
         for slice_text, value in fields.items():
-            addends.setdefault(slice_text, []).append(float(value))
-    return {slice_text.decode(): encode(math.fsum(values)) for slice_text, values in addends.items()}
+            numbers.setdefault(slice_text, []).append(float(value))
+    combined = {text.decode(): merges.combine_numbers(metric.merge, found) for text, found in numbers.items()}
+    return {text: encode(value) for text, value in combined.items() if value is not None}
 
 
-def _union_hours(
-    hour_hashes: Sequence[dict[bytes, bytes]], lg_k: int
+def _merge_hours(
+    metric: Metric, hour_hashes: Sequence[dict[bytes, bytes]], lg_k: int
 ) -> tuple[dict[str, str | bytes], dict[str, str | bytes]]:
-    """Slice -> union estimate (unrounded) and slice -> serialized union sketch."""
+    """Slice -> the merged sketch's value (unrounded) and slice -> the serialized merged sketch."""
     blobs: dict[bytes, list[bytes]] = {}
     for fields in hour_hashes:
         for slice_text, blob in fields.items():
             blobs.setdefault(slice_text, []).append(blob)
-    unions = {slice_text: sketches_.union_of(parts, lg_k) for slice_text, parts in blobs.items()}
     estimates: dict[str, str | bytes] = {}
     sketches: dict[str, str | bytes] = {}
-    for slice_text, union in unions.items():
-        estimates[slice_text.decode()] = repr(float(union.get_estimate()))
-        sketches[slice_text.decode()] = sketches_.union_image(union)
+    for slice_text, parts in blobs.items():
+        combined = merges.merge_blobs(metric, parts, lg_k)
+        estimates[slice_text.decode()] = repr(merges.summary_value(metric, combined))
+        sketches[slice_text.decode()] = merges.image(metric, combined)
     return estimates, sketches
 
 

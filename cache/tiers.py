@@ -47,7 +47,7 @@ from cache.keys import (
     pointer_build,
 )
 from tally.core.layout import day_field, floor_hour, hour_field, parse_day_field, parse_hour_field
-from tally.core.spec import MetricSpec
+from tally.core.spec import Merge, MetricSpec
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def _aggregate_keys(layout: KeyLayout, spec: MetricSpec, day: date) -> list[str]
     """The day hashes a rebuild writes for the spec (cache.days): values, and sketches of distinct counts."""
     day_text = day_field(day)
     keys = [layout.day_values(day_text, metric.name) for metric in spec.stored]
-    return keys + [layout.day_sketches(day_text, metric.name) for metric in spec.stored if metric.is_distinct]
+    return keys + [layout.day_sketches(day_text, metric.name) for metric in spec.stored if metric.has_sketch]
 
 
 def _stage_compact_sketches(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, day: date) -> dict[str, str]:
@@ -156,7 +156,7 @@ def _stage_compact_sketches(client: redis.Redis, layout: KeyLayout, spec: Metric
     token = secrets.token_hex(8)
     staged: dict[str, str] = {}
     for metric in spec.stored:
-        if not metric.is_distinct:
+        if metric.merge is not Merge.HLL:  # theta and KLL sketches have no smaller form of the same content
             continue
         key = layout.day_sketches(day_field(day), metric.name)
         fields = {text(name): value for name, value in cast(dict[bytes, bytes], client.hgetall(key)).items()}

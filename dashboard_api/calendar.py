@@ -74,6 +74,19 @@ def bucket_bounds(start: datetime, end: datetime, grain: Grain, tz: ZoneInfo) ->
     return bounds
 
 
+def buckets_from(start: datetime, count: int, grain: Grain, tz: ZoneInfo) -> list[tuple[datetime, datetime]]:
+    """The ``count`` consecutive buckets of ``grain`` in ``tz`` from ``start`` (a bucket start)."""
+    if grain == "hour":
+        return [(start + i * ONE_HOUR, start + (i + 1) * ONE_HOUR) for i in range(count)]
+    bounds = []
+    day = start.astimezone(tz).date()
+    for _ in range(count):
+        following = _next_period(day, grain)
+        bounds.append((local_midnight(day, tz), local_midnight(following, tz)))
+        day = following
+    return bounds
+
+
 def bucket_count(start: datetime, end: datetime, grain: Grain) -> int:
     """An upper bound of the buckets in [start, end), cheap enough to check first."""
     span = end - start

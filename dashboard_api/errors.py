@@ -32,6 +32,10 @@ STATUS_BY_CODE: Mapping[str, int] = {
     # A filter/group_by combination no declared `slices` set of the metric (or a ratio's part) covers.
     "slice_not_stored": 400,
     "unknown_dimension": 400,
+    "bad_quantile": 400,
+    # /v1/retention and /v1/funnel: a metric that is no theta count_distinct, or steps over other ids.
+    "incompatible_metric": 400,
+    "mixed_id_spaces": 400,
     "unauthorized": 401,
     "not_found": 404,
     "unknown_metric": 404,

@@ -2,8 +2,10 @@
 
 - count / sum: the sum of the span's hours (or of whole UTC days, when the day
   aggregate was built from exactly the hourly builds that are live);
+- min / max: the extreme of the span's hours (null where none has a value);
 - count_distinct: a single hour is its stored estimate; anything longer is the
-  union of hourly and daily sketches (:mod:`cache.sketches`), never a sum;
+  union of hourly and daily sketches (:mod:`cache.merges`), never a sum;
+- quantile: the requested ``q`` of the merged KLL sketches of the span;
 - ratio: each side evaluated over its own span first (a side may carry its own
   window), then divided; null when the denominator is 0.
 
@@ -26,12 +28,16 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from cache import merges
 from cache import sketches as hll
 from cache.keys import slice_id, slice_labels
 from dashboard_api.plan import Cover, HashRead, Snapshot, part_span, stored_parts
 from dashboard_api.present import Number, divide, present
 from dashboard_api.requests import ONE_DAY, Span
-from tally.core.spec import Metric, MetricSpec
+from tally.core.spec import Merge, Metric, MetricSpec
+
+# A value with its about-95% bounds (distinct counts only; see cache.merges).
+Bounds = tuple[float, float]
 
 
 def any_within(sorted_hours: Sequence[datetime], span: Span) -> bool:
@@ -50,8 +56,11 @@ class Evaluator:
         reads: Iterable[HashRead],
         tz: ZoneInfo,
         covers: Mapping[str, Cover] | None = None,
+        quantiles: Mapping[str, float] | None = None,
     ) -> None:
         self.spec = spec
+        # Quantile metric -> the q asked for (others use their spec's default q).
+        self._quantiles = dict(quantiles or {})
         self.snapshot = snapshot
         self.tz = tz
         self.source = {read.metric: read.source for read in reads}
@@ -75,11 +84,40 @@ class Evaluator:
         if parts is None:
             return None
         if read.source == "sketches":
-            return present(self._union(metric.name, parts, slices), metric.kind)
-        if metric.name in self._covers:
-            merged = (table[f] for table in parts for f in self._fields(metric.name, table, slices))
-            return present(math.fsum(merged), metric.kind)
-        return present(math.fsum(table.get(s, 0.0) for table in parts for s in slices), metric.kind)
+            combined = self._combined(metric, parts, slices)
+            if metric.merge is Merge.KLL:
+                return present(merges.quantile(combined, self.q_of(metric)), metric.kind)
+            return present(merges.distinct_estimate(combined), metric.kind)
+        # Values of counts and sums add; a distinct count's (one hour, one slice: plan.source_for) is itself.
+        merge = metric.merge if metric.merge in (Merge.MIN, Merge.MAX) else Merge.SUM
+        if merge is Merge.SUM and metric.name not in self._covers:
+            return present(math.fsum(table.get(s, 0.0) for table in parts for s in slices), metric.kind)
+        found = (table[f] for table in parts for f in self._fields(metric.name, table, slices) if f in table)
+        return present(merges.combine_numbers(merge, found), metric.kind)
+
+    def q_of(self, metric: Metric) -> float:
+        """The quantile a quantile metric is read at: the request's ``q``, else its spec's."""
+        return self._quantiles.get(metric.name, metric.q)
+
+    def bounds(self, metric: Metric, span: Span, slices: Sequence[str]) -> Bounds | None:
+        """About 95% bounds of a distinct count over the span (None when nothing is computed)."""
+        parts = self._parts(HashRead(metric.name, "sketches"), span)
+        if parts is None:
+            return None
+        return merges.distinct_bounds(self._combined(metric, parts, slices))
+
+    def bounds_over(self, metric: Metric, spans: Sequence[Span], slices: Sequence[str]) -> list[Bounds | None]:
+        """``bounds`` for many spans; runs of whole days share work as in :meth:`values_over`."""
+        if metric.merge is Merge.HLL:
+            sliding = self._sliding_unions(metric, spans, slices)
+            if sliding is not None:
+                return [None if s is None else merges.distinct_bounds(s) for s in sliding]
+        return [self.bounds(metric, span, slices) for span in spans]
+
+    def combined_sketch(self, metric: Metric, span: Span, slices: Sequence[str]) -> Any:
+        """The span's sketches of ``metric`` over ``slices`` merged (None when no hour is computed)."""
+        parts = self._parts(HashRead(metric.name, "sketches"), span)
+        return None if parts is None else self._combined(metric, parts, slices)
 
     def values_over(self, metric: Metric, spans: Sequence[Span], slices: Sequence[str]) -> list[Number | None]:
         """``value`` for many spans at once; equal-length windows of whole days share work."""
@@ -88,10 +126,10 @@ class Evaluator:
             numerators = self.values_over(num, [part_span(s, num_window, self.tz) for s in spans], slices)
             denominators = self.values_over(den, [part_span(s, den_window, self.tz) for s in spans], slices)
             return [divide(n, d) for n, d in zip(numerators, denominators, strict=True)]
-        if self.source[metric.name] == "sketches":
+        if self.source[metric.name] == "sketches" and metric.merge is Merge.HLL:
             sliding = self._sliding_unions(metric, spans, slices)
             if sliding is not None:
-                return [present(v, metric.kind) for v in sliding]
+                return [None if s is None else present(s.get_estimate(), metric.kind) for s in sliding]
         return [self.value(metric, span, slices) for span in spans]
 
     def complete(self, metric: Metric, span: Span, now: datetime) -> bool:
@@ -118,15 +156,14 @@ class Evaluator:
             return any(self.revised(part, part_span(span, w, self.tz)) for part, w in stored_parts(self.spec, metric))
         return any_within(self._revised, span)
 
-    def _sliding_unions(
-        self, metric: Metric, spans: Sequence[Span], slices: Sequence[str]
-    ) -> list[float | None] | None:
-        """Unions of equal-length runs of whole UTC days, by van Herk/Gil-Werman block maxima.
+    def _sliding_unions(self, metric: Metric, spans: Sequence[Span], slices: Sequence[str]) -> list[Any] | None:
+        """HLL unions of equal-length runs of whole UTC days, by van Herk/Gil-Werman block maxima.
 
         A rolling 30-day window over 90 days would otherwise union 2,700 day
         sketches. Day unions are register arrays here (see cache.sketches), so
-        every window costs one element-wise maximum and one estimate. Returns None
-        when the spans are not runs of whole days of one length, or a day is not dense.
+        every window costs one element-wise maximum and one estimate. Each window is
+        an HLL sketch (estimate and bounds), None where no hour is computed. Returns
+        None when the spans are not runs of whole days of one length, or a day is not dense.
         """
         runs = [span.split() for span in spans]
         lengths = {len(days) for days, _ in runs}
@@ -142,7 +179,7 @@ class Evaluator:
         units = np.stack([np.zeros(1 << lg_k, np.uint8) if r is None else r for r in registers])
         nonempty = np.concatenate([[0], np.cumsum([b is not None for b in blobs])])
         prefix, suffix = hll.rolling_maxima(units, length)
-        results: list[float | None] = []
+        results: list[Any] = []
         for days, _ in runs:
             i = (days[0] - first).days
             j = i + length - 1
@@ -151,10 +188,10 @@ class Evaluator:
                 results.append(None)
             elif contributing == 1:  # one sketch keeps its own estimator: ask the library
                 only = next(b for b in blobs[i : j + 1] if b is not None)
-                results.append(hll.estimate_of(only))
+                results.append(hll.decode(only))
             else:
                 window = prefix[j] if i % length == 0 else np.maximum(suffix[i], prefix[j])
-                results.append(hll.estimate(window, lg_k))
+                results.append(hll.decode(hll.image(window, lg_k)))
         return results
 
     def _day_unit(self, metric: Metric, day: date, slices: Sequence[str]) -> bytes | None:
@@ -168,7 +205,7 @@ class Evaluator:
             return blobs[0]
         union = hll.union_of((), self.spec.sketch_lg_k)
         for blob in blobs:
-            union.update(self._decode(blob))
+            union.update(self._decode(Merge.HLL, blob))
         return hll.union_image(union)
 
     def _parts(self, read: HashRead, span: Span) -> list[Mapping[str, Any]] | None:
@@ -194,14 +231,15 @@ class Evaluator:
                 parts.append(hour_data[hour])
         return parts if any_computed else None
 
-    def _union(self, metric: str, parts: Sequence[Mapping[str, Any]], slices: Sequence[str]) -> float:
-        union = hll.union_of((), self.spec.sketch_lg_k)
-        for table in parts:
-            for slice_text in self._fields(metric, table, slices):
-                blob = table.get(slice_text)
-                if blob is not None:
-                    union.update(self._decode(blob))
-        return union.get_estimate()
+    def _combined(self, metric: Metric, parts: Sequence[Mapping[str, Any]], slices: Sequence[str]) -> Any:
+        """The parts' sketches over ``slices`` merged (:func:`cache.merges.combine`)."""
+        decoded = (
+            self._decode(metric.merge, table[field])
+            for table in parts
+            for field in self._fields(metric.name, table, slices)
+            if field in table
+        )
+        return merges.combine(metric, decoded, self.spec.sketch_lg_k)
 
     def _fields(self, metric: str, table: Mapping[str, Any], slices: Sequence[str]) -> Sequence[str]:
         """The fields of ``table`` (a hash of ``metric``) that make up ``slices``: themselves, unless merged."""
@@ -213,10 +251,10 @@ class Evaluator:
             merged = self._merged[id(table)] = merged_fields(table, cover)
         return [f for s in slices for f in merged.get(s, ())]
 
-    def _decode(self, blob: bytes) -> Any:
+    def _decode(self, merge: Merge, blob: bytes) -> Any:
         key = id(blob)
         if key not in self._decoded:
-            self._decoded[key] = hll.decode(blob)
+            self._decoded[key] = merges.decode(merge, blob)
         return self._decoded[key]
 
 

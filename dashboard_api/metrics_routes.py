@@ -10,12 +10,13 @@ runs them in its thread pool.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from cache import merges
 from cache.keys import KeyLayout
 from dashboard_api.calendar import format_ts
 from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep, SpecDep
@@ -40,7 +41,7 @@ from dashboard_api.series import (
     slice_seen,
     unseen_filter_values,
 )
-from tally.core.spec import GRAINS, Metric, MetricSpec
+from tally.core.spec import GRAINS, Kind, Metric, MetricSpec
 
 
 def list_metrics(spec: SpecDep) -> MetricsResponse:
@@ -65,6 +66,9 @@ def metric_info(spec: MetricSpec, metric: Metric) -> MetricInfo:
         grains=list(metric.grains),
         max_window_days=metric.max_window_days,
         slices=stored_sets(spec, metric),
+        sketch=metric.merge.value if metric.has_sketch else None,
+        relative_error=None if metric.is_ratio else merges.nominal_error(metric, spec.sketch_lg_k),
+        q=metric.q if metric.kind is Kind.QUANTILE else None,
     )
 
 
@@ -89,6 +93,21 @@ def metric_series(
     limit: Annotated[
         str | None, Query(description="With group_by: the N largest series over the range, plus 'other'.")
     ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            description="Quantile metrics only: the quantile served, 0 < q < 1 (default: the spec's q). "
+            "Other values are 400 bad_quantile; q on another kind of metric is 400 bad_parameter."
+        ),
+    ] = None,
+    bounds: Annotated[
+        str | None,
+        Query(
+            description="true: each point of a count_distinct metric carries lower and upper, its estimate's "
+            "about-95% interval (two standard deviations, from the sketch). Other kinds: 400 bad_parameter.",
+            json_schema_extra={"enum": ["true", "false"]},
+        ),
+    ] = None,
 ) -> SeriesResponse | Response:  # a 304 or a replayed body; the model is the route's response_model
     metric = known_metric(spec, name)
     query = parse_series_query(metric, request.query_params.multi_items(), range_limits(settings))
@@ -102,7 +121,19 @@ def metric_series(
         return Response(status_code=304, headers=headers)
     body = series_response(query, series, snapshot.as_of, snapshot.version)
     body.warnings = filter_warnings(spec, query, plan, snapshot, client, layout)
-    return JSONResponse(body.model_dump(mode="json"), headers=headers)
+    return JSONResponse(series_json(body, bounds=query.bounds), headers=headers)
+
+
+def series_json(body: SeriesResponse, *, bounds: bool) -> dict[str, Any]:
+    """The response as JSON: ``q`` only for quantiles, ``lower``/``upper`` only when bounds were asked for."""
+    document = body.model_dump(mode="json")
+    if document["q"] is None:
+        del document["q"]
+    if not bounds:
+        for series in document["series"]:
+            for point in series["points"]:
+                del point["lower"], point["upper"]
+    return document
 
 
 def filter_warnings(
@@ -159,6 +190,7 @@ def series_response(
         grain=query.grain,
         tz=query.tz.key,
         window=f"{query.window_days}d" if query.window_days else None,
+        q=query.q,
         start=format_ts(query.start, query.tz),
         end=format_ts(query.end, query.tz),
         series=[
@@ -166,8 +198,17 @@ def series_response(
                 labels=s.labels,
                 other=s.other,
                 points=[
-                    Point(ts=format_ts(ts, query.tz), value=value, complete=done, revised=revised)
-                    for (ts, value), done, revised in zip(s.points, s.complete, s.revised, strict=True)
+                    Point(
+                        ts=format_ts(ts, query.tz),
+                        value=value,
+                        complete=done,
+                        revised=revised,
+                        lower=None if bound is None else bound[0],
+                        upper=None if bound is None else bound[1],
+                    )
+                    for (ts, value), done, revised, bound in zip(
+                        s.points, s.complete, s.revised, s.bounds or [None] * len(s.points), strict=True
+                    )
                 ],
             )
             for s in series

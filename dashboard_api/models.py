@@ -18,7 +18,7 @@ class MetricInfo(BaseModel):
     name: str
     description: str
     unit: str
-    kind: str = Field(description="count, sum, count_distinct or ratio.")
+    kind: str = Field(description="count, sum, count_distinct, min, max, quantile or ratio.")
     dimensions: list[str] = Field(description="Dimensions usable as filters and group_by.")
     grains: list[str] = Field(description="Grains this metric is served at (hour, day, week, month).")
     max_window_days: int = Field(description="Largest window=<N>d this metric takes; 0 when it takes none.")
@@ -29,6 +29,19 @@ class MetricInfo(BaseModel):
         "400 slice_not_stored; any other is answered, merging a larger set's slices if need be. For a ratio: "
         "the sets both its parts store (each part may store others of its own).",
     )
+    sketch: str | None = Field(
+        default=None,
+        description="The sketch behind an estimate: hll or theta (count_distinct; theta metrics serve "
+        "/v1/retention and /v1/funnel), kll (quantile); null for exact kinds and ratios.",
+    )
+    relative_error: float | None = Field(
+        default=None,
+        description="A sketch metric's nominal error, one standard deviation: for a distinct count the relative "
+        "standard error of the estimate (about 95% of values lie within twice it; bounds=true gives each "
+        "point's own); for a quantile KLL's normalized rank error (the value served for q has a rank within "
+        "it of q, at 99% confidence). Null for exact kinds and ratios.",
+    )
+    q: float | None = Field(default=None, description="A quantile metric's default q (a request may ask for any).")
 
 
 class MetricsResponse(BaseModel):
@@ -65,6 +78,14 @@ class Point(BaseModel):
             "first served (late input, a rerun, or a rollback): the value may differ from one seen before."
         ),
     )
+    lower: float | None = Field(
+        default=None,
+        description="Only with bounds=true (distinct counts): the lower end of the estimate's about-95% "
+        "interval (two standard deviations, from the sketch itself); null when value is null.",
+    )
+    upper: float | None = Field(
+        default=None, description="Only with bounds=true: the upper end of that interval; null when value is null."
+    )
 
 
 class Series(BaseModel):
@@ -85,6 +106,9 @@ class SeriesResponse(BaseModel):
     grain: str
     tz: str = Field(description="Time zone of the buckets.")
     window: str | None = Field(default=None, description="The rolling window, if any (e.g. 7d).")
+    q: float | None = Field(
+        default=None, description="Quantile metrics only: the q every value is (the request's, else the spec's)."
+    )
     start: str
     end: str
     series: list[Series]

@@ -8,6 +8,7 @@ part of the API.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,7 @@ from dashboard_api.calendar import (
 from dashboard_api.errors import ApiError
 from dashboard_api.requests import SeriesRequest, ValuesRequest
 from tally.core.layout import format_hour
-from tally.core.spec import API_PARAMETERS, Metric
+from tally.core.spec import API_PARAMETERS, Kind, Metric
 
 # The spec refuses dimensions named like these (any other parameter of a request is a filter).
 KNOWN_PARAMETERS: tuple[str, ...] = API_PARAMETERS
@@ -39,7 +40,7 @@ _WINDOW = re.compile(r"^([0-9]{1,3})d$")
 
 def parse_series_query(metric: Metric, items: Sequence[tuple[str, str]], limits: Mapping[str, int]) -> SeriesRequest:
     """Validate a metric request; ``limits`` maps ``hour``/``day`` to the largest bucket counts."""
-    params = _single_valued(items)
+    params = single_valued(items)
     _reject_unknown(metric, params)
     grain = parse_grain(metric, params.get("grain", DEFAULT_GRAIN))
     tz = parse_tz(params.get("tz", "UTC"))
@@ -59,6 +60,8 @@ def parse_series_query(metric: Metric, items: Sequence[tuple[str, str]], limits:
             raise ApiError("bad_parameter", f"filter {name!r} is empty; give a value")
     group_by = parse_group_by(metric, params.get("group_by"), filters)
     limit = parse_limit(params.get("limit"), group_by)
+    q = parse_q(metric, params.get("q"))
+    bounds = parse_bounds(metric, params.get("bounds"))
     return SeriesRequest(
         metric=metric,
         grain=grain,
@@ -69,7 +72,47 @@ def parse_series_query(metric: Metric, items: Sequence[tuple[str, str]], limits:
         group_by=group_by,
         limit=limit,
         window_days=window_days,
+        q=q,
+        bounds=bounds,
     )
+
+
+def parse_q(metric: Metric, text: str | None) -> float | None:
+    """``q``: the quantile of a quantile metric, strictly between 0 and 1; None for other metrics."""
+    if text is not None and metric.kind is not Kind.QUANTILE:
+        raise ApiError("bad_parameter", f"q: metric {metric.name!r} is a {metric.kind.value}, not a quantile")
+    if metric.kind is not Kind.QUANTILE:
+        return None
+    if text is None:
+        return metric.q
+    try:
+        q = float(text)
+    except ValueError:
+        q = math.nan
+    if not 0 < q < 1:  # NaN fails too
+        raise ApiError("bad_quantile", f"q: {text!r} must be a number strictly between 0 and 1 (e.g. 0.95)")
+    return q
+
+
+def parse_flag(name: str, text: str | None) -> bool:
+    """A true/false parameter (absent is false)."""
+    if text is None or text == "false":
+        return False
+    if text == "true":
+        return True
+    raise ApiError("bad_parameter", f"{name}: {text!r} must be true or false")
+
+
+def parse_bounds(metric: Metric, text: str | None) -> bool:
+    """``bounds=true``: lower and upper on each point, for distinct counts (estimates) only."""
+    bounds = parse_flag("bounds", text)
+    if bounds and not metric.is_distinct:
+        raise ApiError(
+            "bad_parameter",
+            f"bounds: metric {metric.name!r} is a {metric.kind.value}; only count_distinct metrics are estimates "
+            "with error bounds",
+        )
+    return bounds
 
 
 VALUES_PARAMETERS = ("start", "end", "tz")
@@ -79,7 +122,7 @@ def parse_values_query(
     metric: Metric, dimension: str, items: Sequence[tuple[str, str]], limits: Mapping[str, int]
 ) -> ValuesRequest:
     """Validate a dimension-values request: ``start`` and ``end`` (whole hours, or dates in ``tz``), ``tz``."""
-    params = _single_valued(items)
+    params = single_valued(items)
     for name in params:
         if name not in VALUES_PARAMETERS:
             raise ApiError(
@@ -101,7 +144,7 @@ def parse_values_query(
     return ValuesRequest(metric=metric, dimension=dimension, tz=tz, start=start, end=end)
 
 
-def _single_valued(items: Sequence[tuple[str, str]]) -> dict[str, str]:
+def single_valued(items: Sequence[tuple[str, str]]) -> dict[str, str]:
     # A repeated parameter has no single meaning (OR? last wins?), so refuse it.
     counts = Counter(name for name, _ in items)
     repeated = sorted(name for name, count in counts.items() if count > 1)

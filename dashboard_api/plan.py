@@ -21,7 +21,7 @@ from dashboard_api.calendar import days_back
 from dashboard_api.errors import ApiError
 from dashboard_api.requests import SeriesRequest, Span, ValuesRequest
 from tally.core.layout import ONE_HOUR
-from tally.core.spec import Metric, MetricSpec
+from tally.core.spec import Merge, Metric, MetricSpec
 
 Source = Literal["values", "sketches"]
 
@@ -146,6 +146,9 @@ def evaluation_spans(spec: MetricSpec, request: SeriesRequest) -> dict[str, list
 
 def source_for(metric: Metric, spans: Sequence[Span], single_slice: bool) -> Source:
     # Hourly distinct estimates are stored; only longer spans or merged slices need sketches.
+    # A quantile always does: any q may be asked for, and the hour's value is its count.
+    if metric.merge is Merge.KLL:
+        return "sketches"
     if metric.is_distinct and (not single_slice or any(s.end - s.start > ONE_HOUR for s in spans)):
         return "sketches"
     return "values"

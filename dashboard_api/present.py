@@ -1,4 +1,4 @@
-"""How a metric's figures are served: counts as integers, sums and ratios as floats, unknowns as null."""
+"""How a metric's figures are served: counts as integers, other figures as floats, unknowns as null."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def divide(numerator: Number | None, denominator: Number | None) -> float | None
 
 
 def present(value: float | None, kind: Kind) -> Number | None:
-    """How a value is served: counts as integers, sums and ratios as floats."""
+    """How a value is served: counts as integers; sums, extremes, quantiles and ratios as floats."""
     if value is None:
         return None
     if kind in (Kind.COUNT, Kind.COUNT_DISTINCT):

@@ -48,6 +48,8 @@ class SeriesRequest:
     group_by: str | None = None
     limit: int | None = None
     window_days: int | None = None
+    q: float | None = None  # a quantile metric's q (the request's, else the spec's)
+    bounds: bool = False  # lower and upper on each point (distinct counts)
 
     @property
     def buckets(self) -> list[tuple[datetime, datetime]]:

@@ -31,6 +31,7 @@ class SeriesData:
     other: bool = False
     complete: list[bool] = field(default_factory=list)
     revised: list[bool] = field(default_factory=list)
+    bounds: list[tuple[float, float] | None] | None = None  # with bounds=true: each point's (lower, upper)
 
 
 def seen_slices(snapshot: Snapshot) -> set[str]:
@@ -107,7 +108,8 @@ def ranked(evaluator: Evaluator, request: SeriesRequest, values: list[str]) -> t
 def build_series(
     spec: MetricSpec, request: SeriesRequest, plan: ReadPlan, snapshot: Snapshot, now: datetime | None = None
 ) -> list[SeriesData]:
-    evaluator = Evaluator(spec, snapshot, [*plan.hours, *plan.days], request.tz, plan.covers)
+    quantiles = {request.metric.name: request.q} if request.q is not None else {}
+    evaluator = Evaluator(spec, snapshot, [*plan.hours, *plan.days], request.tz, plan.covers, quantiles)
     spans = point_spans(request)
     moment = now or datetime.now(UTC)
     complete = [evaluator.complete(request.metric, span, moment) for span in spans]
@@ -133,6 +135,7 @@ def build_series(
             other=other,
             complete=complete,
             revised=revised,
+            bounds=evaluator.bounds_over(request.metric, spans, slices) if request.bounds else None,
         )
         for labels, slices, other in targets
     ]

@@ -37,6 +37,9 @@ from jobs.transform import (
 from tally.core.layout import HourNotArrivedError, as_utc, format_hour
 from tally.core.spec import Kind, MetricSpec, Source, SpecError
 
+# Kinds whose field must be a number (a count_distinct counts any type).
+_NUMERIC_KINDS = (Kind.SUM, Kind.MIN, Kind.MAX, Kind.QUANTILE)
+
 _NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
 
 
@@ -74,7 +77,7 @@ def _expressions(spec: MetricSpec, source: Source) -> Iterator[tuple[str, str, s
     for metric in spec.stored_of(source.name):
         owner = f"metric {metric.name!r}"
         if metric.field is not None:
-            yield owner, "field", metric.field, "numeric:" if metric.kind is Kind.SUM else "any:"
+            yield owner, "field", metric.field, "numeric:" if metric.kind in _NUMERIC_KINDS else "any:"
         if metric.where is not None:
             yield owner, "where", metric.where, "boolean:"
 

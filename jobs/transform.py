@@ -20,7 +20,7 @@ from pyspark.sql import types as T
 from jobs.partitions import partition_columns
 from jobs.source import HOUR_COLUMN, local_frame
 from tally.core.rollup import METRIC, SKETCH, VALUE, VALUE_TYPES
-from tally.core.spec import UNKNOWN, Dimension, Kind, Metric, MetricSpec, Source, quote_column
+from tally.core.spec import UNKNOWN, Dimension, Kind, Merge, Metric, MetricSpec, Source, quote_column
 from tally.core.spec_model import OTHER
 
 REASON = "reason"
@@ -105,8 +105,12 @@ def metric_input(metric: Metric, source: Source) -> Column:
         value = F.coalesce(matches, F.lit(False))
     elif metric.kind is Kind.SUM:
         value = F.when(matches, sql(metric.field or "", source).cast("double"))
+    elif metric.kind in (Kind.MIN, Kind.MAX, Kind.QUANTILE):
+        number = sql(metric.field or "", source).cast("double")
+        # NaN is no value: it would be every maximum (Spark orders it last) and no rank.
+        value = F.when(matches & ~F.isnan(number), number)
     elif metric.kind is Kind.COUNT_DISTINCT:
-        # HLL sketches take text, integers or bytes: text keeps any field type countable.
+        # Sketches take text, integers or bytes: text keeps any field type countable.
         value = F.when(matches, sql(metric.field or "", source).cast("string"))
     else:
         raise ValueError(f"{metric.name}: ratios are computed at read time")
@@ -159,27 +163,48 @@ def with_hour_placeholders(events: DataFrame, hours: Sequence[datetime]) -> Data
 
 
 def _row_column(metric: Metric, lg_k: int) -> Column:
-    """The metric over the rows of one finest slice: a count, a sum or an HLL sketch."""
+    """The metric over the rows of one finest slice: a count, a sum, an extreme or a sketch."""
     value = F.col(INPUT_PREFIX + metric.name)
+    merge = metric.merge
     if metric.kind is Kind.COUNT:
         result = F.count(F.when(F.col(REAL) & value, F.lit(1)))
-    elif metric.kind is Kind.SUM:
+    elif merge is Merge.SUM:
         result = F.sum(value)  # null on placeholders and rows that do not match
-    elif metric.kind is Kind.COUNT_DISTINCT:
+    elif merge is Merge.MIN:
+        result = F.min(value)  # null where no row matches: there is no minimum of nothing
+    elif merge is Merge.MAX:
+        result = F.max(value)
+    elif merge is Merge.HLL:
         result = F.hll_sketch_agg(value, lg_k)
+    elif merge is Merge.THETA:
+        result = F.theta_sketch_agg(value, metric.lg_nom_entries)
     else:
-        raise ValueError(f"{metric.name}: ratios are computed at read time")
+        result = F.kll_sketch_agg_double(value, metric.kll_k)
     return result.alias(metric.name)
+
+
+def _merged(metric: Metric, column: Column) -> Column:
+    """The aggregate that combines a column of the metric's figures: add, min, max or sketch union."""
+    merge = metric.merge
+    if merge is Merge.MIN:
+        return F.min(column)
+    if merge is Merge.MAX:
+        return F.max(column)
+    if merge is Merge.HLL:
+        return F.hll_union_agg(column)
+    if merge is Merge.THETA:
+        return F.theta_union_agg(column, metric.lg_nom_entries)
+    if merge is Merge.KLL:
+        return F.kll_merge_agg_double(column, metric.kll_k)
+    return F.sum(column)
 
 
 def _slice_column(metric: Metric) -> Column:
-    """The metric of a coarser slice from its finest slices: counts and sums add, sketches union."""
-    column = F.col(metric.name)
-    if metric.kind is Kind.COUNT_DISTINCT:
-        result = F.hll_union_agg(column)
-    else:
-        result = F.coalesce(F.sum(column), F.lit(0)).cast("double")
-    return result.alias(metric.name)
+    """The metric of a coarser slice from its finest slices: counts and sums add (0 when empty), the rest merge."""
+    merged = _merged(metric, F.col(metric.name))
+    if metric.merge is Merge.SUM:
+        merged = F.coalesce(merged, F.lit(0)).cast("double")
+    return merged.alias(metric.name)
 
 
 def _grouping_sets(metrics: Sequence[Metric]) -> list[tuple[str, ...]]:
@@ -263,10 +288,8 @@ def fold_values(finest: DataFrame, spec: MetricSpec, source: Source, ranks: Mapp
 
 
 def _refold_column(metric: Metric) -> Column:
-    """The metric of finest slices made one: counts and sums add (a sum of nulls stays null), sketches union."""
-    value = F.col(metric.name)
-    result = F.hll_union_agg(value) if metric.is_distinct else F.sum(value)
-    return result.alias(metric.name)
+    """The metric of finest slices made one: counts and sums add (a sum of nulls stays null), the rest merge."""
+    return _merged(metric, F.col(metric.name)).alias(metric.name)
 
 
 def counted_events(finest: DataFrame) -> DataFrame:
@@ -283,9 +306,11 @@ def rollup_from_finest(finest: DataFrame, spec: MetricSpec, source: Source) -> D
     """Every stored metric of ``source`` for every slice of every hour, from :func:`finest_slices`.
 
     Output (long): ``dt``, ``hour``, ``metric``, one column per dimension (null
-    where the slice does not split by it), ``value`` (count, sum or distinct
-    estimate) and ``sketch`` (HLL bytes for distinct counts, else null). Rows of a
-    non-total slice whose value is 0 are dropped: absent means zero.
+    where the slice does not split by it), ``value`` (count, sum, extreme, distinct
+    estimate, or a quantile sketch's number of values) and ``sketch`` (HLL, theta
+    or KLL bytes, else null). Rows of a non-total slice whose value is 0 are
+    dropped: absent means zero (nothing happened). A min or max keeps its zeros and
+    drops its nulls, the total's too: absent there means no value.
     """
     dims = list(spec.dimensions_of(source.name))
     stored = spec.stored_of(source.name)
@@ -304,7 +329,9 @@ def rollup_from_finest(finest: DataFrame, spec: MetricSpec, source: Source) -> D
         .where(F.col("entry").isNotNull())
     )
     is_total = reduce(lambda acc, d: acc & F.col(d).isNull(), dims, F.lit(True))
-    return long.where(is_total | (F.col(f"entry.{VALUE}") != 0)).select(
+    absent_when_zero = F.col("entry._zero_absent")
+    kept = F.col(f"entry.{VALUE}").isNotNull() & (is_total | ~absent_when_zero | (F.col(f"entry.{VALUE}") != 0))
+    return long.where(kept).select(
         *partition_columns(HOUR_COLUMN),
         F.col(f"entry.{METRIC}").alias(METRIC),
         *[F.col(d).cast("string").alias(d) for d in dims],
@@ -327,12 +354,19 @@ def _metric_entry(metric: Metric, dims: Sequence[str]) -> Column:
 
         kept = reduce(lambda acc, s: acc | grouped_exactly(s), metric.slice_dimension_sets(), F.lit(False))
     aggregate_value = F.col(metric.name)
-    if metric.is_distinct:
-        value = F.hll_sketch_estimate(aggregate_value).cast("double")
-        sketch = aggregate_value
-    else:
-        value, sketch = aggregate_value.cast("double"), F.lit(None).cast("binary")
-    entry = F.struct(F.lit(metric.name).alias(METRIC), value.alias(VALUE), sketch.alias(SKETCH))
+    merge = metric.merge
+    value, sketch = aggregate_value.cast("double"), F.lit(None).cast("binary")
+    if merge is Merge.HLL:
+        value, sketch = F.hll_sketch_estimate(aggregate_value).cast("double"), aggregate_value
+    elif merge is Merge.THETA:
+        value, sketch = F.theta_sketch_estimate(aggregate_value).cast("double"), aggregate_value
+    elif merge is Merge.KLL:
+        # A quantile's value is how many numbers its sketch holds: 0 exactly when there are none.
+        value, sketch = F.kll_sketch_get_n_double(aggregate_value).cast("double"), aggregate_value
+    zero_absent = F.lit(merge not in (Merge.MIN, Merge.MAX))
+    entry = F.struct(
+        F.lit(metric.name).alias(METRIC), value.alias(VALUE), sketch.alias(SKETCH), zero_absent.alias("_zero_absent")
+    )
     return F.when(kept, entry)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from cache.keys import KeyLayout
@@ -29,9 +30,23 @@ def test_lists_metrics_in_spec_order(api: TestClient) -> None:
         "grains": ["hour", "day", "week", "month"],
         "max_window_days": 90,
         "slices": [[], ["country"], ["platform"], ["country", "platform"]],  # every combination: none declared
+        "sketch": None,
+        "relative_error": None,
+        "q": None,
     }
     stickiness = body["metrics"][-1]
     assert stickiness["grains"] == ["day"] and stickiness["max_window_days"] == 0
+
+
+def test_sketch_metrics_state_their_sketch_and_nominal_error(api: TestClient) -> None:
+    by_name = {m["name"]: m for m in api.get("/v1/metrics").json()["metrics"]}
+    hll, theta, kll = by_name["active_users"], by_name["new_users"], by_name["order_value_p95"]
+    assert (hll["sketch"], theta["sketch"], kll["sketch"]) == ("hll", "theta", "kll")
+    # HLL at lg_k 14: about 0.8%; theta at lg_nom_entries 12: 1/sqrt(4095); KLL k=200: 1.33% rank error.
+    assert 0.007 < hll["relative_error"] < 0.0095
+    assert theta["relative_error"] == pytest.approx(1 / 4095**0.5)
+    assert kll["relative_error"] == pytest.approx(0.0133, abs=0.0005) and kll["q"] == 0.95
+    assert by_name["max_order"]["sketch"] is None and by_name["max_order"]["relative_error"] is None
 
 
 def test_lists_the_default_specs_cards(api: TestClient) -> None:

@@ -86,7 +86,7 @@ def day_keys(client: redis.Redis, layout: KeyLayout, day: date | None = None) ->
 def expected_day_keys(layout: KeyLayout, day: date) -> set[str]:
     text = day.isoformat()
     keys = {f"{layout.prefix}:day:{text}:{m.name}:values" for m in SPEC.stored}
-    return keys | {f"{layout.prefix}:day:{text}:{m.name}:sketches" for m in SPEC.stored if m.is_distinct}
+    return keys | {f"{layout.prefix}:day:{text}:{m.name}:sketches" for m in SPEC.stored if m.has_sketch}
 
 
 def assert_estimate(blob_or_number: bytes | float, exact: int) -> None:

@@ -14,7 +14,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from tally.core.spec_errors import Fail, Problem
-from tally.core.spec_model import GRAINS, MAX_WINDOW_DAYS, NAME, NUMERIC_TYPES, Kind, Metric, Source
+from tally.core.spec_model import (
+    DEFAULT_KLL_K,
+    DEFAULT_LG_NOM_ENTRIES,
+    DEFAULT_QUANTILE,
+    DISTINCT_SKETCHES,
+    GRAINS,
+    MAX_WINDOW_DAYS,
+    NAME,
+    NUMERIC_TYPES,
+    Kind,
+    Metric,
+    Source,
+)
 
 # A bare identifier in ``field`` is meant as a column; anything else is an expression.
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -33,7 +45,23 @@ _METRIC_KEYS = {
     "grains",
     "max_window_days",
     "slices",
+    "sketch",
+    "lg_nom_entries",
+    "q",
+    "kll_k",
 }
+# Kinds whose ``field`` is a number per row (summed, compared, or ranked).
+_NUMERIC_FIELD_KINDS = (Kind.SUM, Kind.MIN, Kind.MAX, Kind.QUANTILE)
+_FIELD_PURPOSE = {
+    Kind.SUM: "a numeric column or expression to sum",
+    Kind.MIN: "a numeric column or expression whose smallest value is kept",
+    Kind.MAX: "a numeric column or expression whose largest value is kept",
+    Kind.QUANTILE: "a numeric column or expression whose distribution is sketched",
+    Kind.COUNT_DISTINCT: "the column or expression counted",
+}
+# Bounds Spark's sketch functions accept (theta_sketch_agg, kll_sketch_agg_double).
+LG_NOM_ENTRIES_RANGE = (4, 26)
+KLL_K_RANGE = (8, 65535)
 
 
 def parse_metric(raw: Any, *, index: int, file: str, sources: Mapping[str, Source]) -> Metric:
@@ -81,10 +109,9 @@ def parse_metric(raw: Any, *, index: int, file: str, sources: Mapping[str, Sourc
         raise fail("grains", f"must be a non-empty list drawn from {', '.join(GRAINS)}")
 
     field_sql: Any = raw.get("field")
-    if kind in (Kind.SUM, Kind.COUNT_DISTINCT):
+    if kind in _FIELD_PURPOSE:
         if not isinstance(field_sql, str) or not field_sql.strip():
-            what = "a numeric column or expression to sum" if kind is Kind.SUM else "the column or expression counted"
-            raise fail("field", f"required for kind {kind.value}: {what}")
+            raise fail("field", f"required for kind {kind.value}: {_FIELD_PURPOSE[kind]}")
         field_sql = field_sql.strip()
         if source is not None and _IDENTIFIER.match(field_sql) and field_sql not in source.column_types:
             # A bare name is meant as a column (expressions are checked by Spark, see jobs.spec_check).
@@ -92,8 +119,11 @@ def parse_metric(raw: Any, *, index: int, file: str, sources: Mapping[str, Sourc
             raise fail(
                 "field", f"{field_sql!r} is not a declared column of source {source.name!r}; declared: {declared}"
             )
-        if source is not None and kind is Kind.SUM and source.column_types.get(field_sql) not in (None, *NUMERIC_TYPES):
-            raise fail("field", f"a sum needs a numeric field; {field_sql!r} is {source.column_types[field_sql]}")
+        numeric = kind in _NUMERIC_FIELD_KINDS
+        if source is not None and numeric and source.column_types.get(field_sql) not in (None, *NUMERIC_TYPES):
+            raise fail(
+                "field", f"a {kind.value} needs a numeric field; {field_sql!r} is {source.column_types[field_sql]}"
+            )
     elif field_sql is not None:
         raise fail("field", f"not allowed for kind {kind.value}")
 
@@ -116,6 +146,8 @@ def parse_metric(raw: Any, *, index: int, file: str, sources: Mapping[str, Sourc
     if has_part_window and max_window:
         raise fail("max_window_days", "must be 0 when a side of the ratio has its own window")
 
+    sketch, lg_nom_entries = _parse_distinct_sketch(raw, kind, fail)
+    q, kll_k = _parse_quantile(raw, kind, fail)
     return Metric(
         name=name,
         description=raw["description"].strip(),
@@ -133,7 +165,46 @@ def parse_metric(raw: Any, *, index: int, file: str, sources: Mapping[str, Sourc
         denominator_window_days=denominator_window,
         max_window_days=max_window,
         slices=slices,
+        sketch=sketch,
+        lg_nom_entries=lg_nom_entries,
+        q=q,
+        kll_k=kll_k,
     )
+
+
+def _integer_in(raw: Any, bounds: tuple[int, int]) -> bool:
+    return isinstance(raw, int) and not isinstance(raw, bool) and bounds[0] <= raw <= bounds[1]
+
+
+def _parse_distinct_sketch(raw: Mapping[str, Any], kind: Kind, fail: Fail) -> tuple[str, int]:
+    """``sketch`` (hll | theta) and theta's ``lg_nom_entries``, on a count_distinct only."""
+    sketch = raw.get("sketch", "hll")
+    if "sketch" in raw and kind is not Kind.COUNT_DISTINCT:
+        raise fail("sketch", "only for kind count_distinct (hll or theta)")
+    if sketch not in DISTINCT_SKETCHES:
+        raise fail("sketch", f"must be one of {', '.join(DISTINCT_SKETCHES)}")
+    lg_nom_entries = raw.get("lg_nom_entries", DEFAULT_LG_NOM_ENTRIES)
+    if "lg_nom_entries" in raw:
+        if sketch != "theta":
+            raise fail("lg_nom_entries", "only with sketch: theta (an HLL sketch's size is the spec's sketch_lg_k)")
+        if not _integer_in(lg_nom_entries, LG_NOM_ENTRIES_RANGE):
+            low, high = LG_NOM_ENTRIES_RANGE
+            raise fail("lg_nom_entries", f"must be an integer from {low} to {high}")
+    return str(sketch), int(lg_nom_entries)
+
+
+def _parse_quantile(raw: Mapping[str, Any], kind: Kind, fail: Fail) -> tuple[float, int]:
+    """A quantile's default ``q`` (0 < q < 1) and its KLL sketch's ``kll_k``."""
+    for key in ("q", "kll_k"):
+        if key in raw and kind is not Kind.QUANTILE:
+            raise fail(key, "only for kind quantile")
+    q = raw.get("q", DEFAULT_QUANTILE)
+    if isinstance(q, bool) or not isinstance(q, int | float) or not 0 < q < 1:
+        raise fail("q", "must be a number strictly between 0 and 1 (e.g. 0.95 for the 95th percentile)")
+    kll_k = raw.get("kll_k", DEFAULT_KLL_K)
+    if not _integer_in(kll_k, KLL_K_RANGE):
+        raise fail("kll_k", f"must be an integer from {KLL_K_RANGE[0]} to {KLL_K_RANGE[1]}")
+    return float(q), int(kll_k)
 
 
 def _parse_slices(raw: Any, kind: Kind, dimensions: list[str], fail: Fail) -> tuple[tuple[str, ...], ...] | None:
@@ -240,7 +311,9 @@ def ratio_problems(metric: Metric, by_name: Mapping[str, Metric], file: str) -> 
         elif other.is_ratio:
             # Only stored metrics may be sides, so ratios can never refer to each other in a cycle.
             cycle = metric.name in (other.numerator, other.denominator) or other.name == metric.name
-            problem = "must name a count, sum or count_distinct metric, not a ratio" + (" (a cycle)" if cycle else "")
+            problem = "must name a stored metric (count, sum, count_distinct, min, max or quantile), not a ratio" + (
+                " (a cycle)" if cycle else ""
+            )
         elif not set(metric.dimensions) <= set(other.dimensions):
             lacking = sorted(set(metric.dimensions) - set(other.dimensions))
             problem = f"{other.name!r} lacks dimensions {lacking}"

@@ -31,7 +31,7 @@ DEFAULT_MAX_VALUES = 1000
 OTHER = "other"
 # Query parameters of GET /v1/metrics/{name}: a dimension may not be named like one,
 # since any other parameter of a request is a filter on a dimension.
-API_PARAMETERS: tuple[str, ...] = ("grain", "start", "end", "group_by", "tz", "window", "limit")
+API_PARAMETERS: tuple[str, ...] = ("grain", "start", "end", "group_by", "tz", "window", "limit", "q", "bounds")
 # Columns of the rollup table besides the dimensions.
 # Columns of the rollup a dimension may not be named after.
 ROLLUP_COLUMNS: tuple[str, ...] = (*PARTITION_COLUMNS, *VALUE_COLUMNS)
@@ -47,7 +47,34 @@ class Kind(StrEnum):
     COUNT = "count"
     SUM = "sum"
     COUNT_DISTINCT = "count_distinct"
+    MIN = "min"
+    MAX = "max"
+    QUANTILE = "quantile"
     RATIO = "ratio"
+
+
+class Merge(StrEnum):
+    """How a stored metric's hourly figures combine into any longer span or coarser slice.
+
+    The one place a kind is mapped to its arithmetic: every layer (the job's slices,
+    day aggregates, the API's reads) asks a metric for its ``merge``.
+    """
+
+    SUM = "sum"  # counts and sums add
+    MIN = "min"
+    MAX = "max"
+    HLL = "hll"  # HyperLogLog sketches union
+    THETA = "theta"  # theta sketches union (and intersect: retention, funnels)
+    KLL = "kll"  # KLL doubles sketches merge (quantiles)
+
+
+# Merges whose hours carry a serialized sketch beside their value.
+SKETCH_MERGES: frozenset[Merge] = frozenset({Merge.HLL, Merge.THETA, Merge.KLL})
+# count_distinct's ``sketch``: HLL (smaller) or theta (set operations).
+DISTINCT_SKETCHES: tuple[str, ...] = ("hll", "theta")
+DEFAULT_QUANTILE = 0.5
+DEFAULT_KLL_K = 200
+DEFAULT_LG_NOM_ENTRIES = 12
 
 
 @dataclass(frozen=True)
@@ -142,6 +169,12 @@ class Metric:
     # The declared `slices`: dimension sets stored besides the total (each sorted), in
     # declared order; None stores every combination of `dimensions`.
     slices: tuple[tuple[str, ...], ...] | None = None
+    # count_distinct: "hll" (default) or "theta", with its lg of nominal entries.
+    sketch: str = "hll"
+    lg_nom_entries: int = DEFAULT_LG_NOM_ENTRIES
+    # quantile: the q served when a request names none, and the KLL sketch's k.
+    q: float = DEFAULT_QUANTILE
+    kll_k: int = DEFAULT_KLL_K
 
     @property
     def is_ratio(self) -> bool:
@@ -150,6 +183,27 @@ class Metric:
     @property
     def is_distinct(self) -> bool:
         return self.kind is Kind.COUNT_DISTINCT
+
+    @property
+    def is_theta(self) -> bool:
+        return self.kind is Kind.COUNT_DISTINCT and self.sketch == "theta"
+
+    @property
+    def merge(self) -> Merge:
+        """How the metric's hours and slices combine (a ratio has no merge of its own)."""
+        if self.kind is Kind.COUNT_DISTINCT:
+            return Merge.THETA if self.sketch == "theta" else Merge.HLL
+        merges = {Kind.COUNT: Merge.SUM, Kind.SUM: Merge.SUM, Kind.MIN: Merge.MIN, Kind.MAX: Merge.MAX}
+        if self.kind is Kind.QUANTILE:
+            return Merge.KLL
+        if self.kind not in merges:
+            raise ValueError(f"{self.name}: a ratio is computed from its parts, it has no merge")
+        return merges[self.kind]
+
+    @property
+    def has_sketch(self) -> bool:
+        """Whether its hours store a serialized sketch (distinct counts, quantiles) beside the value."""
+        return not self.is_ratio and self.merge in SKETCH_MERGES
 
     def slice_dimension_sets(self) -> list[tuple[str, ...]]:
         """The dimension sets stored (each sorted), the empty total first.
@@ -245,8 +299,12 @@ def metric_fingerprint(spec_sources: Mapping[str, Source], metric: Metric, sketc
     }
     if guarded:
         definition["dimension_max_values"] = guarded
-    if metric.is_distinct:
+    if metric.merge is Merge.HLL:
         definition["sketch_lg_k"] = sketch_lg_k
+    elif metric.merge is Merge.THETA:  # only new kinds add keys: older fingerprints stand
+        definition["sketch"] = {"family": "theta", "lg_nom_entries": metric.lg_nom_entries}
+    elif metric.merge is Merge.KLL:
+        definition["sketch"] = {"family": "kll", "k": metric.kll_k}  # q is a read-time default, not stored
     if metric.slices is not None:  # only when declared: undeclared metrics keep the fingerprints they had
         definition["slices"] = [list(s) for s in metric.slices]
     text = json.dumps(definition, sort_keys=True, default=str)

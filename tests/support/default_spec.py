@@ -11,6 +11,13 @@ DEFAULT_NAMES = [
     "active_users",
     "sessions",
     "purchasers",
+    "order_value_p95",
+    "max_order",
+    "new_users",
+    "returning_users",
+    "viewers",
+    "carters",
+    "buyers",
     "conversion_rate",
     "stickiness",
 ]

@@ -1,7 +1,7 @@
 """Durable rollups written with pyarrow, laid out as the job writes them, for tests and benches without Spark.
 
 The rows are aggregated here from a few synthetic events under the spec's stored
-metrics (every slice set; HLL sketches for distinct counts), so publishing them passes
+metrics (every slice set; real HLL, theta and KLL sketches), so publishing them passes
 the publisher's checks; the files sit where the job's dynamic partition overwrite puts them.
 """
 
@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from tally.core.layout import rollup_hour_dir, stats_hour_dir
 from tally.core.rollup import METRIC, SKETCH, VALUE
 from tally.core.spec import MetricSpec
-from tally.core.spec_model import Kind
+from tally.core.spec_model import Kind, Metric
 
 PART = "part-00000-c000.snappy.parquet"  # the name Spark gives a partition's file
 
@@ -51,7 +51,7 @@ def rollup_table(spec: MetricSpec, events: Sequence[dict[str, Any]]) -> pa.Table
             for event in matching:
                 groups.setdefault(tuple(event[d] for d in dims), []).append(event)
             for labels, members in sorted(groups.items()):
-                value, sketch = _aggregate(metric.kind, metric.field, members, spec.sketch_lg_k)
+                value, sketch = _aggregate(metric, members, spec.sketch_lg_k)
                 row = {METRIC: metric.name, **dict.fromkeys(spec.dimensions), **dict(zip(dims, labels, strict=True))}
                 rows.append({**row, VALUE: value, SKETCH: sketch})
     dimensions = [(d, pa.string()) for d in spec.dimensions]
@@ -59,14 +59,28 @@ def rollup_table(spec: MetricSpec, events: Sequence[dict[str, Any]]) -> pa.Table
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def _aggregate(kind: Kind, field: str | None, members: list[dict[str, Any]], lg_k: int) -> tuple[float, bytes | None]:
-    if kind == Kind.COUNT:
+def _aggregate(metric: Metric, members: list[dict[str, Any]], lg_k: int) -> tuple[float, bytes | None]:
+    field = str(metric.field)
+    if metric.kind == Kind.COUNT:
         return float(len(members)), None
-    if kind == Kind.SUM:
-        return float(sum(m[str(field)] for m in members)), None
+    if metric.kind == Kind.SUM:
+        return float(sum(m[field] for m in members)), None
+    if metric.kind in (Kind.MIN, Kind.MAX):
+        extreme = min if metric.kind == Kind.MIN else max
+        return float(extreme(m[field] for m in members)), None
+    if metric.kind == Kind.QUANTILE:
+        kll = datasketches.kll_doubles_sketch(metric.kll_k)
+        for member in members:
+            kll.update(float(member[field]))
+        return float(kll.n), kll.serialize()
+    if metric.is_theta:
+        theta = datasketches.update_theta_sketch(metric.lg_nom_entries)
+        for member in members:
+            theta.update(str(member[field]))
+        return float(theta.get_estimate()), theta.compact().serialize()
     sketch = datasketches.hll_sketch(lg_k)
     for member in members:
-        sketch.update(str(member[str(field)]))
+        sketch.update(str(member[field]))
     return float(sketch.get_estimate()), sketch.serialize_compact()
 
 

@@ -1,0 +1,134 @@
+"""How a stored metric's figures combine, for the publisher's day aggregates and the API's reads.
+
+A metric's :attr:`~tally.core.spec.Metric.merge` names its arithmetic; this module
+is the one place it is carried out on published data:
+
+- ``sum``: counts and sums add (``math.fsum``); ``min`` / ``max``: the extreme;
+- ``hll``: HyperLogLog unions (:mod:`cache.sketches`, which also owns the register fast path);
+- ``theta``: theta sketch unions, and intersections for retention and funnels;
+- ``kll``: KLL doubles sketch merges, asked for any quantile.
+
+Spark writes the sketches (``hll_sketch_agg``, ``theta_sketch_agg``,
+``kll_sketch_agg_double``) in the DataSketches formats the ``datasketches``
+library reads, so what the job stores merges here without conversion.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import datasketches
+
+from cache import sketches as hll
+from tally.core.spec import Merge, Metric
+
+# Error bounds are about 95%: two standard deviations (the issue's contract).
+BOUND_STD_DEVS = 2
+
+
+def combine_numbers(merge: Merge, numbers: Iterable[float]) -> float | None:
+    """Numbers of a sum, min or max metric combined; None for a min or max of nothing."""
+    if merge is Merge.SUM:
+        return math.fsum(numbers)
+    found = list(numbers)
+    if not found:
+        return None
+    return min(found) if merge is Merge.MIN else max(found)
+
+
+def decode(merge: Merge, blob: bytes) -> Any:
+    """One serialized sketch of the merge's family, ready to combine (callers may cache it)."""
+    if merge is Merge.HLL:
+        return hll.decode(blob)
+    if merge is Merge.THETA:
+        return datasketches.compact_theta_sketch.deserialize(blob)
+    if merge is Merge.KLL:
+        return datasketches.kll_doubles_sketch.deserialize(blob)
+    raise ValueError(f"a {merge.value} metric has no sketches")
+
+
+def combine(metric: Metric, sketches: Iterable[Any], hll_lg_k: int) -> Any:
+    """Decoded sketches of ``metric`` merged: an ``hll_union``, a compact theta sketch or a KLL sketch."""
+    merge = metric.merge
+    if merge is Merge.HLL:
+        union = hll.union_of((), hll_lg_k)
+        for sketch in sketches:
+            union.update(sketch)
+        return union
+    if merge is Merge.THETA:
+        theta = datasketches.theta_union(metric.lg_nom_entries)
+        for sketch in sketches:
+            theta.update(sketch)
+        return theta.get_result()
+    if merge is Merge.KLL:
+        kll = datasketches.kll_doubles_sketch(metric.kll_k)
+        for sketch in sketches:
+            kll.merge(sketch)
+        return kll
+    raise ValueError(f"{metric.name}: a {merge.value} metric has no sketches")
+
+
+def image(metric: Metric, combined: Any) -> bytes:
+    """What :func:`combine` returned, serialized as Tally stores it (day aggregates)."""
+    if metric.merge is Merge.HLL:
+        return hll.union_image(combined)
+    return bytes(combined.serialize())
+
+
+def merge_blobs(metric: Metric, blobs: Iterable[bytes], hll_lg_k: int) -> Any:
+    """Serialized sketches of ``metric`` decoded and merged (see :func:`combine`)."""
+    return combine(metric, (decode(metric.merge, blob) for blob in blobs), hll_lg_k)
+
+
+def summary_value(metric: Metric, combined: Any) -> float:
+    """The number a day aggregate's values hash keeps for a merged sketch.
+
+    A distinct count's estimate; a quantile's number of values (as the job
+    stores it), so a quantile slice with nothing in it is 0, absent like a count's.
+    """
+    if metric.merge is Merge.KLL:
+        return float(combined.n)
+    return float(combined.get_estimate())
+
+
+def distinct_estimate(combined: Any) -> float:
+    return float(combined.get_estimate())
+
+
+def distinct_bounds(combined: Any) -> tuple[float, float]:
+    """About 95% bounds of a merged distinct count (an ``hll_union`` or a theta sketch), from the sketch."""
+    return float(combined.get_lower_bound(BOUND_STD_DEVS)), float(combined.get_upper_bound(BOUND_STD_DEVS))
+
+
+def quantile(combined: Any, q: float) -> float | None:
+    """The ``q`` quantile of a merged KLL sketch; None when it holds no value."""
+    if combined.is_empty():
+        return None
+    return float(combined.get_quantile(q))
+
+
+def intersection(sketches: Iterable[Any]) -> Any:
+    """The theta intersection of compact theta sketches (a compact theta sketch; estimate and bounds)."""
+    found = datasketches.theta_intersection()
+    for sketch in sketches:
+        found.update(sketch)
+    return found.get_result()
+
+
+def nominal_error(metric: Metric, hll_lg_k: int) -> float | None:
+    """A sketch metric's nominal error (one standard deviation, relative), or None for exact kinds.
+
+    Distinct counts: the relative standard error of the estimate (HLL unions;
+    theta 1/sqrt(k - 1)). Quantiles: KLL's normalized rank error (the rank of the
+    value returned for q is within it of q, at 99% confidence).
+    """
+    merge = metric.merge if not metric.is_ratio else None
+    if merge is Merge.HLL:
+        return abs(float(datasketches.hll_sketch.get_rel_err(True, True, hll_lg_k, 1)))  # signed: the upper side
+    if merge is Merge.THETA:
+        return 1.0 / math.sqrt((1 << metric.lg_nom_entries) - 1)
+    if merge is Merge.KLL:
+        return float(datasketches.kll_doubles_sketch.get_normalized_rank_error(metric.kll_k, False))
+    return None
