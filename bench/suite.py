@@ -34,6 +34,7 @@ import redis
 
 from bench import peers
 from bench.server import ROOT, bench_redis, start_server, stop
+from bench.sketch_latency import p10_sketch_latency
 from bench.wide_spec import p7b_wide_spec
 from cache.builds import read_hour_build
 from cache.keys import KeyLayout
@@ -43,7 +44,7 @@ from cache.tiers import enforce_tiers
 from tally.app.generate import generate_hours
 from tally.core.layout import ONE_HOUR, partition, raw_parquet_files
 from tally.core.settings import DEFAULT_SPEC_PATH
-from tally.core.spec import load_spec
+from tally.core.spec import Merge, MetricSpec, load_spec
 
 RESULTS = ROOT / "results"
 WORK = ROOT / ".tally" / "bench"
@@ -463,6 +464,9 @@ def _delete_prefix(client: redis.Redis, layout: KeyLayout) -> None:
         client.delete(*keys[i : i + 5000])
 
 
+# Merges whose figures are plain numbers (no sketch): P7 reports their bytes as "exact".
+EXACT_MERGES = frozenset({Merge.SUM, Merge.MIN, Merge.MAX})
+
 # P7 with the default tiers: a year of hours, the newest TALLY_HOUR_RETENTION_DAYS of them kept.
 YEAR_DAYS, HOUR_TIER_DAYS = 365, 14
 P7_BUDGET_MIB = 250
@@ -482,6 +486,7 @@ def p7_memory(b: Bench) -> Figure:
                 b.client, flat, shifted[day * 24 : day * 24 + 24], PublishOptions(superseded_ttl=60), spec=b.spec
             )
     redis_bytes = _memory_of(b.client, flat)
+    flat_families = _bytes_by_family(b.client, flat, b.spec)
     print(f"  publishing {YEAR_DAYS} days with the default tiers ({HOUR_TIER_DAYS} days of hours) ...", flush=True)
     started = time.perf_counter()
     for day in range(YEAR_DAYS):
@@ -502,6 +507,7 @@ def p7_memory(b: Bench) -> Figure:
     tier_seconds = time.perf_counter() - started
     time.sleep(1.5)  # moved builds' keys expire after superseded_ttl=1
     tiered_bytes = _memory_of(b.client, tiered)
+    tiered_families = _bytes_by_family(b.client, tiered, b.spec)
     same = _same_day_answers(b, flat, tiered)
     port = 18990 + os.getpid() % 9
     server = start_server(b.redis_url, flat.prefix, port)
@@ -533,6 +539,9 @@ def p7_memory(b: Bench) -> Figure:
         {
             "redis_bytes_year_tiered": tiered_bytes,
             "redis_bytes_90_days_every_hour": redis_bytes,
+            # Theta sketches are larger than HLL ones (issue 16): bytes per merge family.
+            "redis_bytes_year_tiered_by_family": tiered_families,
+            "redis_bytes_90_days_every_hour_by_family": flat_families,
             "redis_bytes_per_day_every_hour": round(per_day),
             "redis_mib_per_year_every_hour_projected": round(projected / 2**20, 1),
             "tiered_vs_every_hour": round(tiered_bytes / projected, 3),
@@ -578,6 +587,29 @@ def _memory_of(client: redis.Redis, layout: KeyLayout) -> int:
     return sum(size or 0 for size, ttl in zip(replies[::2], replies[1::2], strict=True) if ttl < 0)
 
 
+def _bytes_by_family(client: redis.Redis, layout: KeyLayout, spec: MetricSpec) -> dict[str, int]:
+    """Bytes of the prefix's keys that stay, per sketch family of the metric owning them.
+
+    ``hll``, ``theta``, ``kll`` (the metrics' ``merge``), ``exact`` for counts, sums, min
+    and max, ``unowned`` for manifests and index hashes (no metric): they add up to
+    :func:`_memory_of`.
+    """
+    families = {m.name: "exact" if m.merge in EXACT_MERGES else m.merge.value for m in spec.stored}
+    keys = list(client.scan_iter(match=layout.all_keys_pattern(), count=5000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.memory_usage(key, samples=0)
+        pipe.ttl(key)
+    replies = pipe.execute()
+    found = dict.fromkeys(["hll", "theta", "kll", "exact", "unowned"], 0)
+    for key, size, ttl in zip(keys, replies[::2], replies[1::2], strict=True):
+        info = layout.classify(key.decode())
+        if ttl < 0 and info is not None:
+            family = families.get(info.metric or "", "unowned")
+            found[family] += size or 0
+    return found
+
+
 def _rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -594,6 +626,7 @@ MEASURES: dict[str, Callable[[Bench], Figure]] = {
     "P6": p6_publish,
     "P7": p7_memory,
     "P7B": p7b_wide_spec,
+    "P10": p10_sketch_latency,
 }
 
 

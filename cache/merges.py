@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import datasketches
+import numpy as np
 
 from cache import sketches as hll
 from tally.core.spec import Merge, Metric
@@ -38,19 +40,59 @@ def combine_numbers(merge: Merge, numbers: Iterable[float]) -> float | None:
     return min(found) if merge is Merge.MIN else max(found)
 
 
+@dataclass(frozen=True)
+class Distribution:
+    """What a KLL sketch (or several) says about its values: retained items, sorted, and their weights.
+
+    A KLL merge compacts with random coin flips, so two merges of the same sketches
+    answer slightly differently. Readers instead pool the sketches' weighted items
+    (the sorted view a merge without compaction would have): the same answer every
+    time, and no error beyond the sketches' own.
+    """
+
+    items: np.ndarray
+    cumulative: np.ndarray  # running total of the weights, in item order
+
+    @classmethod
+    def of(cls, parts: Iterable[Distribution]) -> Distribution:
+        found = list(parts)
+        if len(found) == 1:
+            return found[0]
+        items = np.concatenate([p.items for p in found]) if found else np.empty(0)
+        weights = np.concatenate([np.diff(p.cumulative, prepend=0) for p in found]) if found else np.empty(0)
+        order = np.argsort(items, kind="stable")
+        return cls(items[order], np.cumsum(weights[order]))
+
+    @classmethod
+    def of_sketch(cls, sketch: datasketches.kll_doubles_sketch) -> Distribution:
+        pairs = np.array(list(sketch), dtype=np.float64).reshape(-1, 2)
+        order = np.argsort(pairs[:, 0], kind="stable")
+        return cls(pairs[order, 0], np.cumsum(pairs[order, 1]))
+
+    def quantile(self, q: float) -> float | None:
+        """The smallest item whose cumulative weight exceeds ``q`` of the total (KLL's exclusive quantile)."""
+        if not len(self.items):
+            return None
+        index = int(np.searchsorted(self.cumulative, q * self.cumulative[-1], side="right"))
+        return float(self.items[min(index, len(self.items) - 1)])
+
+
 def decode(merge: Merge, blob: bytes) -> Any:
-    """One serialized sketch of the merge's family, ready to combine (callers may cache it)."""
+    """One serialized sketch of the merge's family, ready to combine (callers may cache it).
+
+    A KLL sketch is read as its :class:`Distribution`.
+    """
     if merge is Merge.HLL:
         return hll.decode(blob)
     if merge is Merge.THETA:
         return datasketches.compact_theta_sketch.deserialize(blob)
     if merge is Merge.KLL:
-        return datasketches.kll_doubles_sketch.deserialize(blob)
+        return Distribution.of_sketch(datasketches.kll_doubles_sketch.deserialize(blob))
     raise ValueError(f"a {merge.value} metric has no sketches")
 
 
 def combine(metric: Metric, sketches: Iterable[Any], hll_lg_k: int) -> Any:
-    """Decoded sketches of ``metric`` merged: an ``hll_union``, a compact theta sketch or a KLL sketch."""
+    """Decoded sketches of ``metric`` combined: an ``hll_union``, a compact theta sketch or a :class:`Distribution`."""
     merge = metric.merge
     if merge is Merge.HLL:
         union = hll.union_of((), hll_lg_k)
@@ -63,23 +105,29 @@ def combine(metric: Metric, sketches: Iterable[Any], hll_lg_k: int) -> Any:
             theta.update(sketch)
         return theta.get_result()
     if merge is Merge.KLL:
-        kll = datasketches.kll_doubles_sketch(metric.kll_k)
-        for sketch in sketches:
-            kll.merge(sketch)
-        return kll
+        return Distribution.of(sketches)
     raise ValueError(f"{metric.name}: a {merge.value} metric has no sketches")
 
 
-def image(metric: Metric, combined: Any) -> bytes:
-    """What :func:`combine` returned, serialized as Tally stores it (day aggregates)."""
-    if metric.merge is Merge.HLL:
-        return hll.union_image(combined)
-    return bytes(combined.serialize())
-
-
 def merge_blobs(metric: Metric, blobs: Iterable[bytes], hll_lg_k: int) -> Any:
-    """Serialized sketches of ``metric`` decoded and merged (see :func:`combine`)."""
+    """Serialized sketches merged into one sketch the publisher stores (a day aggregate), see :func:`image`.
+
+    A KLL merge compacts at random, so a day aggregate rebuilt from the same hours
+    may differ in its bytes, never beyond the sketch's rank error.
+    """
+    if metric.merge is Merge.KLL:
+        kll = datasketches.kll_doubles_sketch(metric.kll_k)
+        for blob in blobs:
+            kll.merge(datasketches.kll_doubles_sketch.deserialize(blob))
+        return kll
     return combine(metric, (decode(metric.merge, blob) for blob in blobs), hll_lg_k)
+
+
+def image(metric: Metric, merged: Any) -> bytes:
+    """What :func:`merge_blobs` returned, serialized as Tally stores it."""
+    if metric.merge is Merge.HLL:
+        return hll.union_image(merged)
+    return bytes(merged.serialize())
 
 
 def summary_value(metric: Metric, combined: Any) -> float:
@@ -102,11 +150,9 @@ def distinct_bounds(combined: Any) -> tuple[float, float]:
     return float(combined.get_lower_bound(BOUND_STD_DEVS)), float(combined.get_upper_bound(BOUND_STD_DEVS))
 
 
-def quantile(combined: Any, q: float) -> float | None:
-    """The ``q`` quantile of a merged KLL sketch; None when it holds no value."""
-    if combined.is_empty():
-        return None
-    return float(combined.get_quantile(q))
+def quantile(combined: Distribution, q: float) -> float | None:
+    """The ``q`` quantile of combined KLL sketches; None when they hold no value."""
+    return combined.quantile(q)
 
 
 def intersection(sketches: Iterable[Any]) -> Any:

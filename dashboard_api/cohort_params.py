@@ -11,18 +11,17 @@ same ``field``), a filter is a dimension of every one of them, and
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import cast
 
 from dashboard_api.calendar import Grain, bucket_bounds, buckets_from
 from dashboard_api.cohorts import FunnelRequest, RetentionRequest
 from dashboard_api.errors import ApiError
 from dashboard_api.params import (
-    single_valued,
     check_range,
     check_whole_hours,
     parse_bound,
     parse_flag,
     parse_tz,
+    single_valued,
 )
 from dashboard_api.plan import Cover, slice_covers
 from dashboard_api.route_helpers import known_metric
@@ -87,8 +86,7 @@ def parse_funnel_query(spec: MetricSpec, items: Sequence[tuple[str, str]], limit
     if not MIN_STEPS <= len(names) <= MAX_STEPS:
         raise ApiError(
             "bad_parameter",
-            f"steps: give {MIN_STEPS} to {MAX_STEPS} theta count_distinct metrics, comma-separated "
-            f"(got {len(names)})",
+            f"steps: give {MIN_STEPS} to {MAX_STEPS} theta count_distinct metrics, comma-separated (got {len(names)})",
         )
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -136,7 +134,7 @@ def _grain(text: str, allowed: Sequence[Grain], metrics: Sequence[Metric]) -> Gr
     served = [g for g in allowed if all(g in m.grains for m in metrics)]
     if text not in served:
         raise ApiError("bad_grain", f"grain {text!r} is not served here; use one of {', '.join(served) or 'none'}")
-    return cast(Grain, text)
+    return next(g for g in served if g == text)  # typed as a Grain
 
 
 def _periods(text: str | None, grain: Grain) -> int:

@@ -267,3 +267,63 @@ class CardinalityWarning(BaseModel):
 class HealthUnavailableResponse(ErrorResponse):
     status: str = Field(description="unavailable")
     redis: str = Field(description="unreachable")
+
+
+class RetentionPeriod(BaseModel):
+    offset: int = Field(description="k: the period B+k after the cohort's bucket B (0 is B itself).")
+    start: str = Field(description="The period's start, as series timestamps are written.")
+    value: int | None = Field(
+        description="Distinct ids of the cohort during B also in the returning metric during B+k (a theta "
+        "intersection); null when B or B+k has no computed hour (e.g. it lies in the future)."
+    )
+    rate: float | None = Field(description="value / the cohort's size, to 4 decimals; null when either is null or 0.")
+    complete: bool = Field(description="Every hour of B and of B+k is computed and current (false if one is now).")
+    lower: float | None = Field(default=None, description="Only with bounds=true: about-95% lower bound of value.")
+    upper: float | None = Field(default=None, description="Only with bounds=true: about-95% upper bound of value.")
+
+
+class Cohort(BaseModel):
+    start: str = Field(description="The cohort bucket B's start.")
+    size: int | None = Field(description="Distinct ids of the cohort metric during B; null when B is not computed.")
+    complete: bool = Field(description="Every hour of B is computed and current.")
+    periods: list[RetentionPeriod] = Field(description="Offsets 0..periods, in order.")
+    lower: float | None = Field(default=None, description="Only with bounds=true: about-95% lower bound of size.")
+    upper: float | None = Field(default=None, description="Only with bounds=true: about-95% upper bound of size.")
+
+
+class RetentionResponse(BaseModel):
+    cohort: str
+    returning: str
+    grain: str
+    tz: str
+    periods: int = Field(description="N: offsets 0..N follow each cohort.")
+    cohorts: list[Cohort] = Field(description="One per bucket of [start, end), in order.")
+    build: str = Field(default="", description="Identifies the builds this response was read from (also its ETag).")
+    as_of: str | None = Field(default=None, description="published_at of the newest build read; null if none.")
+
+
+class FunnelStep(BaseModel):
+    metric: str
+    value: int | None = Field(
+        description="Distinct ids in every one of steps 1..i during the bucket (theta intersections; order within "
+        "the bucket is not enforced); null when the bucket has no computed hour."
+    )
+    rate_from_previous: float | None = Field(description="value / the previous step's value; null for the first step.")
+    rate_from_first: float | None = Field(description="value / the first step's value (1.0 for the first step).")
+    lower: float | None = Field(default=None, description="Only with bounds=true: about-95% lower bound of value.")
+    upper: float | None = Field(default=None, description="Only with bounds=true: about-95% upper bound of value.")
+
+
+class FunnelBucket(BaseModel):
+    start: str
+    complete: bool = Field(description="Every hour of the bucket is computed and current for every step.")
+    steps: list[FunnelStep]
+
+
+class FunnelResponse(BaseModel):
+    steps: list[str]
+    grain: str
+    tz: str
+    buckets: list[FunnelBucket] = Field(description="One per bucket of [start, end), in order.")
+    build: str = Field(default="", description="Identifies the builds this response was read from (also its ETag).")
+    as_of: str | None = Field(default=None, description="published_at of the newest build read; null if none.")

@@ -35,7 +35,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cache.keys import KeyLayout
 from dashboard_api.http_cache import not_modified
 
-SERIES_PREFIX = "/v1/metrics/"
+# The read endpoints whose answers depend only on the query and what is published.
+CACHED_PREFIXES = ("/v1/metrics/", "/v1/retention", "/v1/funnel")
 UNREACHABLE_BACKOFF_SECONDS = 5.0
 
 
@@ -104,7 +105,7 @@ class ResponseCacheMiddleware:
         self.unreachable_until = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or not scope["path"].startswith(SERIES_PREFIX):
+        if scope["type"] != "http" or scope["method"] != "GET" or not scope["path"].startswith(CACHED_PREFIXES):
             await self.app(scope, receive, send)
             return
         generation = None

@@ -12,13 +12,16 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from dashboard_api.cohort_routes import funnel_table, retention_table
 from dashboard_api.health_routes import health
 from dashboard_api.metrics_routes import list_metrics, metric_series
 from dashboard_api.models import (
     ErrorResponse,
+    FunnelResponse,
     HealthResponse,
     HealthUnavailableResponse,
     MetricsResponse,
+    RetentionResponse,
     RunsResponse,
     SeriesResponse,
     ValuesResponse,
@@ -66,6 +69,24 @@ def build_router(spec: MetricSpec) -> APIRouter:
         response_model=ValuesResponse,
         responses=SERIES_RESPONSES,
         summary="The values a dimension took over a range",
+    )
+    router.add_api_route(
+        "/v1/retention",
+        retention_table,
+        methods=["GET"],
+        response_model=RetentionResponse,
+        responses=SERIES_RESPONSES,
+        summary="Retention cohorts: who of each cohort came back k periods later",
+        openapi_extra={"parameters": filter_parameters(spec)},
+    )
+    router.add_api_route(
+        "/v1/funnel",
+        funnel_table,
+        methods=["GET"],
+        response_model=FunnelResponse,
+        responses=SERIES_RESPONSES,
+        summary="A funnel: ids in every one of the first i steps, per bucket",
+        openapi_extra={"parameters": filter_parameters(spec)},
     )
     router.add_api_route(
         "/v1/runs",

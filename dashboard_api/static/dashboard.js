@@ -1,9 +1,10 @@
-/* Tally dashboard: headline cards and time-series charts over the public HTTP API.
+/* Tally dashboard: headline cards, a retention heat map, a funnel and time-series charts over the
+ * public HTTP API.
  *
  * The page's entry module (index.html loads it with <script type="module">; the browser loads the
  * modules it imports as they are, no build step). Reads only GET /health, GET /v1/metrics,
- * GET /v1/metrics/{name} and (for the filter choices) GET /v1/metrics/{name}/values/{dimension},
- * like any other client. The view (range, grain, tz, split, filters) lives in the query string,
+ * GET /v1/metrics/{name}, GET /v1/retention, GET /v1/funnel and (for the filter choices)
+ * GET /v1/metrics/{name}/values/{dimension}, like any other client. The view (range, grain, tz, split, filters) lives in the query string,
  * so a view is a link. What is shown is also kept in window.tallyDashboard (state.js), which the
  * browser test compares with the API's own answers.
  *
@@ -18,9 +19,12 @@ import { api, captureTokenFromUrl, storeToken } from "./api.js";
 import { cardElement, loadCard } from "./cards.js";
 import { resetColors } from "./chart.js";
 import { renderFreshness, renderPeriod, showColdCache, showNotice, showProblem, showUnreachable } from "./notices.js";
-import { loadChart, panelElement, resizeCharts } from "./panels.js";
+import { funnelElement, funnelSteps, loadFunnel } from "./funnel.js";
+import { loadChart, panelElement, redrawChart, resizeCharts } from "./panels.js";
+import { bindQuantilePickers } from "./percentiles.js";
 import { bindControls, fillSelect, loadDimensionValues, renderControls, renderFilters } from "./pickers.js";
 import { anchorOf, beyondHourTier, oldestHour } from "./ranges.js";
+import { loadRetention, retentionElement, retentionMetrics } from "./retention.js";
 import {
   $,
   chartMetrics,
@@ -36,8 +40,18 @@ import { offeredZones, zoneRefusal } from "./zones.js";
 
 const HEALTH_POLL_MS = 60_000;
 
+// The theta metrics the retention and funnel panels read, from the catalogue (null / [] hide them).
+const sketchPanels = { retention: null, funnel: [] };
+
 function layout() {
   $("cards").replaceChildren(...headlineMetrics().map(cardElement));
+  sketchPanels.retention = retentionMetrics(dashboard.catalogue);
+  sketchPanels.funnel = funnelSteps(dashboard.catalogue, sketchPanels.retention);
+  $("sketches").replaceChildren(
+    ...(sketchPanels.retention ? [retentionElement(sketchPanels.retention)] : []),
+    ...(sketchPanels.funnel.length ? [funnelElement(sketchPanels.funnel)] : []),
+  );
+  $("sketches").hidden = !$("sketches").children.length;
   $("charts").replaceChildren(...chartMetrics().map(panelElement));
 }
 
@@ -84,6 +98,8 @@ async function render() {
   document.querySelectorAll(".card, .panel").forEach((el) => el.classList.add("loading"));
   const work = [
     ...headlineMetrics().map((m) => loadCard(m, state, anchor, generation)),
+    ...(sketchPanels.retention ? [loadRetention(sketchPanels.retention, state, anchor, generation)] : []),
+    ...(sketchPanels.funnel.length ? [loadFunnel(sketchPanels.funnel, state, anchor, generation)] : []),
     ...chartMetrics().map((m) => loadChart(m, state, anchor, generation)),
   ];
   const values = loadDimensionValues(state, anchor);
@@ -165,6 +181,7 @@ function debounce(fn, ms) {
 
 captureTokenFromUrl();
 bindControls(render);
+bindQuantilePickers($("charts"), redrawChart);
 bindTokenForm();
 window.addEventListener("resize", debounce(resizeCharts, 150));
 // Every minute: follow new publishes, or retry a start that failed (not while a token is asked for).

@@ -29,6 +29,11 @@ export function formatValue(value, unit) {
   return value.toLocaleString(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
 
+// A share (0.3695) as the page writes it: "37.0%".
+export function formatPercent(rate) {
+  return isNumber(rate) ? `${(rate * 100).toFixed(1)}%` : "—";
+}
+
 export function formatAxis(value, unit) {
   if (!isNumber(value)) return "";
   if (unit === "ratio") return `${+(value * 100).toFixed(2)}%`;

@@ -1,32 +1,45 @@
-/* Chart panels: one per metric, its query for the view, and what the API answered for it. */
+/* Chart panels: one per metric, its query for the view, and what the API answered for it.
+ *
+ * A quantile metric's panel is the percentile chart: it has a q picker (percentiles.js), and a pick
+ * asks for that chart alone again (redrawChart).
+ */
 
 import { api, metricPath } from "./api.js";
 import { drawChart, resizeChart, statusLine } from "./chart.js";
 import { isNumber, title } from "./format.js";
-import { chartRange } from "./ranges.js";
+import { showProblem } from "./notices.js";
+import { isQuantile, percentileLabel, quantileParams, quantilePicker } from "./percentiles.js";
+import { anchorOf, chartRange } from "./ranges.js";
 import { dashboard, superseded, unsupportedFilter } from "./state.js";
 
 const GROUP_LIMIT = 5; // with a split: the 5 largest series plus "other"
 
-export function panelElement(metric) {
+// A panel's frame: a header (heading, unit), a description, the box drawn into and a status line.
+export function panelFrame(heading, unit, description) {
   const panel = document.createElement("section");
   panel.className = "panel";
-  panel.dataset.metric = metric.name;
   const header = document.createElement("header");
-  const heading = document.createElement("h3");
-  heading.textContent = title(metric);
-  const unit = document.createElement("span");
-  unit.className = "unit";
-  unit.textContent = metric.unit;
-  header.append(heading, unit);
-  const description = document.createElement("p");
-  description.className = "description";
-  description.textContent = metric.description;
+  const h3 = document.createElement("h3");
+  h3.textContent = heading;
+  const unitText = document.createElement("span");
+  unitText.className = "unit";
+  unitText.textContent = unit;
+  header.append(h3, unitText);
+  const about = document.createElement("p");
+  about.className = "description";
+  about.textContent = description;
   const plot = document.createElement("div");
   plot.className = "plot";
   const status = document.createElement("p");
   status.className = "status";
-  panel.append(header, description, plot, status);
+  panel.append(header, about, plot, status);
+  return panel;
+}
+
+export function panelElement(metric) {
+  const panel = panelFrame(title(metric), metric.unit, metric.description);
+  panel.dataset.metric = metric.name;
+  if (isQuantile(metric)) panel.querySelector(".unit").before(quantilePicker(metric));
   return panel;
 }
 
@@ -36,7 +49,7 @@ export async function loadChart(metric, state, anchor, generation) {
   const [plotBox, status] = [panel.querySelector(".plot"), panel.querySelector(".status")];
   const previous = dashboard.charts[metric.name];
   if (previous && previous.plot) previous.plot.destroy();
-  const record = { metric: metric.name, query: null, ts: [], series: [], plot: null };
+  const record = { metric: metric.name, query: null, q: null, ts: [], series: [], plot: null };
   dashboard.charts[metric.name] = record;
   panel.classList.remove("failed");
 
@@ -52,12 +65,13 @@ export async function loadChart(metric, state, anchor, generation) {
     ...chartRange(state, anchor),
     ...state.filters,
     ...(split ? { group_by: split, limit: String(GROUP_LIMIT) } : {}),
+    ...(isQuantile(metric) ? quantileParams(metric) : {}),
   };
   let body;
   try {
     body = await api(metricPath(metric.name), record.query);
   } catch (error) {
-    if (superseded(generation)) return;
+    if (superseded(generation) || dashboard.charts[metric.name] !== record) return;
     if (error.code === "unsupported_timezone") throw error; // the view falls back to UTC: see render()
     record.error = error.code;
     panel.classList.add("failed");
@@ -65,8 +79,10 @@ export async function loadChart(metric, state, anchor, generation) {
     if (error.status === 401 || error.status === 503) throw error;
     return;
   }
-  if (superseded(generation)) return;
+  // A later view, or a later q pick for this chart, draws instead.
+  if (superseded(generation) || dashboard.charts[metric.name] !== record) return;
   record.asOf = body.as_of;
+  record.q = isNumber(body.q) ? body.q : null;
   record.series = body.series.map((s) => ({
     label: seriesLabel(s, split),
     labels: s.labels,
@@ -81,10 +97,34 @@ export async function loadChart(metric, state, anchor, generation) {
   }
   plotBox.replaceChildren();
   record.plot = drawChart(metric, record, state, plotBox);
-  status.textContent = statusLine(record) + (state.groupBy && !split ? ` · not split by ${state.groupBy}` : "");
+  const percentile = record.q === null ? "" : `${percentileLabel(record.q)} of each bucket · `;
+  status.textContent =
+    percentile + statusLine(record) + (state.groupBy && !split ? ` · not split by ${state.groupBy}` : "");
 }
 
-function showMessage(plotBox, status, text, record) {
+// dashboard.ready is false while picks are being drawn, if the view itself was drawn when they began.
+let redrawing = 0;
+let readyBefore = false;
+
+// One chart asked for again in the view drawn (a new q picked): the rest of the page stays as it is.
+export async function redrawChart(name) {
+  const metric = dashboard.catalogue.find((m) => m.name === name);
+  const panel = document.querySelector(`.panel[data-metric="${CSS.escape(name)}"]`);
+  const generation = dashboard.generation;
+  if (redrawing++ === 0) readyBefore = dashboard.ready;
+  dashboard.ready = false;
+  panel.classList.add("loading");
+  try {
+    await loadChart(metric, dashboard.state, anchorOf(dashboard.health), generation);
+  } catch (error) {
+    if (!superseded(generation)) showProblem(error);
+  } finally {
+    panel.classList.remove("loading");
+    if (--redrawing === 0 && readyBefore && !superseded(generation)) dashboard.ready = true;
+  }
+}
+
+export function showMessage(plotBox, status, text, record) {
   const message = document.createElement("p");
   message.className = "message";
   message.textContent = text;

@@ -18,6 +18,8 @@ export const dashboard = {
   headline: [], // metric names of the cards, in order: the spec's, from GET /v1/metrics
   cards: {},
   charts: {},
+  retention: null, // the retention panel's query and the API's cohorts (retention.js)
+  funnel: null, // the funnel panel's query and the day it shows (funnel.js)
   problems: [],
   zoneNotice: "", // why the zone asked for is not shown; kept until the view changes
 };
