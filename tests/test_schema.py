@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import datasketches
 import pytest
 import redis
 import schemathesis
@@ -37,11 +38,31 @@ def published(redis_server: str) -> Iterator[None]:
     for i in range(48):
         hour = datetime(2026, 11, 20, tzinfo=UTC) + timedelta(hours=i)
         values = {"events": {"_": float(i), "country=US": float(i)}, "revenue": {"_": 2.5 * i}}
-        builds.append(HourBuild(hour, build_id(values, {}), values, {}, {}))
+        values["max_order"] = {"_": float(i), "country=US": float(i)}
+        sketches, estimates = _sketches(i)
+        values.update(estimates)
+        builds.append(HourBuild(hour, build_id(values, sketches), values, sketches, {}))
     publish_builds(client, LAYOUT, builds, PublishOptions(superseded_ttl=60), spec=SPEC)
     yield
     delete_prefix(client, LAYOUT)
     client.close()
+
+
+def _sketches(i: int) -> tuple[dict[str, dict[str, bytes]], dict[str, dict[str, float]]]:
+    """Real theta sketches for the funnel and retention metrics, a KLL sketch for the quantile; their values."""
+    sketches: dict[str, dict[str, bytes]] = {}
+    values: dict[str, dict[str, float]] = {}
+    for offset, metric in enumerate(("new_users", "returning_users", "viewers", "carters", "buyers")):
+        theta = datasketches.update_theta_sketch(12)
+        for user in range(i * 3, i * 3 + 40 - 6 * offset):
+            theta.update(f"u{user}")
+        sketches[metric] = {"_": theta.compact().serialize(), "country=US": theta.compact().serialize()}
+        values[metric] = dict.fromkeys(sketches[metric], theta.get_estimate())
+    kll = datasketches.kll_doubles_sketch(200)
+    for value in range(i + 1):
+        kll.update(float(value))
+    sketches["order_value_p95"], values["order_value_p95"] = {"_": kll.serialize()}, {"_": float(kll.n)}
+    return sketches, values
 
 
 # Every check but positive_data_acceptance: the schema cannot say that a date must

@@ -78,6 +78,10 @@ def test_the_api_reads_as_a_user_that_cannot_write(acl_urls, layout, redis_serve
             == 200
         )
         assert api.get("/v1/runs", params={"start": "2026-11-20T10:00Z", "end": "2026-11-20T11:00Z"}).status_code == 200
+        day = {"grain": "day", "start": "2026-11-20", "end": "2026-11-21"}
+        retention = {"cohort": "new_users", "returning": "returning_users", "periods": "1", **day}
+        assert api.get("/v1/retention", params=retention).status_code == 200
+        assert api.get("/v1/funnel", params={"steps": "viewers,carters,buyers", **day}).status_code == 200
         assert api.get("/health").json()["redis"] == "ok"
         # ... and the API's own connection cannot change or enumerate anything.
         connection: redis.Redis = api.app_state["redis"]

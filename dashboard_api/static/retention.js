@@ -150,7 +150,7 @@ function legend() {
   keys.className = "heat-legend";
   for (const [swatch, text] of [
     ["scale", "0% to 100% of the cohort"],
-    ["incomplete", "incomplete"],
+    ["incomplete", "incomplete (*)"],
     ["none", "not computed yet"],
   ]) {
     const key = document.createElement("span");
