@@ -43,6 +43,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import combinations
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import datasketches
@@ -79,6 +80,7 @@ DAYS = 100
 END = datetime(2026, 11, 30, tzinfo=UTC)  # a Monday: the retention table's end
 RETENTION_WEEKS, RETENTION_PERIODS, SERIES_DAYS = 13, 12, 30
 REQUESTS = 200
+CPU_REQUESTS = 50  # per case, after the timed rounds: the server's CPU time per answer
 TARGETS_MS = {"retention_13x12": 50.0, "funnel_3_steps_30_days": 50.0, "p95_30_days": 20.0}
 
 
@@ -225,15 +227,36 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def time_requests(client: httpx.Client, url: str, count: int) -> list[float]:
-    client.get(url).raise_for_status()  # warm up
-    samples = []
-    for _ in range(count):
-        started = time.perf_counter()
-        response = client.get(url)
-        samples.append((time.perf_counter() - started) * 1000)
-        response.raise_for_status()
+def time_interleaved(client: httpx.Client, paths: Mapping[str, str], rounds: int) -> dict[str, list[float]]:
+    """Milliseconds of each request, one at a time, the cases taking turns.
+
+    Taking turns spreads whatever else the (shared) machine is doing evenly over the
+    cases, so their ratios compare like with like.
+    """
+    for path in paths.values():
+        client.get(path).raise_for_status()  # warm up
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, path in paths.items():
+            started = time.perf_counter()
+            response = client.get(path)
+            samples[name].append((time.perf_counter() - started) * 1000)
+            response.raise_for_status()
     return samples
+
+
+def server_cpu_ms(client: httpx.Client, pid: int, path: str, count: int) -> float:
+    """The server process's CPU time (user + system) per request: what the answer costs, waits excluded."""
+    before = _cpu_seconds(pid)
+    for _ in range(count):
+        client.get(path).raise_for_status()
+    return (_cpu_seconds(pid) - before) / count * 1000
+
+
+def _cpu_seconds(pid: int) -> float:
+    # /proc/<pid>/stat: utime and stime are fields 14 and 15, after the parenthesised command name.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def request_paths(end: datetime) -> dict[str, str]:
@@ -291,15 +314,20 @@ def measure(client: redis.Redis, redis_url: str, layout: KeyLayout) -> dict[str,
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             paths = request_paths(END)
             answers = check_answers(http, paths)
-            results: dict[str, Any] = {}
-            for name, path in paths.items():
-                samples = time_requests(http, path, REQUESTS)
-                results[name] = {
+            load_before = os.getloadavg()[0]
+            samples = time_interleaved(http, paths, REQUESTS)
+            results: dict[str, Any] = {
+                name: {
                     "path": path,
-                    "p50_ms": round(statistics.median(samples), 2),
-                    "p99_ms": round(percentile(samples, 99), 2),
-                    "requests": len(samples),
+                    "p50_ms": round(statistics.median(samples[name]), 2),
+                    "p99_ms": round(percentile(samples[name], 99), 2),
+                    "requests": len(samples[name]),
+                    "server_cpu_ms_per_request": round(server_cpu_ms(http, server.pid, path, CPU_REQUESTS), 2),
                 }
+                for name, path in paths.items()
+            }
+            # The machine's 1-minute load while timing: on a shared machine, p99 follows it.
+            results["load_average"] = {"before": load_before, "after": os.getloadavg()[0], "cores": os.cpu_count()}
     finally:
         stop(server)
     for name, target in TARGETS_MS.items():
@@ -320,11 +348,14 @@ def measure(client: redis.Redis, redis_url: str, layout: KeyLayout) -> dict[str,
 
 
 def print_results(results: Mapping[str, Any]) -> None:
-    print(f"{'case':<26}{'p50 ms':>10}{'p99 ms':>10}{'target':>10}")
+    print(f"{'case':<26}{'p50 ms':>10}{'p99 ms':>10}{'cpu ms':>10}{'target':>10}")
     for name in request_paths(END):
         row = results[name]
         target = f"{row['target_p99_ms']:g}" if "target_p99_ms" in row else "-"
-        print(f"{name:<26}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}{target:>10}")
+        cpu = row["server_cpu_ms_per_request"]
+        print(f"{name:<26}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}{cpu:>10.1f}{target:>10}")
+    load = results["load_average"]
+    print(f"load average {load['before']:.1f} -> {load['after']:.1f} on {load['cores']} cores")
 
 
 def p10_sketch_latency(b: Bench) -> Figure:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,29 +43,43 @@ def build_id(
     values: dict[str, dict[str, float]],
     sketches: dict[str, dict[str, bytes]],
     definitions: Mapping[str, str] | None = None,
+    *,
+    order_dependent: Collection[str] = (),
+    input_fingerprint: str | None = None,
 ) -> str:
     """A content hash of an hour's published data and the metric definitions it was computed under.
 
     Not of its statistics: a rerun of the same input is the same build. A changed
     definition is a new build even where its numbers happen to be the same.
+    Sketch metrics (``order_dependent``) are identified by the input they were computed
+    from instead, when it is known: a sketch's bytes, and even an HLL estimate (its
+    HIP estimator), depend on the order its rows arrived in, and KLL compaction flips
+    coins, so a rerun of the same input in another batch of hours gives other bytes
+    and estimates a hair apart for the same data, and must still be the same build.
     """
     digest = hashlib.sha256()
     for metric, fingerprint in sorted((definitions or {}).items()):
         digest.update(f"d|{metric}|{fingerprint}\n".encode())
+    by_input = set(order_dependent) if input_fingerprint is not None else set()
     for metric in sorted(values):
         for slice_text in sorted(values[metric]):
-            digest.update(f"v|{metric}|{slice_text}|{values[metric][slice_text]!r}\n".encode())
+            number = f"input:{input_fingerprint}" if metric in by_input else repr(values[metric][slice_text])
+            digest.update(f"v|{metric}|{slice_text}|{number}\n".encode())
     for metric in sorted(sketches):
         for slice_text in sorted(sketches[metric]):
             digest.update(f"s|{metric}|{slice_text}|".encode())
-            digest.update(sketches[metric][slice_text])
+            digest.update(f"input:{input_fingerprint}".encode() if metric in by_input else sketches[metric][slice_text])
     return digest.hexdigest()[:16]
 
 
 def hour_build_from_rows(
-    hour: datetime, rows: Iterable[dict[str, Any]], dimensions: Sequence[str], stats: dict[str, Any]
+    hour: datetime,
+    rows: Iterable[dict[str, Any]],
+    dimensions: Sequence[str],
+    stats: dict[str, Any],
+    order_dependent: Collection[str] = (),
 ) -> HourBuild:
-    """Group rollup rows (metric, dimension columns, value, sketch) into a build."""
+    """Group rollup rows (metric, dimension columns, value, sketch) into a build (``order_dependent``: build_id)."""
     values: dict[str, dict[str, float]] = {}
     sketches: dict[str, dict[str, bytes]] = {}
     for row in rows:
@@ -75,13 +89,17 @@ def hour_build_from_rows(
         if row.get(SKETCH) is not None:
             sketches.setdefault(row[METRIC], {})[key] = bytes(row[SKETCH])
     definitions = stats.get("metric_fingerprints") or None
-    return HourBuild(hour, build_id(values, sketches, definitions), values, sketches, stats)
+    identity = build_id(
+        values, sketches, definitions, order_dependent=order_dependent, input_fingerprint=stats.get("input_fingerprint")
+    )
+    return HourBuild(hour, identity, values, sketches, stats)
 
 
 def read_hour_build(data_dir: Path, hour: datetime, spec: MetricSpec) -> HourBuild:
     """Read one hour's rollup and statistics from the durable store (NotComputedError if incomplete)."""
     rollup = read_hour_rollup(data_dir, hour)
-    return hour_build_from_rows(hour, rollup.rows, spec.dimensions, dict(rollup.stats))
+    sketched = [m.name for m in spec.stored if m.has_sketch]
+    return hour_build_from_rows(hour, rollup.rows, spec.dimensions, dict(rollup.stats), sketched)
 
 
 def build_definitions(build: HourBuild) -> dict[str, str]:

@@ -16,6 +16,7 @@ library reads, so what the job stores merges here without conversion.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -40,26 +41,40 @@ def combine_numbers(merge: Merge, numbers: Iterable[float]) -> float | None:
     return min(found) if merge is Merge.MIN else max(found)
 
 
+# A day aggregate of a quantile metric: not a KLL merge (its compaction flips coins, so the
+# same hours would give other bytes and other answers each rebuild) but the hours' pooled
+# items, resampled to this many equally weighted points per KLL k: deterministic, adding at
+# most 1 / (2 * 2k) rank error (0.125% at k 200) to the sketches' own, in 8 bytes a point.
+DISTRIBUTION_MAGIC = b"TQD1"
+POINTS_PER_K = 2
+
+
 @dataclass(frozen=True)
 class Distribution:
-    """What a KLL sketch (or several) says about its values: retained items, sorted, and their weights.
+    """What KLL sketches say about their values: retained items, sorted, and their cumulative weights.
 
-    A KLL merge compacts with random coin flips, so two merges of the same sketches
-    answer slightly differently. Readers instead pool the sketches' weighted items
-    (the sorted view a merge without compaction would have): the same answer every
-    time, and no error beyond the sketches' own.
+    Readers pool the sketches' weighted items (the sorted view a merge without
+    compaction would have) instead of merging KLL sketches, whose compaction is
+    random: the same answer every time, and no error beyond the sketches' own.
     """
 
     items: np.ndarray
     cumulative: np.ndarray  # running total of the weights, in item order
 
+    @property
+    def total(self) -> float:
+        """How many values the distribution stands for (a KLL sketch's n)."""
+        return float(self.cumulative[-1]) if len(self.cumulative) else 0.0
+
     @classmethod
     def of(cls, parts: Iterable[Distribution]) -> Distribution:
-        found = list(parts)
+        found = [p for p in parts if len(p.items)]
         if len(found) == 1:
             return found[0]
-        items = np.concatenate([p.items for p in found]) if found else np.empty(0)
-        weights = np.concatenate([np.diff(p.cumulative, prepend=0) for p in found]) if found else np.empty(0)
+        if not found:
+            return cls(np.empty(0), np.empty(0))
+        items = np.concatenate([p.items for p in found])
+        weights = np.concatenate([np.diff(p.cumulative, prepend=0.0) for p in found])
         order = np.argsort(items, kind="stable")
         return cls(items[order], np.cumsum(weights[order]))
 
@@ -76,17 +91,47 @@ class Distribution:
         index = int(np.searchsorted(self.cumulative, q * self.cumulative[-1], side="right"))
         return float(self.items[min(index, len(self.items) - 1)])
 
+    def resampled(self, points: int) -> Distribution:
+        """At most ``points`` equally weighted items: the quantiles at the midpoints of ``points`` equal ranks."""
+        if len(self.items) <= points:
+            return self
+        ranks = (np.arange(points) + 0.5) / points * self.total
+        chosen = self.items[np.minimum(np.searchsorted(self.cumulative, ranks, side="left"), len(self.items) - 1)]
+        return Distribution(chosen, np.arange(1, points + 1) * (self.total / points))
+
+    def image(self) -> bytes:
+        """``TQD1``, the item count, the total weight, whether the weights are equal, the items, the weights.
+
+        Little-endian; the weights are left out when equal (a resampled day): 8 bytes a point.
+        """
+        weights = np.diff(self.cumulative, prepend=0.0)
+        equal = bool(len(weights)) and bool(np.allclose(weights, weights[0], rtol=1e-12, atol=0.0))
+        head = DISTRIBUTION_MAGIC + struct.pack("<Id?", len(self.items), self.total, equal)
+        return head + self.items.astype("<f8").tobytes() + (b"" if equal else weights.astype("<f8").tobytes())
+
+    @classmethod
+    def from_image(cls, blob: bytes) -> Distribution:
+        count, total, equal = struct.unpack_from("<Id?", blob, len(DISTRIBUTION_MAGIC))
+        start = len(DISTRIBUTION_MAGIC) + struct.calcsize("<Id?")
+        items = np.frombuffer(blob, dtype="<f8", count=count, offset=start)
+        if equal:
+            return cls(items, np.arange(1, count + 1) * (total / count))
+        weights = np.frombuffer(blob, dtype="<f8", count=count, offset=start + 8 * count)
+        return cls(items, np.cumsum(weights))
+
 
 def decode(merge: Merge, blob: bytes) -> Any:
     """One serialized sketch of the merge's family, ready to combine (callers may cache it).
 
-    A KLL sketch is read as its :class:`Distribution`.
+    A KLL sketch (an hour, from Spark) or a day aggregate's image is read as its :class:`Distribution`.
     """
     if merge is Merge.HLL:
         return hll.decode(blob)
     if merge is Merge.THETA:
         return datasketches.compact_theta_sketch.deserialize(blob)
     if merge is Merge.KLL:
+        if blob.startswith(DISTRIBUTION_MAGIC):
+            return Distribution.from_image(blob)
         return Distribution.of_sketch(datasketches.kll_doubles_sketch.deserialize(blob))
     raise ValueError(f"a {merge.value} metric has no sketches")
 
@@ -100,33 +145,41 @@ def combine(metric: Metric, sketches: Iterable[Any], hll_lg_k: int) -> Any:
             union.update(sketch)
         return union
     if merge is Merge.THETA:
+        found = list(sketches)
+        if len(found) == 1:  # a stored sketch is a union result already: nothing to merge
+            return found[0]
         theta = datasketches.theta_union(metric.lg_nom_entries)
-        for sketch in sketches:
+        for sketch in found:
             theta.update(sketch)
-        return theta.get_result()
+        return theta.get_result(False)  # unordered: intersections and estimates need no order
     if merge is Merge.KLL:
         return Distribution.of(sketches)
     raise ValueError(f"{metric.name}: a {merge.value} metric has no sketches")
 
 
 def merge_blobs(metric: Metric, blobs: Iterable[bytes], hll_lg_k: int) -> Any:
-    """Serialized sketches merged into one sketch the publisher stores (a day aggregate), see :func:`image`.
+    """Serialized sketches merged into what the publisher stores as a day aggregate (see :func:`image`).
 
-    A KLL merge compacts at random, so a day aggregate rebuilt from the same hours
-    may differ in its bytes, never beyond the sketch's rank error.
+    The same blobs always give the same bytes: unions are deterministic, and a
+    quantile's day is its hours' pooled items resampled (:data:`POINTS_PER_K`).
     """
+    decoded = [decode(metric.merge, blob) for blob in blobs]
     if metric.merge is Merge.KLL:
-        kll = datasketches.kll_doubles_sketch(metric.kll_k)
-        for blob in blobs:
-            kll.merge(datasketches.kll_doubles_sketch.deserialize(blob))
-        return kll
-    return combine(metric, (decode(metric.merge, blob) for blob in blobs), hll_lg_k)
+        return Distribution.of(decoded).resampled(POINTS_PER_K * metric.kll_k)
+    if metric.merge is Merge.THETA:  # ordered, whatever the readers' unions do: the same bytes every rebuild
+        theta = datasketches.theta_union(metric.lg_nom_entries)
+        for sketch in decoded:
+            theta.update(sketch)
+        return theta.get_result(True)
+    return combine(metric, decoded, hll_lg_k)
 
 
 def image(metric: Metric, merged: Any) -> bytes:
     """What :func:`merge_blobs` returned, serialized as Tally stores it."""
     if metric.merge is Merge.HLL:
         return hll.union_image(merged)
+    if metric.merge is Merge.KLL:
+        return merged.image()
     return bytes(merged.serialize())
 
 
@@ -137,7 +190,7 @@ def summary_value(metric: Metric, combined: Any) -> float:
     stores it), so a quantile slice with nothing in it is 0, absent like a count's.
     """
     if metric.merge is Merge.KLL:
-        return float(combined.n)
+        return combined.total
     return float(combined.get_estimate())
 
 

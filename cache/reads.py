@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -162,7 +163,8 @@ def read_runs(client: redis.Redis, layout: KeyLayout, hours: Sequence[datetime])
     return runs
 
 
-def day_hours(day: date) -> list[datetime]:
-    """The 24 UTC hours of ``day``."""
+@lru_cache(maxsize=4096)
+def day_hours(day: date) -> tuple[datetime, ...]:
+    """The 24 UTC hours of ``day`` (cached: a long read asks for the same days many times)."""
     midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return [midnight + timedelta(hours=h) for h in range(24)]
+    return tuple(midnight + timedelta(hours=h) for h in range(24))

@@ -52,9 +52,9 @@ def retention_table(
     bounds: BoundsQuery = None,
 ) -> RetentionResponse | Response:
     query = parse_retention_query(spec, request.query_params.multi_items(), range_limits(settings))
-    plan = plan_retention(spec, query)
-    snapshot = read_or_cold(client, layout, plan)
     now = datetime.now(UTC)
+    plan = plan_retention(spec, query, now)
+    snapshot = read_or_cold(client, layout, plan)
     headers = caching_headers(request, snapshot.version, snapshot.as_of, now, settings.publish_lag_seconds)
     if not_modified(request.headers.get("if-none-match"), headers["ETag"]):
         return Response(status_code=304, headers=headers)

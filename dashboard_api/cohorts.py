@@ -68,10 +68,14 @@ class FunnelRequest:
         return bucket_bounds(self.start, self.end, self.grain, self.tz)
 
 
-def plan_retention(spec: MetricSpec, request: RetentionRequest) -> ReadPlan:
-    """Sketches of the cohort metric over the cohort buckets, and of the returning one over every period."""
+def plan_retention(spec: MetricSpec, request: RetentionRequest, now: datetime) -> ReadPlan:
+    """Sketches of the cohort metric over the cohort buckets, and of the returning one over every period.
+
+    Periods that start after ``now`` are not read: nothing can be published there yet
+    (:func:`retention` answers them null).
+    """
     cohorts = request.cohort_buckets
-    periods = {bucket for start, _ in cohorts for bucket in request.period_buckets(start)}
+    periods = {b for start, _ in cohorts for b in request.period_buckets(start) if b[0] < now} or {cohorts[0]}
     needed: dict[str, list[Span]] = {request.cohort.name: [Span(s, e) for s, e in cohorts]}
     needed.setdefault(request.returning.name, []).extend(Span(s, e) for s, e in sorted(periods))
     end = max(e for _, e in periods)
@@ -137,6 +141,8 @@ def retention(
                 "value": value,
                 "rate": _rate(value, size),
                 "complete": cohort_complete and evaluator.complete(request.returning, period_span, now),
+                "revised": evaluator.revised(request.cohort, cohort_span)
+                or evaluator.revised(request.returning, period_span),
             }
             if request.bounds:
                 entry.update(_bounds(common))
@@ -182,7 +188,8 @@ def funnel(
                 entry.update(_bounds(common if computed else None))
             steps.append(entry)
         complete = all(evaluator.complete(step, span, now) for step in request.steps)
-        buckets.append({"start": _ts(start, request.tz), "complete": complete, "steps": steps})
+        revised = any(evaluator.revised(step, span) for step in request.steps)
+        buckets.append({"start": _ts(start, request.tz), "complete": complete, "revised": revised, "steps": steps})
     return buckets
 
 

@@ -278,6 +278,9 @@ class RetentionPeriod(BaseModel):
     )
     rate: float | None = Field(description="value / the cohort's size, to 4 decimals; null when either is null or 0.")
     complete: bool = Field(description="Every hour of B and of B+k is computed and current (false if one is now).")
+    revised: bool = Field(
+        default=False, description="Some hour of B or B+k was published again with different data (as in series)."
+    )
     lower: float | None = Field(default=None, description="Only with bounds=true: about-95% lower bound of value.")
     upper: float | None = Field(default=None, description="Only with bounds=true: about-95% upper bound of value.")
 
@@ -317,6 +320,9 @@ class FunnelStep(BaseModel):
 class FunnelBucket(BaseModel):
     start: str
     complete: bool = Field(description="Every hour of the bucket is computed and current for every step.")
+    revised: bool = Field(
+        default=False, description="Some hour of the bucket was published again with different data (as in series)."
+    )
     steps: list[FunnelStep]
 
 

@@ -17,14 +17,18 @@ import redis
 import yaml
 from fastapi.testclient import TestClient
 
+from cache.freshness import mark_pending
 from cache.keys import KeyLayout
 from cache.options import PublishOptions
+from cache.publish import publish_hours
 from cache.rehydrate import rehydrate
+from cache.rollback import rollback_hour
+from cache.tiers import enforce_tiers
 from dashboard_api import create_app
 from tally.core.settings import DEFAULT_SPEC_PATH, Settings
 from tally.core.spec import load_spec
-from tests.conftest import TEST_PREFIX, delete_prefix
-from tests.support.rollups import write_synthetic_hour
+from tests.conftest import TEST_PREFIX, TEST_REDIS_URL, delete_prefix
+from tests.support.rollups import rollup_table, stats_table, synthetic_events, write_hour, write_synthetic_hour
 
 FIRST = datetime(2026, 10, 26, tzinfo=UTC)  # a Monday
 HOURS = [FIRST + timedelta(hours=i) for i in range(24 * 15)]
@@ -87,7 +91,7 @@ def test_retention_has_the_pinned_shape(api: TestClient) -> None:
     assert set(first) == {"start", "size", "complete", "periods"}
     assert first["start"] == "2026-10-26T00:00:00Z" and isinstance(first["size"], int)
     assert [p["offset"] for p in first["periods"]] == [0, 1, 2]
-    assert set(first["periods"][0]) == {"offset", "start", "value", "rate", "complete"}
+    assert set(first["periods"][0]) == {"offset", "start", "value", "rate", "complete", "revised"}
     assert first["periods"][1]["start"] == "2026-10-27T00:00:00Z"
     assert first["periods"][0]["rate"] == 1.0  # a cohort is all there at offset 0 (the same users signed up)
     # The last cohort's periods run past the data: not computed, null, incomplete.
@@ -102,7 +106,7 @@ def test_funnel_has_the_pinned_shape(api: TestClient) -> None:
     assert (body["steps"], body["grain"], body["tz"]) == (["viewers", "carters", "buyers"], "day", "UTC")
     assert len(body["buckets"]) == 4
     bucket = body["buckets"][0]
-    assert set(bucket) == {"start", "complete", "steps"} and bucket["complete"] is True
+    assert set(bucket) == {"start", "complete", "revised", "steps"} and bucket["complete"] is True
     assert [s["metric"] for s in bucket["steps"]] == ["viewers", "carters", "buyers"]
     assert set(bucket["steps"][0]) == {"metric", "value", "rate_from_previous", "rate_from_first"}
     first, second, third = bucket["steps"]
@@ -173,7 +177,7 @@ def test_a_bad_q_is_bad_quantile(api: TestClient, q: str) -> None:
             "cells",
         ),
         ("/v1/retention", {**RETENTION, "colour": "red"}, 400, "unknown_dimension", "colour"),
-        ("/v1/retention", {**RETENTION, "country": ""}, 400, "bad_parameter", "country"),
+        ("/v1/retention", {**RETENTION, "platform": ""}, 400, "bad_parameter", "platform"),
         ("/v1/retention", {**RETENTION, "tz": "Mars/Base"}, 400, "bad_timezone", "Mars"),
         ("/v1/retention", {**RETENTION, "tz": "Asia/Kolkata"}, 400, "unsupported_timezone", "Kolkata"),
         ("/v1/funnel", {**FUNNEL, "steps": "viewers"}, 400, "bad_parameter", "2 to 8"),
@@ -199,15 +203,17 @@ def test_hostile_parameters_get_4xx_json_errors(api, path, params, status, code,
 
 
 def test_a_filter_on_a_dimension_every_metric_stores_is_answered(api: TestClient) -> None:
-    us = api.get("/v1/funnel", params={**FUNNEL, "country": "US"}).json()
+    us = api.get("/v1/funnel", params={**FUNNEL, "platform": "web"}).json()
     everyone = api.get("/v1/funnel", params=FUNNEL).json()
     assert all(
         a["steps"][0]["value"] <= b["steps"][0]["value"]
         for a, b in zip(us["buckets"], everyone["buckets"], strict=True)
     )
-    # The theta metrics store [country] and [platform], not both together: that pair is not stored.
-    status, code, _ = error(api, "/v1/funnel", {**FUNNEL, "country": "US", "platform": "web"})
+    # The quantile stores [country] and [platform], not both together: that pair is not stored.
+    status, code, _ = error(api, "/v1/metrics/order_value_p95", {**DAY, "country": "US", "platform": "web"})
     assert (status, code) == (400, "slice_not_stored")
+    status, code, _ = error(api, "/v1/funnel", {**FUNNEL, "country": "US"})  # not a dimension of the steps
+    assert (status, code) == (400, "unknown_dimension")
 
 
 def test_etags_and_the_response_cache_cover_the_new_endpoints(api: TestClient) -> None:
@@ -228,3 +234,78 @@ def test_the_catalogue_and_openapi_describe_the_new_endpoints(api: TestClient) -
     assert {"q", "bounds"} <= series
     schemas = document["components"]["schemas"]
     assert {"RetentionResponse", "FunnelResponse", "Cohort", "RetentionPeriod", "FunnelStep"} <= schemas.keys()
+
+
+# --- the publishing paths: revisions, rollback, pending marks, the day tier ---------------------
+
+
+@pytest.fixture
+def fresh(tmp_path: Path, redis_client: redis.Redis, layout: KeyLayout) -> Iterator[tuple[TestClient, Path]]:
+    """Two days of the default spec's rollups, published under the test's own prefix."""
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    for index, hour in enumerate(HOURS[:48]):
+        write_synthetic_hour(tmp_path, hour, spec, seed=index)
+    rehydrate(redis_client, layout, tmp_path, spec, PublishOptions(superseded_ttl=60))
+    settings = Settings(redis_url=TEST_REDIS_URL, redis_prefix=layout.prefix, data_dir=tmp_path)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client, tmp_path
+
+
+TWO_DAYS = {"grain": "day", "start": "2026-10-26", "end": "2026-10-28"}
+
+
+def _answers(api: TestClient) -> dict[str, Any]:
+    retention = {"cohort": "new_users", "returning": "returning_users", "periods": "1", **TWO_DAYS}
+    return {
+        "funnel": api.get("/v1/funnel", params={"steps": "viewers,carters,buyers", **TWO_DAYS}).json()["buckets"],
+        "retention": api.get("/v1/retention", params=retention).json()["cohorts"],
+        "p95": api.get("/v1/metrics/order_value_p95", params=TWO_DAYS).json()["series"],
+        "max": api.get("/v1/metrics/max_order", params=TWO_DAYS).json()["series"],
+    }
+
+
+def test_a_revision_and_its_rollback_reach_every_new_endpoint(fresh, redis_client, layout) -> None:
+    api, data_dir = fresh
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    before = _answers(api)
+    assert not before["funnel"][1]["revised"] and not before["retention"][0]["periods"][1]["revised"]
+    late = HOURS[30]  # 2026-10-27T06Z: the second day
+    # Late data: new users, larger orders.
+    events = [{**e, "user_id": f"late{i}", "amount": e["amount"] * 10} for i, e in enumerate(synthetic_events(9, 400))]
+    write_hour(
+        data_dir, late, rollup_table(spec, events), stats_table(spec, 400, "fp-late", datetime(2026, 11, 1, tzinfo=UTC))
+    )
+    publish_hours(redis_client, layout, data_dir, spec, [late], PublishOptions(superseded_ttl=60))
+    revised = _answers(api)
+    assert revised["funnel"][1]["revised"] and not revised["funnel"][0]["revised"]
+    assert revised["funnel"][1]["steps"] != before["funnel"][1]["steps"]
+    assert revised["retention"][0]["periods"][1]["revised"] and not revised["retention"][0]["periods"][0]["revised"]
+    assert revised["p95"][0]["points"][1]["revised"] and revised["max"][0]["points"][1]["revised"]
+    rollback_hour(redis_client, layout, late, spec=spec)
+    back = _answers(api)
+    assert back["funnel"][1]["steps"] == before["funnel"][1]["steps"]
+    assert back["retention"][0]["periods"][1]["value"] == before["retention"][0]["periods"][1]["value"]
+    assert back["p95"][0]["points"][1]["value"] == before["p95"][0]["points"][1]["value"]
+    assert back["funnel"][1]["revised"]  # what was served changed twice
+
+
+def test_a_pending_hour_makes_its_buckets_incomplete(fresh, redis_client, layout) -> None:
+    api, _ = fresh
+    mark_pending(redis_client, layout, HOURS[:48], {HOURS[5]: "input_changed"})
+    answers = _answers(api)
+    assert not answers["funnel"][0]["complete"] and answers["funnel"][1]["complete"]
+    assert not answers["retention"][0]["complete"] and not answers["retention"][0]["periods"][0]["complete"]
+    assert not answers["p95"][0]["points"][0]["complete"]
+
+
+def test_the_day_tier_answers_the_new_kinds_as_the_hours_did(fresh, redis_client, layout) -> None:
+    api, _ = fresh
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    before = _answers(api)
+    now = FIRST + timedelta(days=5)
+    report = enforce_tiers(
+        redis_client, layout, spec, hour_retention_days=1, day_retention_days=0, superseded_ttl=60, now=now
+    )
+    assert report.moved_days  # both days left the hour tier: only their day aggregates are kept
+    after = _answers(api)
+    assert after == before

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tally.core.settings import DEFAULT_SPEC_PATH
-from tally.core.spec import Kind, SpecError, load_spec, parse_spec
+from tally.core.spec import Kind, Merge, SpecError, load_spec, parse_spec
 from tests.support.default_spec import DEFAULT_NAMES
 
 
@@ -79,6 +79,21 @@ def _mutate(metric: str, **changes) -> dict:
         ),
         (_mutate("stickiness", max_window_days=7), "metric 'stickiness': field 'max_window_days': must be 0"),
         (_mutate("revenue", max_window_days=120), "metric 'revenue': field 'max_window_days'"),
+        # The sketch-native kinds (issue 16).
+        (_mutate("order_value_p95", q=1), "metric 'order_value_p95': field 'q': must be a number strictly between"),
+        (_mutate("order_value_p95", q=0), "metric 'order_value_p95': field 'q'"),
+        (_mutate("order_value_p95", q="high"), "metric 'order_value_p95': field 'q'"),
+        (_mutate("order_value_p95", q=True), "metric 'order_value_p95': field 'q'"),
+        (_mutate("order_value_p95", kll_k=4), "metric 'order_value_p95': field 'kll_k': must be an integer from 8"),
+        (_mutate("order_value_p95", field=None), "metric 'order_value_p95': field 'field': required for kind quantile"),
+        (_mutate("order_value_p95", field="country"), "field 'field': a quantile needs a numeric field"),
+        (_mutate("max_order", field="user_id"), "metric 'max_order': field 'field': a max needs a numeric field"),
+        (_mutate("max_order", q=0.5), "metric 'max_order': field 'q': only for kind quantile"),
+        (_mutate("revenue", sketch="theta"), "metric 'revenue': field 'sketch': only for kind count_distinct"),
+        (_mutate("active_users", sketch="cpc"), "metric 'active_users': field 'sketch': must be one of hll, theta"),
+        (_mutate("active_users", lg_nom_entries=10), "field 'lg_nom_entries': only with sketch: theta"),
+        (_mutate("new_users", lg_nom_entries=30), "metric 'new_users': field 'lg_nom_entries': must be an integer"),
+        (_mutate("orders", kll_k=200), "metric 'orders': field 'kll_k': only for kind quantile"),
     ],
 )
 def test_invalid_spec_names_metric_and_field(document, expected):
@@ -86,6 +101,36 @@ def test_invalid_spec_names_metric_and_field(document, expected):
         parse_spec(document, source="metrics.yaml")
     assert expected in str(info.value)
     assert str(info.value).startswith("metrics.yaml")
+
+
+def test_the_new_kinds_parse_with_their_defaults_and_fingerprints_of_their_own():
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    p95, top, new = spec.get("order_value_p95"), spec.get("max_order"), spec.get("new_users")
+    assert (p95.kind, p95.q, p95.kll_k, p95.merge) == (Kind.QUANTILE, 0.95, 200, Merge.KLL)
+    assert (top.kind, top.merge, top.has_sketch) == (Kind.MAX, Merge.MAX, False)
+    assert (new.sketch, new.lg_nom_entries, new.merge, new.is_theta) == ("theta", 12, Merge.THETA, True)
+    assert spec.get("active_users").merge is Merge.HLL
+    # What decides the stored numbers changes the fingerprint; the default q does not.
+    base = parse_spec(default_document()).fingerprints
+    assert parse_spec(_mutate("order_value_p95", kll_k=400)).fingerprints["order_value_p95"] != base["order_value_p95"]
+    assert parse_spec(_mutate("order_value_p95", q=0.5)).fingerprints["order_value_p95"] == base["order_value_p95"]
+    assert parse_spec(_mutate("new_users", lg_nom_entries=14)).fingerprints["new_users"] != base["new_users"]
+    hll_twin = parse_spec(_mutate("new_users", sketch=None)).fingerprints["new_users"]
+    assert hll_twin != base["new_users"]  # another sketch is another definition
+    # Ratios may take the new kinds as parts.
+    document = default_document()
+    document["metrics"].append(
+        {
+            "name": "peak_to_p95",
+            "description": "x",
+            "unit": "x",
+            "kind": "ratio",
+            "numerator": "max_order",
+            "denominator": "order_value_p95",
+            "dimensions": ["country"],
+        }
+    )
+    assert parse_spec(document).get("peak_to_p95").is_ratio
 
 
 def test_ratio_needs_its_dimensions_on_both_parts():

@@ -21,7 +21,7 @@ from jobs.transform import (
     with_invalid_reason,
 )
 from tally.core.settings import DEFAULT_SPEC_PATH
-from tally.core.spec import load_spec
+from tally.core.spec import Kind, load_spec
 
 H10 = datetime(2026, 11, 27, 10, tzinfo=UTC)
 H11 = datetime(2026, 11, 27, 11, tzinfo=UTC)
@@ -146,11 +146,43 @@ def test_distinct_sketches_are_mergeable_hll(spark):
     assert round(sketch.get_estimate()) == 37 == total.value
 
 
+def test_extremes_quantiles_and_theta_sketches(spark):
+    rows = [
+        ("p1", t(1), "u1", "s1", "purchase", 10.0, "US", "web", H10),
+        ("p2", t(2), "u2", "s1", "purchase", 5.5, "US", "web", H10),
+        ("p3", t(3), "u3", "s2", "purchase", 2.0, "DE", "ios", H10),
+        ("p4", t(4), "u4", "s3", "purchase", 0.0, "FR", "web", H10),
+        ("g1", t(5), "u5", "s4", "signup", None, "DE", "android", H10),
+        ("g2", t(6), "u1", "s4", "signup", None, "US", "web", H10),
+    ]
+    out = rollup_rows(spark, rows, [H10])
+    assert value(out, "max_order") == 10.0 and value(out, "max_order", country="DE") == 2.0
+    assert value(out, "max_order", country="FR") == 0.0  # a zero is a value here, not "absent"
+    assert value(out, "max_order", country="unknown") is None
+    # A quantile's value is its sketch's count; the sketch holds the amounts.
+    total = next(r for r in out if r.metric == "order_value_p95" and r.country is None and r.platform is None)
+    kll = datasketches.kll_doubles_sketch.deserialize(bytes(total.sketch))
+    assert total.value == kll.n == 4 and (kll.get_min_value(), kll.get_max_value()) == (0.0, 10.0)
+    assert kll.get_quantile(0.5) == 5.5
+    us = next(r for r in out if r.metric == "order_value_p95" and r.country == "US" and r.platform is None)
+    assert datasketches.kll_doubles_sketch.deserialize(bytes(us.sketch)).n == 2
+    # Theta sketches of the declared slices: ids intersect across metrics.
+    signups = next(r for r in out if r.metric == "new_users" and r.country is None and r.platform is None)
+    buyers = next(r for r in out if r.metric == "buyers" and r.country is None and r.platform is None)
+    both = datasketches.theta_intersection()
+    for row in (signups, buyers):
+        both.update(datasketches.compact_theta_sketch.deserialize(bytes(row.sketch)))
+    assert (signups.value, buyers.value, both.get_result().get_estimate()) == (2, 4, 1)  # u1 signed up and bought
+    assert value(out, "new_users", country="DE", platform="android") is None  # not a declared slice
+
+
 def test_quiet_hour_gets_zero_totals(spark):
     rows = [("e1", t(1), "u1", "s1", "page_view", None, "US", "web", H10)]
     out = rollup_rows(spark, rows, [H10, H11])
     quiet = [r for r in out if r.hour == "11"]
-    assert sorted(r.metric for r in quiet) == sorted(m.name for m in SPEC.stored)
+    # Every metric has its total, but a max: there is no largest order of none (absent: null).
+    extremes = {m.name for m in SPEC.stored if m.kind in (Kind.MIN, Kind.MAX)}
+    assert extremes and sorted(r.metric for r in quiet) == sorted(m.name for m in SPEC.stored if m.name not in extremes)
     assert all(r.value == 0 and r.country is None and r.platform is None and r.event_type is None for r in quiet)
     assert value(out, "events") == 1
 

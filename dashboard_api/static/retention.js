@@ -26,10 +26,11 @@ const SHAPES = {
   "90d": { range: "90d", grain: "week", periods: 8 },
 };
 
+const FULL_START = { dateStyle: "full", timeStyle: "short" };
 const GRAIN_WORDS = { day: ["Day", "daily"], week: ["Week", "weekly"] };
 const COHORT_LABEL = {
   day: { weekday: "short", month: "short", day: "numeric" },
-  week: { month: "short", day: "numeric", year: "numeric" },
+  week: { month: "short", day: "numeric" },
 };
 
 export function retentionMetrics(catalogue) {
@@ -103,24 +104,27 @@ function heatmap(body, state, unit) {
   const head = document.createElement("tr");
   head.append(cell("th", "Cohort"), cell("th", unit.charAt(0).toUpperCase() + unit.slice(1)));
   for (const k of offsets) head.append(cell("th", `${GRAIN_WORDS[body.grain][0]} ${k}`));
-  const rows = body.cohorts.map((cohort) => {
-    const row = document.createElement("tr");
-    row.dataset.start = cohort.start;
-    const label = formatter(state.tz, COHORT_LABEL[body.grain]).format(new Date(cohort.start));
-    const size = cell("td", formatValue(cohort.size, ""));
-    size.className = "size";
-    size.dataset.size = isNumber(cohort.size) ? String(cohort.size) : "";
-    if (isNumber(cohort.size) && !cohort.complete) markIncomplete(size, "This cohort's period is not complete.");
-    row.append(cell("th", body.grain === "week" ? `Week of ${label}` : label), size);
-    row.append(...cohort.periods.map(rateCell));
-    return row;
-  });
   const thead = document.createElement("thead");
   thead.append(head);
   const tbody = document.createElement("tbody");
-  tbody.append(...rows);
+  tbody.append(...body.cohorts.map((cohort) => cohortRow(cohort, body.grain, state.tz)));
   table.append(thead, tbody);
   return table;
+}
+
+// The cohort's start and size, then one cell per offset.
+function cohortRow(cohort, grain, tz) {
+  const row = document.createElement("tr");
+  row.dataset.start = cohort.start;
+  const label = formatter(tz, COHORT_LABEL[grain]).format(new Date(cohort.start));
+  const name = cell("th", grain === "week" ? `Week of ${label}` : label);
+  name.title = `Starts ${formatter(tz, FULL_START).format(new Date(cohort.start))}`;
+  const size = cell("td", formatValue(cohort.size, ""));
+  size.className = "size";
+  size.dataset.size = isNumber(cohort.size) ? String(cohort.size) : "";
+  if (isNumber(cohort.size) && !cohort.complete) markIncomplete(size, "This cohort's period is not complete.");
+  row.append(name, size, ...cohort.periods.map(rateCell));
+  return row;
 }
 
 function rateCell(period) {

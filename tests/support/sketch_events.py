@@ -28,10 +28,7 @@ RETURN_HALF_LIFE_HOURS = 60.0  # how fast a member stops coming back
 def member_events(seed: int, hours: int, population: int) -> list[list[dict[str, Any]]]:
     """Each hour's events, oldest hour first: members join at any hour, then return less and less."""
     rng = random.Random(seed)
-    members = [
-        (f"m{i}", rng.randrange(hours), rng.choice(COUNTRIES), rng.choice(PLATFORMS))
-        for i in range(population)
-    ]
+    members = [(f"m{i}", rng.randrange(hours), rng.choice(COUNTRIES), rng.choice(PLATFORMS)) for i in range(population)]
     by_hour: list[list[dict[str, Any]]] = []
     for hour in range(hours):
         rows: list[dict[str, Any]] = []
@@ -55,11 +52,11 @@ def member_events(seed: int, hours: int, population: int) -> list[list[dict[str,
     return by_hour
 
 
-def write_member_hours(data_dir: Path, spec: MetricSpec, hours: Sequence[datetime], *, seed: int, population: int) -> int:
-    """The rollups (and statistics, which mark them complete) of every hour; returns the events written."""
-    total = 0
+def write_member_hours(
+    data_dir: Path, spec: MetricSpec, hours: Sequence[datetime], *, seed: int, population: int
+) -> None:
+    """The rollups of every hour, and their statistics (which mark them complete), as the job lays them out."""
     computed_at = datetime(2026, 1, 1, tzinfo=UTC)
     for index, (hour, rows) in enumerate(zip(hours, member_events(seed, len(hours), population), strict=True)):
-        write_hour(data_dir, hour, rollup_table(spec, rows), stats_table(spec, len(rows), f"fp{index:014d}", computed_at))
-        total += len(rows)
-    return total
+        stats = stats_table(spec, len(rows), f"fp{index:014d}", computed_at)
+        write_hour(data_dir, hour, rollup_table(spec, rows), stats)
