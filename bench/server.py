@@ -78,3 +78,15 @@ def write_results(name: str, results: dict) -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
+
+
+def staying_keys(client: redis.Redis, layout: KeyLayout) -> list[tuple[str, int]]:
+    """(key, bytes) of every key under the prefix that stays: MEMORY USAGE (exact), keys left expiring not counted."""
+    keys = list(client.scan_iter(match=layout.all_keys_pattern(), count=5000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.memory_usage(key, samples=0)
+        pipe.ttl(key)
+    replies = pipe.execute()
+    staying = zip(keys, replies[::2], replies[1::2], strict=True)
+    return [(key.decode(), size or 0) for key, size, ttl in staying if ttl < 0]

@@ -4,10 +4,10 @@ Publishes 100 days of realistic hourly builds of the default spec's sketch metri
 into Redis under a private prefix, the way the job stores them:
 
 - ``new_users``, ``returning_users``, ``viewers``, ``carters``, ``buyers``: compact
-  theta sketches (``lg_nom_entries`` from the spec) of the total and each
-  ``country=`` and ``platform=`` slice (their declared ``slices``); values = estimates;
+  theta sketches (``lg_nom_entries`` from the spec) of every slice the spec stores
+  for them; values = estimates;
 - ``order_value_p95``: KLL doubles sketches (``kll_k`` from the spec) of purchase
-  amounts for every combination of [country, platform]; values = the sketch's n;
+  amounts, every slice the spec stores; values = the sketch's n;
 - ``events``: exact counts over every combination of [event_type, country, platform],
   the peer a count metric's series is.
 
@@ -56,7 +56,7 @@ from cache.keys import KeyLayout, slice_id
 from cache.options import PublishOptions
 from cache.publish import publish_builds
 from tally.core.settings import DEFAULT_SPEC_PATH
-from tally.core.spec import MetricSpec, load_spec
+from tally.core.spec import Metric, MetricSpec, load_spec
 
 if TYPE_CHECKING:
     from bench.suite import Bench, Figure
@@ -130,14 +130,19 @@ class Traffic:
         return {"returning_users": active, "new_users": new, "viewers": viewers, "carters": carters, "buyers": buyers}
 
 
-def theta_sketches(users: Iterable[int], lg_k: int) -> dict[str, datasketches.update_theta_sketch]:
-    """Slice -> theta sketch of ``users``: the total and each country= and platform= slice."""
+def stored_slices(metric: Metric, labels: Mapping[str, str]) -> list[str]:
+    """The slice ids the spec stores for ``metric`` that a row with ``labels`` falls in (the total included)."""
+    return [slice_id({d: labels[d] for d in dims}) for dims in metric.slice_dimension_sets()]
+
+
+def theta_sketches(users: Iterable[int], metric: Metric) -> dict[str, datasketches.update_theta_sketch]:
+    """Slice -> theta sketch of ``users``, for every slice the spec stores for ``metric``."""
     sketches: dict[str, datasketches.update_theta_sketch] = {}
     for user in users:
         name, (country, platform) = user_name(user), user_cell(user)
-        for key in (slice_id({}), slice_id({"country": country}), slice_id({"platform": platform})):
+        for key in stored_slices(metric, {"country": country, "platform": platform}):
             if key not in sketches:
-                sketches[key] = datasketches.update_theta_sketch(lg_k)
+                sketches[key] = datasketches.update_theta_sketch(metric.lg_nom_entries)
             sketches[key].update(name)
     return sketches
 
@@ -150,14 +155,16 @@ def every_combination(labels: Mapping[str, str]) -> list[str]:
     ]
 
 
-def quantile_sketches(purchases: Iterable[tuple[int, float]], k: int) -> dict[str, datasketches.kll_doubles_sketch]:
-    """Slice -> KLL sketch of the purchase amounts, for every combination of [country, platform]."""
+def quantile_sketches(
+    purchases: Iterable[tuple[int, float]], metric: Metric
+) -> dict[str, datasketches.kll_doubles_sketch]:
+    """Slice -> KLL sketch of the purchase amounts, for every slice the spec stores for ``metric``."""
     sketches: dict[str, datasketches.kll_doubles_sketch] = {}
     for user, amount in purchases:
         country, platform = user_cell(user)
-        for key in every_combination({"country": country, "platform": platform}):
+        for key in stored_slices(metric, {"country": country, "platform": platform}):
             if key not in sketches:
-                sketches[key] = datasketches.kll_doubles_sketch(k)
+                sketches[key] = datasketches.kll_doubles_sketch(metric.kll_k)
             sketches[key].update(amount)
     return sketches
 
@@ -194,18 +201,17 @@ def build_of(hour: datetime, steps: Mapping[str, list[int]], rng: random.Random,
     values: dict[str, dict[str, float]] = {}
     blobs: dict[str, dict[str, bytes]] = {}
     for name in THETA_METRICS:
-        lg_k = spec_metric(spec, name).lg_nom_entries
-        compact = {key: s.compact() for key, s in theta_sketches(steps[name], lg_k).items()}
+        compact = {key: s.compact() for key, s in theta_sketches(steps[name], spec_metric(spec, name)).items()}
         values[name] = {key: float(round(s.get_estimate())) for key, s in compact.items()}
         blobs[name] = {key: bytes(s.serialize()) for key, s in compact.items()}
-    kll = quantile_sketches(purchases, spec_metric(spec, QUANTILE_METRIC).kll_k)
+    kll = quantile_sketches(purchases, spec_metric(spec, QUANTILE_METRIC))
     values[QUANTILE_METRIC] = {key: float(s.n) for key, s in kll.items()}
     blobs[QUANTILE_METRIC] = {key: bytes(s.serialize()) for key, s in kll.items()}
     values[COUNT_METRIC] = {key: float(n) for key, n in event_counts(steps, purchases, rng).items()}
     return HourBuild(hour, build_id(values, blobs), values, blobs, {})
 
 
-def spec_metric(spec: MetricSpec, name: str) -> Any:
+def spec_metric(spec: MetricSpec, name: str) -> Metric:
     metric = spec.get(name)
     if metric is None:
         raise LookupError(f"the spec has no metric {name!r}")

@@ -33,7 +33,7 @@ from typing import Any
 import redis
 
 from bench import peers
-from bench.server import ROOT, bench_redis, start_server, stop
+from bench.server import ROOT, bench_redis, start_server, staying_keys, stop
 from bench.sketch_latency import p10_sketch_latency
 from bench.wide_spec import p7b_wide_spec
 from cache.builds import read_hour_build
@@ -578,13 +578,7 @@ def _same_day_answers(b: Bench, flat: KeyLayout, tiered: KeyLayout) -> bool:
 
 def _memory_of(client: redis.Redis, layout: KeyLayout) -> int:
     """Bytes of the prefix's keys that stay (keys left expiring after a switch are not counted)."""
-    keys = list(client.scan_iter(match=layout.all_keys_pattern(), count=5000))
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.memory_usage(key, samples=0)
-        pipe.ttl(key)
-    replies = pipe.execute()
-    return sum(size or 0 for size, ttl in zip(replies[::2], replies[1::2], strict=True) if ttl < 0)
+    return sum(size for _, size in staying_keys(client, layout))
 
 
 def _bytes_by_family(client: redis.Redis, layout: KeyLayout, spec: MetricSpec) -> dict[str, int]:
@@ -595,18 +589,11 @@ def _bytes_by_family(client: redis.Redis, layout: KeyLayout, spec: MetricSpec) -
     :func:`_memory_of`.
     """
     families = {m.name: "exact" if m.merge in EXACT_MERGES else m.merge.value for m in spec.stored}
-    keys = list(client.scan_iter(match=layout.all_keys_pattern(), count=5000))
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.memory_usage(key, samples=0)
-        pipe.ttl(key)
-    replies = pipe.execute()
     found = dict.fromkeys(["hll", "theta", "kll", "exact", "unowned"], 0)
-    for key, size, ttl in zip(keys, replies[::2], replies[1::2], strict=True):
-        info = layout.classify(key.decode())
-        if ttl < 0 and info is not None:
-            family = families.get(info.metric or "", "unowned")
-            found[family] += size or 0
+    for key, size in staying_keys(client, layout):
+        info = layout.classify(key)
+        if info is not None:
+            found[families.get(info.metric or "", "unowned")] += size
     return found
 
 

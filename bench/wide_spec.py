@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 import redis
 import yaml
 
+from bench.server import staying_keys
 from cache.builds import read_hour_build
 from cache.keys import TIER_HOUR, KeyLayout
 from cache.options import PublishOptions
@@ -190,17 +191,11 @@ def compute(b: Bench, variant: Variant) -> tuple[float, dict[str, int]]:
 
 def tier_bytes(client: redis.Redis, layout: KeyLayout) -> dict[str, int]:
     """Bytes per tier of the prefix's keys that stay (MEMORY USAGE exact; keys left expiring not counted)."""
-    keys = list(client.scan_iter(match=layout.all_keys_pattern(), count=5000))
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.memory_usage(key, samples=0)
-        pipe.ttl(key)
-    replies = pipe.execute()
     found: dict[str, int] = {}
-    for key, size, ttl in zip(keys, replies[::2], replies[1::2], strict=True):
-        info = layout.classify(key.decode())
-        if ttl < 0 and info is not None:
-            found[info.tier] = found.get(info.tier, 0) + (size or 0)
+    for key, size in staying_keys(client, layout):
+        info = layout.classify(key)
+        if info is not None:
+            found[info.tier] = found.get(info.tier, 0) + size
     found["total"] = sum(found.values())
     return found
 

@@ -123,26 +123,35 @@ def retention(
             sketches[key] = evaluator.combined_sketch(metric, span, slices)
         return sketches[key]
 
+    # A period is read by up to periods + 1 cohorts: its flags are worked out once.
+    flags: dict[tuple[str, datetime], tuple[bool, bool]] = {}
+
+    def complete_and_revised(metric: Metric, span: Span) -> tuple[bool, bool]:
+        key = (metric.name, span.start)
+        if key not in flags:
+            flags[key] = (evaluator.complete(metric, span, now), evaluator.revised(metric, span))
+        return flags[key]
+
     cohorts = []
     for start, end in request.cohort_buckets:
         cohort_span = Span(start, end)
         cohort = sketch(request.cohort, cohort_span)
         size = None if cohort is None else round(merges.distinct_estimate(cohort))
-        cohort_complete = evaluator.complete(request.cohort, cohort_span, now)
+        cohort_complete, cohort_revised = complete_and_revised(request.cohort, cohort_span)
         periods = []
         for offset, (period_start, period_end) in enumerate(request.period_buckets(start)):
             period_span = Span(period_start, period_end)
             returning = sketch(request.returning, period_span) if period_start < now else None
             common = None if cohort is None or returning is None else merges.intersection([cohort, returning])
             value = None if common is None else round(merges.distinct_estimate(common))
+            period_complete, period_revised = complete_and_revised(request.returning, period_span)
             entry: dict[str, Any] = {
                 "offset": offset,
                 "start": _ts(period_start, request.tz),
                 "value": value,
                 "rate": _rate(value, size),
-                "complete": cohort_complete and evaluator.complete(request.returning, period_span, now),
-                "revised": evaluator.revised(request.cohort, cohort_span)
-                or evaluator.revised(request.returning, period_span),
+                "complete": cohort_complete and period_complete,
+                "revised": cohort_revised or period_revised,
             }
             if request.bounds:
                 entry.update(_bounds(common))

@@ -7,9 +7,8 @@
  * rate_from_previous. Nothing is computed here but the bars' widths.
  */
 
-import { api } from "./api.js";
 import { formatter, formatPercent, formatValue, isNumber, title } from "./format.js";
-import { panelFrame, showMessage } from "./panels.js";
+import { askForPanel, panelFrame, showMessage } from "./panels.js";
 import { chartRange } from "./ranges.js";
 import { dashboard, superseded, unsupportedFilter } from "./state.js";
 
@@ -56,19 +55,9 @@ export async function loadFunnel(steps, state, anchor, generation) {
     ...chartRange({ ...state, range, grain: "day" }, anchor),
     ...state.filters,
   };
-  let body;
-  try {
-    body = await api("v1/funnel", record.query);
-  } catch (error) {
-    if (superseded(generation)) return;
-    if (error.code === "unsupported_timezone") throw error; // the view falls back to UTC: see render()
-    record.error = error.code;
-    panel.classList.add("failed");
-    showMessage(box, status, error.message, record);
-    if (error.status === 401 || error.status === 503) throw error;
-    return;
-  }
-  if (superseded(generation)) return;
+  const stale = () => superseded(generation);
+  const body = await askForPanel("v1/funnel", record.query, { panel, box, status, record, stale });
+  if (!body || stale()) return;
   const bucket = shownBucket(body.buckets);
   if (!bucket) return showMessage(box, status, "No funnel data in this range yet.", record);
   record.bucket = bucket;

@@ -67,20 +67,10 @@ export async function loadChart(metric, state, anchor, generation) {
     ...(split ? { group_by: split, limit: String(GROUP_LIMIT) } : {}),
     ...(isQuantile(metric) ? quantileParams(metric) : {}),
   };
-  let body;
-  try {
-    body = await api(metricPath(metric.name), record.query);
-  } catch (error) {
-    if (superseded(generation) || dashboard.charts[metric.name] !== record) return;
-    if (error.code === "unsupported_timezone") throw error; // the view falls back to UTC: see render()
-    record.error = error.code;
-    panel.classList.add("failed");
-    showMessage(plotBox, status, error.message, record);
-    if (error.status === 401 || error.status === 503) throw error;
-    return;
-  }
   // A later view, or a later q pick for this chart, draws instead.
-  if (superseded(generation) || dashboard.charts[metric.name] !== record) return;
+  const stale = () => superseded(generation) || dashboard.charts[metric.name] !== record;
+  const body = await askForPanel(metricPath(metric.name), record.query, { panel, box: plotBox, status, record, stale });
+  if (!body || stale()) return;
   record.asOf = body.as_of;
   record.q = isNumber(body.q) ? body.q : null;
   record.series = body.series.map((s) => ({
@@ -121,6 +111,22 @@ export async function redrawChart(name) {
   } finally {
     panel.classList.remove("loading");
     if (--redrawing === 0 && readyBefore && !superseded(generation)) dashboard.ready = true;
+  }
+}
+
+// Ask the API for a panel's data. A refused query is shown in the panel and answers null; what the
+// whole view must handle is thrown: a zone it falls back from, a missing token, Redis down.
+export async function askForPanel(path, query, { panel, box, status, record, stale }) {
+  try {
+    return await api(path, query);
+  } catch (error) {
+    if (stale()) return null;
+    if (error.code === "unsupported_timezone") throw error; // the view falls back to UTC: see render()
+    record.error = error.code;
+    panel.classList.add("failed");
+    showMessage(box, status, error.message, record);
+    if (error.status === 401 || error.status === 503) throw error;
+    return null;
   }
 }
 

@@ -5,9 +5,8 @@
  * a cell whose cohort or period is not complete is outlined as incomplete. Nothing is computed here.
  */
 
-import { api } from "./api.js";
 import { formatter, formatPercent, formatValue, isNumber, title } from "./format.js";
-import { panelFrame, showMessage } from "./panels.js";
+import { askForPanel, panelFrame, showMessage } from "./panels.js";
 import { chartRange } from "./ranges.js";
 import { dashboard, superseded, unsupportedFilter } from "./state.js";
 
@@ -79,19 +78,9 @@ export async function loadRetention(metrics, state, anchor, generation) {
     periods: String(shape.periods),
     ...state.filters,
   };
-  let body;
-  try {
-    body = await api("v1/retention", record.query);
-  } catch (error) {
-    if (superseded(generation)) return;
-    if (error.code === "unsupported_timezone") throw error; // the view falls back to UTC: see render()
-    record.error = error.code;
-    panel.classList.add("failed");
-    showMessage(box, status, error.message, record);
-    if (error.status === 401 || error.status === 503) throw error;
-    return;
-  }
-  if (superseded(generation)) return;
+  const stale = () => superseded(generation);
+  const body = await askForPanel("v1/retention", record.query, { panel, box, status, record, stale });
+  if (!body || stale()) return;
   record.cohorts = body.cohorts;
   box.replaceChildren(heatmap(body, state, cohort.unit), legend());
   status.textContent = retentionStatus(body, state);
