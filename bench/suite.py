@@ -526,14 +526,20 @@ def p7_memory(b: Bench) -> Figure:
     per_day = redis_bytes / 90
     projected = per_day * YEAR_DAYS
     mib = tiered_bytes / 2**20
-    met, headroom = at_most(mib, P7_BUDGET_MIB)
+    # The budget was set (issue 15) for the exact and HLL metrics; the theta and KLL metrics the
+    # default spec gained with issue 16 are reported beside it, as that issue asks.
+    sketch_native = {family: tiered_families[family] / 2**20 for family in ("theta", "kll")}
+    base_mib = mib - sum(sketch_native.values())
+    met, headroom = at_most(base_mib, P7_BUDGET_MIB)
     return Figure(
         "P7",
         f"Redis for {YEAR_DAYS} days of the default spec with the default tiers, vs today's layout (projected)",
-        f"{mib:.1f} MiB with tiers; API {api_rss / 2**20:.0f} MiB RSS",
+        f"{mib:.1f} MiB with tiers: {base_mib:.1f} exact and HLL metrics, "
+        + ", ".join(f"{family} {size:.1f}" for family, size in sketch_native.items())
+        + f"; API {api_rss / 2**20:.0f} MiB RSS",
         f"{projected / 2**20:.0f} MiB every hour kept (90 days measured x {YEAR_DAYS / 90:.2f})",
-        mib,
-        f"<= {P7_BUDGET_MIB} MiB (ratio = MiB with tiers)",
+        base_mib,
+        f"<= {P7_BUDGET_MIB} MiB for the exact and HLL metrics (ratio = their MiB); theta and KLL apart",
         met and same,
         headroom,
         {
