@@ -6,7 +6,7 @@ is the one place it is carried out on published data:
 - ``sum``: counts and sums add (``math.fsum``); ``min`` / ``max``: the extreme;
 - ``hll``: HyperLogLog unions (:mod:`cache.sketches`, which also owns the register fast path);
 - ``theta``: theta sketch unions, and intersections for retention and funnels;
-- ``kll``: KLL doubles sketch merges, asked for any quantile.
+- ``kll``: KLL doubles sketches pooled as their weighted items (:class:`Distribution`), asked for any quantile.
 
 Spark writes the sketches (``hll_sketch_agg``, ``theta_sketch_agg``,
 ``kll_sketch_agg_double``) in the DataSketches formats the ``datasketches``
@@ -146,7 +146,7 @@ def combine(metric: Metric, sketches: Iterable[Any], hll_lg_k: int) -> Any:
         return union
     if merge is Merge.THETA:
         found = list(sketches)
-        if len(found) == 1:  # a stored sketch is a union result already: nothing to merge
+        if len(found) == 1:  # one stored sketch needs no union (which would only trim it to k entries)
             return found[0]
         theta = datasketches.theta_union(metric.lg_nom_entries)
         for sketch in found:

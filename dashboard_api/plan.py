@@ -190,9 +190,9 @@ def plan_reads(spec: MetricSpec, request: SeriesRequest) -> ReadPlan:
     # Merging reads whole hashes: the fields of the covering set are not known in advance.
     slices = None if request.group_by or covers else (slice_id(request.filters),)
     needed = evaluation_spans(spec, request)
-    return plan_spans(
-        spec, needed, slices, request.start, request.end, single_slice=request.limit is None, covers=covers
-    )
+    # Bounds come from the sketches, even over one hour (whose estimate alone is stored as a value).
+    single_slice = request.limit is None and not request.bounds
+    return plan_spans(spec, needed, slices, request.start, request.end, single_slice=single_slice, covers=covers)
 
 
 def plan_values(spec: MetricSpec, request: ValuesRequest) -> ReadPlan:

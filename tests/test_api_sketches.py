@@ -120,6 +120,12 @@ def test_bounds_appear_only_when_asked_for(api: TestClient) -> None:
     bounded = api.get("/v1/metrics/active_users", params={**DAY, "bounds": "true"}).json()
     point = bounded["series"][0]["points"][0]
     assert point["lower"] <= point["value"] <= point["upper"]
+    # Over single hours too (whose estimates alone are stored as values): the bounds come from the sketches.
+    hourly = {"grain": "hour", "start": "2026-10-26T00:00:00Z", "end": "2026-10-26T03:00:00Z", "bounds": "true"}
+    for name in ("active_users", "new_users"):
+        response = api.get(f"/v1/metrics/{name}", params=hourly)
+        assert response.status_code == 200, response.text
+        assert all(p["lower"] <= p["value"] <= p["upper"] for p in response.json()["series"][0]["points"])
     funnel = api.get("/v1/funnel", params={**FUNNEL, "bounds": "true"}).json()
     assert all({"lower", "upper"} <= set(s) for b in funnel["buckets"] for s in b["steps"])
     retention = api.get("/v1/retention", params={**RETENTION, "bounds": "true"}).json()
