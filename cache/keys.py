@@ -45,18 +45,22 @@ key                                         type      content
                                                       metric under another definition than its spec
                                                       gives now, or not at all.
 ``{p}:b:{build}:{hour}:manifest``           string    JSON: metrics, their slices, run statistics.
-``{p}:b:{build}:{hour}:{metric}:values``    hash      slice -> number (counts, sums, and distinct
-                                                      estimates).
-``{p}:b:{build}:{hour}:{metric}:sketches``  hash      slice -> serialized HLL sketch (DataSketches
-                                                      format), distinct-count metrics only.
+``{p}:b:{build}:{hour}:{metric}:values``    hash      slice -> number (counts, sums, extremes,
+                                                      distinct estimates, a quantile sketch's n).
+``{p}:b:{build}:{hour}:{metric}:sketches``  hash      slice -> serialized sketch (DataSketches
+                                                      formats): HLL or theta (distinct counts), KLL
+                                                      doubles (quantiles).
 ``{p}:day:{day}:{metric}:values``           hash      slice -> the day's number: the sum of its
-                                                      hours (counts, sums) or the estimate of the
-                                                      union of their sketches (distinct counts);
-                                                      plus ``@builds`` (below).
-``{p}:day:{day}:{metric}:sketches``         hash      slice -> serialized HLL_8 union of the day's
-                                                      hourly sketches (HLL_4, the same registers,
-                                                      once the day is in the day tier),
-                                                      distinct-count metrics only; plus ``@builds``.
+                                                      hours (counts, sums), their extreme (min,
+                                                      max), the estimate of the union of their
+                                                      sketches (distinct counts) or the values a
+                                                      quantile's day holds; plus ``@builds``.
+``{p}:day:{day}:{metric}:sketches``         hash      slice -> the day's hourly sketches merged
+                                                      (cache.merges): an HLL_8 union (HLL_4, the
+                                                      same registers, once the day is in the day
+                                                      tier), a theta union, or a quantile's pooled
+                                                      items resampled (``TQD1`` image); plus
+                                                      ``@builds``.
 ``{day key}:tmp:{token}``                   hash      a day hash being written; renamed over its
                                                       day key, expires if the writer dies first.
 ``{p}:storage``                              string    JSON: the storage report the publisher wrote
