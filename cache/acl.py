@@ -22,7 +22,19 @@ import redis
 
 # SELECT: a URL naming a database other than 0. PING: health checks and `connect`.
 _CONNECTION = ("ping", "select")
-READER_COMMANDS: tuple[str, ...] = (*_CONNECTION, "exists", "get", "hget", "hmget", "hgetall", "hkeys")
+# XRANGE, XREVRANGE, XREAD: the API's publish events (cache.events) for /v1/events.
+READER_COMMANDS: tuple[str, ...] = (
+    *_CONNECTION,
+    "exists",
+    "get",
+    "hget",
+    "hmget",
+    "hgetall",
+    "hkeys",
+    "xrange",
+    "xrevrange",
+    "xread",
+)
 WRITER_COMMANDS: tuple[str, ...] = (
     *READER_COMMANDS,
     "lrange",
@@ -35,6 +47,7 @@ WRITER_COMMANDS: tuple[str, ...] = (
     "hsetnx",
     "hdel",
     "rpush",
+    "xadd",  # a publish event, trimmed to TALLY_EVENTS_KEEP in the same command
     "watch",
     "unwatch",
     "multi",

@@ -1,10 +1,11 @@
-"""Day aggregates: each UTC day's hashes, rebuilt from its hours' live builds.
+"""Day aggregates: each UTC day's hashes, rebuilt from its hours' live builds; and week aggregates.
 
 After a switch, the day hashes of the switched hours' days are rebuilt
 (:func:`rebuild_days`), so a reader can read a day's one hash (or union its one
 sketch) instead of its 24 hourly ones. A day hash names the builds it was made
 from; readers trust it only while those are still live, so a stale or missing
-day hash costs speed, never correctness.
+day hash costs speed, never correctness. The week hashes of theta metrics
+(:mod:`cache.weeks`) are rebuilt from the day hashes right after, on the same terms.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import redis
 
 from cache import merges
 from cache.builds import encode
-from cache.client import hash_fields
-from cache.keys import DAY_BUILDS_FIELD, KeyLayout, day_builds_text, day_hours, pointer_build
+from cache.client import hash_fields, text
+from cache.keys import DAY_BUILDS_FIELD, KeyLayout, day_builds_text, day_hours, parse_day_index_value, pointer_build
+from cache.weeks import WEEK_DAYS_FIELD, has_weeks, week_days, week_days_text, week_of
 from tally.core.layout import day_field, hour_field
 from tally.core.spec import Metric, MetricSpec
 
@@ -33,10 +35,15 @@ STAGED_DAY_TTL_SECONDS = 600
 def rebuild_days(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, days: Iterable[date]) -> None:
     """Recompute the day hashes of ``days`` from their hours' live builds, each day in one switch.
 
-    A day with no computed hour loses its day hashes.
+    A day with no computed hour loses its day hashes. Then the week hashes of the
+    weeks those days belong to are rebuilt from their day hashes.
     """
-    for day in sorted(set(days)):
+    rebuilt = sorted(set(days))
+    for day in rebuilt:
         _rebuild_day(client, layout, spec, day)
+    if any(has_weeks(metric) for metric in spec.stored):
+        for monday in sorted({week_of(day) for day in rebuilt}):
+            _rebuild_week(client, layout, spec, monday)
 
 
 def _rebuild_day(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, day: date) -> None:
@@ -126,6 +133,76 @@ def _merge_hours(
         estimates[slice_text.decode()] = repr(merges.summary_value(metric, combined))
         sketches[slice_text.decode()] = merges.image(metric, combined)
     return estimates, sketches
+
+
+def _rebuild_week(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, monday: date) -> None:
+    """Union the week's day sketches of each theta metric into its week hash, in one switch.
+
+    Built only from day hashes whose ``@builds`` equal the day index, under a WATCH
+    of the index (every switch writes it), so a week hash is never made of days a
+    reader would not use. A week with a day not computed, or whose day hashes are
+    not yet rebuilt (a concurrent publish will rebuild the week after them), loses
+    its week hashes: readers then read its days.
+    """
+    day_fields = [day_field(day) for day in week_days(monday)]
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            staged: dict[str, str] = {}
+            try:
+                pipe.watch(layout.day_index())
+                entries = pipe.hmget(layout.day_index(), day_fields)
+                week_hashes: dict[str, dict[str, str | bytes]] = {}
+                if all(entry is not None for entry in entries):
+                    texts = [parse_day_index_value(text(entry))[0] for entry in entries if entry is not None]
+                    week_hashes = _aggregate_week(client, layout, spec, day_fields, texts)
+                staged = _stage(client, layout, week_hashes)
+                pipe.multi()
+                for temporary, key in staged.items():
+                    pipe.rename(temporary, key)
+                    pipe.persist(key)
+                stale = [key for key in week_keys(layout, spec, monday) if key not in week_hashes]
+                if stale:
+                    pipe.delete(*stale)
+                pipe.execute()
+                return
+            except redis.WatchError:
+                if staged:
+                    client.delete(*staged)
+                log.info("day index changed while rebuilding week %s; retrying", day_field(monday))
+
+
+def _aggregate_week(
+    client: redis.Redis, layout: KeyLayout, spec: MetricSpec, day_fields: Sequence[str], texts: Sequence[str]
+) -> dict[str, dict[str, str | bytes]]:
+    """Week key -> slice -> the union of the days' sketches (plus ``@days``); empty if a day hash is stale."""
+    metrics = [metric for metric in spec.stored if has_weeks(metric)]
+    with client.pipeline(transaction=False) as pipe:
+        for metric in metrics:
+            for day in day_fields:
+                pipe.hgetall(layout.day_sketches(day, metric.name))
+        replies = pipe.execute()
+    days_field = {WEEK_DAYS_FIELD: week_days_text(texts)}
+    hashes: dict[str, dict[str, str | bytes]] = {}
+    for index, metric in enumerate(metrics):
+        day_hashes = replies[index * len(day_fields) : (index + 1) * len(day_fields)]
+        blobs: dict[bytes, list[bytes]] = {}
+        for fields, expected in zip(day_hashes, texts, strict=True):
+            recorded = fields.pop(DAY_BUILDS_FIELD.encode(), None)
+            if recorded is None or text(recorded) != expected:
+                return {}
+            for slice_text, blob in fields.items():
+                blobs.setdefault(slice_text, []).append(blob)
+        merged = {
+            name.decode(): merges.image(metric, merges.merge_blobs(metric, parts, spec.sketch_lg_k))
+            for name, parts in blobs.items()
+        }
+        hashes[layout.week_sketches(day_fields[0], metric.name)] = {**merged, **days_field}
+    return hashes
+
+
+def week_keys(layout: KeyLayout, spec: MetricSpec, monday: date) -> list[str]:
+    """Every week key a spec's metrics could have (a metric that lost its weeks leaves a stale one)."""
+    return [layout.week_sketches(day_field(monday), metric.name) for metric in spec.stored if metric.has_sketch]
 
 
 def _stage(client: redis.Redis, layout: KeyLayout, hashes: dict[str, dict[str, str | bytes]]) -> dict[str, str]:

@@ -21,8 +21,10 @@ from datetime import UTC, datetime
 import redis
 
 from cache.client import text
+from cache.events import PENDING, Event, queue_event
 from cache.keys import KeyLayout, mark_changed, published_at_text
-from tally.core.layout import hour_field
+from cache.options import EVENTS_KEEP
+from tally.core.layout import format_hour, hour_field
 
 INPUT_CHANGED = "input changed since the hour was built"
 
@@ -64,20 +66,46 @@ def mark_pending(
     pending: Mapping[datetime, str],
     *,
     now: datetime | None = None,
+    events_keep: int = EVENTS_KEEP,
 ) -> None:
     """Make ``pending`` (hour -> reason) exactly the pending hours within ``window``, in one MULTI/EXEC.
 
     Hours of the window not in ``pending`` lose their mark (their input went back
-    to what was built); an hour already marked keeps its first detection time.
+    to what was built); an hour already marked keeps its first detection time. A
+    change of marks is one ``pending`` event (:mod:`cache.events`) in the same
+    transaction, with a new generation; no change writes nothing.
     """
     detected_at = published_at_text(now or datetime.now(UTC))
-    cleared = [hour_field(hour) for hour in window if hour not in pending]
+    hours = sorted({*window, *pending})
+    fields = [hour_field(hour) for hour in hours]
     with client.pipeline(transaction=True) as pipe:
-        if cleared:
-            pipe.hdel(layout.pending(), *cleared)
-        for hour, reason in pending.items():
-            mark = json.dumps({"reason": reason, "detected_at": detected_at})
-            pipe.hsetnx(layout.pending(), hour_field(hour), mark)
-        changed = any(pipe.execute())
-    if changed:  # after the marks: a reader that sees the new token sees them too
-        mark_changed(client, layout)
+        while True:
+            try:
+                pipe.watch(layout.pending())
+                marked = {hour for hour, mark in zip(hours, pipe.hmget(layout.pending(), fields), strict=True) if mark}
+                cleared = [hour for hour in hours if hour in marked and hour not in pending]
+                added = {hour: reason for hour, reason in sorted(pending.items()) if hour not in marked}
+                if not cleared and not added:
+                    pipe.unwatch()
+                    return
+                pipe.multi()
+                if cleared:
+                    pipe.hdel(layout.pending(), *[hour_field(hour) for hour in cleared])
+                for hour, reason in added.items():
+                    mark = json.dumps({"reason": reason, "detected_at": detected_at})
+                    pipe.hset(layout.pending(), hour_field(hour), mark)
+                generation = mark_changed(pipe, layout)
+                event = Event(
+                    type=PENDING,
+                    hours=[format_hour(hour) for hour in sorted({*cleared, *added})],
+                    metrics=[],
+                    pending={format_hour(hour): reason for hour, reason in added.items()},
+                    cleared=[format_hour(hour) for hour in cleared],
+                    generation=generation,
+                    at=detected_at,
+                )
+                queue_event(pipe, layout, event, events_keep)
+                pipe.execute()
+                return
+            except redis.WatchError:
+                continue

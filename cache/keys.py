@@ -61,8 +61,15 @@ key                                         type      content
                                                       tier), a theta union, or a quantile's pooled
                                                       items resampled (``TQD1`` image); plus
                                                       ``@builds``.
-``{day key}:tmp:{token}``                   hash      a day hash being written; renamed over its
-                                                      day key, expires if the writer dies first.
+``{p}:week:{monday}:{metric}:sketches``     hash      a theta metric's 7 day sketches from that
+                                                      Monday merged (cache.weeks); plus ``@days``,
+                                                      a digest of the days' builds texts.
+``{day key}:tmp:{token}``                   hash      a day (or week) hash being written; renamed
+                                                      over its key, expires if the writer dies first.
+``{p}:events``                              stream    one entry per write a reader can see (publish
+                                                      switch, rollback, pending marks), appended in
+                                                      the write's own MULTI/EXEC, capped at about
+                                                      ``TALLY_EVENTS_KEEP`` (:mod:`cache.events`).
 ``{p}:storage``                              string    JSON: the storage report the publisher wrote
                                                       after its last publish (bytes per tier and
                                                       metric, growth per day, days until the
@@ -254,6 +261,10 @@ class KeyLayout:
         """The last storage report (:mod:`cache.storage`)."""
         return f"{self.prefix}:storage"
 
+    def events(self) -> str:
+        """The capped stream of publish events (:mod:`cache.events`)."""
+        return f"{self.prefix}:events"
+
     def manifest(self, build: str, hour: str) -> str:
         return f"{self.prefix}:b:{build}:{hour}:manifest"
 
@@ -268,6 +279,10 @@ class KeyLayout:
 
     def day_sketches(self, day: str, metric: str) -> str:
         return f"{self.prefix}:day:{day}:{metric}:sketches"
+
+    def week_sketches(self, monday: str, metric: str) -> str:
+        """The union of a theta metric's 7 day sketches from ``monday`` (cache.weeks)."""
+        return f"{self.prefix}:week:{monday}:{metric}:sketches"
 
     @staticmethod
     def temporary(key: str, token: str) -> str:
@@ -289,6 +304,7 @@ class KeyLayout:
                 self.generation(),
                 self.published_rollups(),
                 self.storage(),
+                self.events(),
             }
         )
 
@@ -310,6 +326,10 @@ class KeyLayout:
         is_day = parts[0] == "day" and (len(parts) == 4 or (len(parts) == 6 and parts[4] == "tmp"))
         if is_day and parts[3] in _METRIC_PARTS:
             return KeyInfo(TIER_DAY, parts[3], metric=parts[2], day=parts[1])
+        # A week hash (or one being written) belongs to the day tier, counted on its Monday.
+        is_week = parts[0] == "week" and (len(parts) == 4 or (len(parts) == 6 and parts[4] == "tmp"))
+        if is_week and parts[3] == "sketches":
+            return KeyInfo(TIER_DAY, "sketches", metric=parts[2], day=parts[1])
         if key in self._index_keys():
             return KeyInfo(TIER_INDEX, parts[0])
         if len(parts) == 2 and parts[0] == "history":
@@ -342,13 +362,16 @@ class KeyInfo:
     day: str | None = None
 
 
-def mark_changed(client: Any, layout: KeyLayout) -> None:
+def mark_changed(client: Any, layout: KeyLayout) -> str:
     """Give ``{p}:generation`` a new random token: what readers see has changed.
 
     Every pointer switch and pending-mark change calls this with its writes, so
     the API may serve a response it built earlier for as long as the token it read
     then is still there (dashboard_api.response_cache). A random token, not a
     counter: after Redis loses its data a counter would start again and could
-    repeat a value an API process has cached responses under.
+    repeat a value an API process has cached responses under. Returns the token
+    (the publish events of :mod:`cache.events` carry it).
     """
-    client.set(layout.generation(), secrets.token_hex(8))
+    token = secrets.token_hex(8)
+    client.set(layout.generation(), token)
+    return token

@@ -10,6 +10,8 @@ from tally.core.settings import Settings
 # Builds of an hour kept readable (the live one included), so `tally rollback` can go back.
 KEEP_BUILDS: int = Settings.model_fields["history_builds"].default
 MAX_MOVEMENT_FACTOR: float = Settings.model_fields["max_movement_factor"].default
+# Publish events the {p}:events stream keeps (about a year of hourly publishes, a few MB).
+EVENTS_KEEP: int = Settings.model_fields["events_keep"].default
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class PublishOptions:
     ``hour_retention_days`` / ``day_retention_days``: the tiers (:mod:`cache.tiers`)
     that :func:`cache.publish.publish_hours` and rehydrate keep after switching; 0
     keeps hours (days) forever, the default for a publish not configured by settings.
+    ``events_keep``: publish events the ``{p}:events`` stream keeps (:mod:`cache.events`);
+    ``rehydrating``: the switches are a rehydrate's (their events say ``rehydrated``).
     """
 
     superseded_ttl: int
@@ -36,6 +40,8 @@ class PublishOptions:
     redis_budget_bytes: int | None = None
     hour_retention_days: int = 0
     day_retention_days: int = 0
+    events_keep: int = EVENTS_KEEP
+    rehydrating: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PublishOptions:
@@ -47,4 +53,5 @@ class PublishOptions:
             redis_budget_bytes=budget_bytes(settings.redis_budget_mb),
             hour_retention_days=settings.hour_retention_days,
             day_retention_days=settings.day_retention_days,
+            events_keep=settings.events_keep,
         )

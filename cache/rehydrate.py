@@ -6,6 +6,7 @@ back exactly what was published (build ids are content hashes).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -38,10 +39,11 @@ def rehydrate(
     # Whole UTC days per chunk: each publish then keeps the tiers (publish_hours), so a day
     # older than the hour tier is moved whole, and Redis never holds more than a chunk beyond them.
     days = sorted({hour.date() for hour in hours})
+    rehydrating = replace(options, rehydrating=True)  # its switches' events say `rehydrated`
     step = max(1, chunk_hours // 24)
     for first in range(0, len(days), step):
         chunk = set(days[first : first + step])
-        publish_hours(client, layout, data_dir, spec, [h for h in hours if h.date() in chunk], options)
+        publish_hours(client, layout, data_dir, spec, [h for h in hours if h.date() in chunk], rehydrating)
     return len(hours)
 
 

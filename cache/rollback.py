@@ -15,8 +15,10 @@ import redis
 from cache.builds import HourBuild, build_definitions
 from cache.client import hash_fields, text
 from cache.days import rebuild_days
+from cache.events import ROLLED_BACK, Event, queue_event
 from cache.indexes import day_index_after, definitions_after
 from cache.keys import KeyLayout, mark_changed, pointer_value, published_at_text
+from cache.options import EVENTS_KEEP
 from cache.tiers import hours_from
 from tally.core.layout import as_utc, format_hour, hour_field
 from tally.core.rollup import NotComputedError
@@ -32,8 +34,9 @@ def rollback_hour(
     *,
     spec: MetricSpec | None = None,
     now: datetime | None = None,
+    events_keep: int = EVENTS_KEEP,
 ) -> str:
-    """Make the hour's previous kept build live again (one atomic switch); return its id."""
+    """Make the hour's previous kept build live again (one atomic switch, with its event); return its id."""
     published_at = published_at_text(now or datetime.now(UTC))
     hour = as_utc(hour)
     field_name = hour_field(hour)
@@ -67,7 +70,17 @@ def rollback_hour(
                 pipe.hset(layout.day_index(), mapping=hash_fields(day_index))
                 pipe.hset(layout.definitions(), mapping=hash_fields(definitions))
                 pipe.hset(layout.meta(), "published_at", published_at)
-                mark_changed(pipe, layout)
+                generation = mark_changed(pipe, layout)
+                event = Event(
+                    type=ROLLED_BACK,
+                    hours=[format_hour(hour)],
+                    metrics=sorted(manifest["metrics"]),
+                    builds={format_hour(hour): previous},
+                    revised=[format_hour(hour)],
+                    generation=generation,
+                    at=published_at,
+                )
+                queue_event(pipe, layout, event, events_keep)
                 pipe.execute()
                 break
             except redis.WatchError:

@@ -3,8 +3,9 @@
 The new builds' keys are written first (with a TTL), then, under a WATCH of the
 pointer hash, one transaction moves the pointers, the day index, the
 definitions, the kept-build histories and the newest hour together, persists
-the new keys and gives the builds that fall out of the histories a short TTL. A
-reader sees the previous state or the new one, never a mix.
+the new keys, gives the builds that fall out of the histories a short TTL and
+appends the switch's publish event (:mod:`cache.events`). A reader sees the
+previous state or the new one, never a mix, and a client told by the event sees the new one.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import redis
 
 from cache.builds import HourBuild, build_definitions, build_keys
 from cache.client import hash_fields
+from cache.events import PENDING, PUBLISHED, REHYDRATED, REVISED, Event, queue_event
 from cache.indexes import day_index_after, day_tier_builds, definitions_after
 from cache.keys import KeyLayout, mark_changed, pointer_build, pointer_value
 from cache.options import PublishOptions
 from cache.prepublish import refuse_over_budget, stage_builds, verified
 from tally.core.faults import checkpoint
-from tally.core.layout import hour_field
+from tally.core.layout import format_hour, hour_field, parse_hour_field
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +42,13 @@ def switch_builds(
     with client.pipeline(transaction=True) as pipe:
         while True:
             try:
-                pipe.watch(layout.pointer())
+                # The pending hash too: the event names the marks this switch clears.
+                pipe.watch(layout.pointer(), layout.pending())
                 current = dict(zip(hours, pipe.hmget(layout.pointer(), hours), strict=True))
+                marked = [hour for hour, mark in zip(hours, pipe.hmget(layout.pending(), hours), strict=True) if mark]
                 changed = [b for b in builds if pointer_build(current[hour_field(b.hour)]) != b.build]
                 if not changed:
-                    pipe.unwatch()
-                    if _record_published(client, layout, builds):
-                        mark_changed(client, layout)  # cleared pending marks change `complete`
+                    _record_unchanged(client, pipe, layout, builds, marked, published_at, options)
                     return []
                 changed = verified(client, layout, changed, current, options.max_movement_factor, options.force)
                 staged = stage_builds(client, layout, changed, published_at, options)
@@ -76,7 +78,13 @@ def switch_builds(
                 pipe.hset(layout.day_index(), mapping=hash_fields(day_index))
                 pipe.hset(layout.definitions(), mapping=hash_fields(definitions))
                 _record_published(pipe, layout, builds)
-                mark_changed(pipe, layout)
+                generation = mark_changed(pipe, layout)
+                queue_event(
+                    pipe,
+                    layout,
+                    _switch_event(changed, revised, marked, generation, published_at, options),
+                    options.events_keep,
+                )
                 for key in new_keys:
                     pipe.persist(key)
                 for key in old_keys:
@@ -87,6 +95,55 @@ def switch_builds(
                 return changed
             except redis.WatchError:
                 log.info("pointer changed during publish; retrying")
+
+
+def _switch_event(
+    changed: Sequence[HourBuild],
+    revised: set[str],
+    marked: Sequence[str],
+    generation: str,
+    published_at: str,
+    options: PublishOptions,
+) -> Event:
+    kind = REHYDRATED if options.rehydrating else REVISED if revised else PUBLISHED
+    ordered = sorted(changed, key=lambda b: b.hour)
+    return Event(
+        type=kind,
+        hours=[format_hour(b.hour) for b in ordered],
+        metrics=sorted({name for b in changed for name in (*b.values, *b.sketches)}),
+        builds={format_hour(b.hour): b.build for b in ordered},
+        revised=[format_hour(b.hour) for b in ordered if hour_field(b.hour) in revised],
+        cleared=[format_hour(parse_hour_field(hour)) for hour in marked],
+        generation=generation,
+        at=published_at,
+    )
+
+
+def _record_unchanged(
+    client: redis.Redis,
+    pipe: Any,
+    layout: KeyLayout,
+    builds: Sequence[HourBuild],
+    marked: Sequence[str],
+    published_at: str,
+    options: PublishOptions,
+) -> None:
+    """Nothing to switch: record the rollups as published; cleared pending marks are a ``pending`` event.
+
+    ``pipe`` is watching the pointer and pending hashes: a WatchError retries the switch.
+    """
+    if not marked:
+        pipe.unwatch()
+        _record_published(client, layout, builds)
+        return
+    pipe.multi()
+    _record_published(pipe, layout, builds)
+    generation = mark_changed(pipe, layout)  # cleared pending marks change `complete`
+    cleared = [format_hour(parse_hour_field(hour)) for hour in marked]
+    # Pending marks are per hour: an event without metrics concerns every metric of its hours.
+    event = Event(type=PENDING, hours=cleared, metrics=[], cleared=cleared, generation=generation, at=published_at)
+    queue_event(pipe, layout, event, options.events_keep)
+    pipe.execute()
 
 
 def _record_published(client: Any, layout: KeyLayout, builds: Sequence[HourBuild]) -> Any:

@@ -34,7 +34,7 @@ import redis
 from cache import sketches
 from cache.builds import build_keys
 from cache.client import hash_fields, text
-from cache.days import STAGED_DAY_TTL_SECONDS, day_keys, rebuild_days
+from cache.days import STAGED_DAY_TTL_SECONDS, day_keys, rebuild_days, week_keys
 from cache.keys import (
     DAY_BUILDS_FIELD,
     META_DAYS_FROM,
@@ -46,6 +46,7 @@ from cache.keys import (
     parse_day_index_value,
     pointer_build,
 )
+from cache.weeks import week_of
 from tally.core.layout import day_field, floor_hour, hour_field, parse_day_field, parse_hour_field
 from tally.core.spec import Merge, MetricSpec
 
@@ -197,12 +198,12 @@ def expire_day(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, day: da
     """Drop everything Redis holds of a day beyond the day tier; False if it held nothing.
 
     Its hours go first (if any are still kept), then in one MULTI/EXEC its day
-    index entry, definitions and aggregates: a reader sees the day served, or not
-    computed.
+    index entry, definitions and aggregates, and its week's aggregates (the week is
+    no longer whole): a reader sees the day served, or not computed.
     """
     move_day(client, layout, spec, day, superseded_ttl)
     day_text = day_field(day)
-    aggregates = day_keys(layout, spec, day)
+    aggregates = day_keys(layout, spec, day) + week_keys(layout, spec, week_of(day))
     with client.pipeline(transaction=True) as pipe:
         pipe.hdel(layout.day_index(), day_text)
         pipe.hdel(layout.definitions(), day_text)

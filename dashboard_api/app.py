@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from cache.keys import KeyLayout
 from cache.reads import open_client
 from dashboard_api.errors import install_error_handlers
+from dashboard_api.event_hub import EventHub
 from dashboard_api.http_cache import cache_control
 from dashboard_api.metrics import install_metrics
 from dashboard_api.middleware import ALLOWED_METHODS, BearerTokenMiddleware, ReadOnlyMiddleware
@@ -67,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=resolved.cors_origins,
             allow_methods=list(ALLOWED_METHODS),
-            allow_headers=["Authorization", "If-None-Match"],
+            allow_headers=["Authorization", "If-None-Match", "Last-Event-ID"],
             expose_headers=["ETag", "Last-Modified", "Cache-Control"],
             max_age=600,
         )
@@ -99,8 +100,13 @@ def install_docs(app: FastAPI) -> None:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     # No ping here: the API must start while Redis is down and serve 503s until it is back.
-    client = open_client(app.state.settings.api_read_url)
+    settings = app.state.settings
+    client = open_client(settings.api_read_url)
+    # One reader of the publish events for every /v1/events subscriber of this process.
+    app.state.event_hub = EventHub(settings.api_read_url, KeyLayout(settings.redis_prefix))
+    app.state.event_hub.start()
     try:
         yield {"redis": client}
     finally:
+        await app.state.event_hub.stop()
         client.close()

@@ -31,6 +31,7 @@ import numpy as np
 from cache import merges
 from cache import sketches as hll
 from cache.keys import slice_id, slice_labels
+from cache.weeks import week_days, whole_weeks
 from dashboard_api.plan import Cover, HashRead, Snapshot, part_span, stored_parts
 from dashboard_api.present import Number, divide, present
 from dashboard_api.requests import ONE_DAY, Span
@@ -213,10 +214,19 @@ class Evaluator:
         computed = self.snapshot.published_at
         absent = self.snapshot.absent.get(read.metric, frozenset())
         day_data = self.snapshot.days.get(read, {})
+        week_data = self.snapshot.weeks.get(read, {})
         hour_data = self.snapshot.hours.get(read, {})
         span_days, edge_hours = span.split()
+        mondays, span_days = whole_weeks(span_days) if week_data else ([], span_days)
         parts: list[Mapping[str, Any]] = []
         any_computed = False
+        for monday in mondays:
+            if monday in week_data:
+                if not absent or any(h not in absent for d in week_days(monday) for h in _day_hours(d)):
+                    parts.append(week_data[monday])
+                    any_computed = True
+                continue
+            span_days.extend(week_days(monday))
         for day in span_days:
             if day in day_data:
                 # A day aggregate holds the hours that have the metric; none may (a metric added since).

@@ -19,10 +19,11 @@ from fastapi.responses import JSONResponse, Response
 from cache import merges
 from cache.keys import KeyLayout
 from dashboard_api.calendar import format_ts
+from dashboard_api.csv_format import CSV_MEDIA_TYPE, csv_etag, label_columns, series_csv
 from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep, SpecDep
 from dashboard_api.http_cache import caching_headers, not_modified
 from dashboard_api.models import MetricInfo, MetricsResponse, Point, ResponseWarning, Series, SeriesResponse
-from dashboard_api.params import parse_series_query
+from dashboard_api.params import parse_series_query, split_format
 from dashboard_api.plan import ReadPlan, Snapshot, plan_reads, plan_values, request_dimensions, stored_parts
 from dashboard_api.requests import SeriesRequest, ValuesRequest
 from dashboard_api.route_helpers import (
@@ -108,18 +109,40 @@ def metric_series(
             json_schema_extra={"enum": ["true", "false"]},
         ),
     ] = None,
+    output_format: Annotated[
+        str | None,
+        Query(
+            alias="format",
+            description="csv: the points as text/csv, a header row ts,<label columns...>,value,complete,revised "
+            "(plus lower,upper with bounds=true; label columns are the filters, then group_by) and one row per "
+            "point; a null is an empty cell, a label starting with = + - @ gets a leading '. "
+            "Without format, Accept: text/csv (ranked above application/json) asks for the same. "
+            "Other values: 400 bad_parameter.",
+            json_schema_extra={"enum": ["json", "csv"]},
+        ),
+    ] = None,
 ) -> SeriesResponse | Response:  # a 304 or a replayed body; the model is the route's response_model
     metric = known_metric(spec, name)
-    query = parse_series_query(metric, request.query_params.multi_items(), range_limits(settings))
+    representation, items = split_format(request.query_params.multi_items(), request.headers.get("accept"))
+    query = parse_series_query(metric, items, range_limits(settings))
     now = datetime.now(UTC)
     check_hour_retention(query, settings, now)
     plan = plan_reads(spec, query)
     snapshot = read_or_cold(client, layout, plan)
     series = build_series(spec, query, plan, snapshot, now)
     headers = caching_headers(request, snapshot.version, snapshot.as_of, now, settings.publish_lag_seconds)
+    # The same URL has two representations (Accept): each its own ETag, and shared caches told so.
+    headers["Vary"] = "Accept"
+    if representation == "csv":
+        headers["ETag"] = csv_etag(headers["ETag"])
     if not_modified(request.headers.get("if-none-match"), headers["ETag"]):
         return Response(status_code=304, headers=headers)
     body = series_response(query, series, snapshot.as_of, snapshot.version)
+    if representation == "csv":
+        # No warnings: a CSV has nowhere to put them, so their extra read is not paid.
+        labels = label_columns(list(query.filters), query.group_by)
+        text = series_csv(series_json(body, bounds=query.bounds), labels, bounds=query.bounds)
+        return Response(text, media_type=CSV_MEDIA_TYPE, headers=headers)
     body.warnings = filter_warnings(spec, query, plan, snapshot, client, layout)
     return JSONResponse(series_json(body, bounds=query.bounds), headers=headers)
 

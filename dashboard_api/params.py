@@ -25,6 +25,7 @@ from dashboard_api.calendar import (
     local_midnight,
     parse_zone,
 )
+from dashboard_api.csv_format import FORMATS, Representation, negotiate
 from dashboard_api.errors import ApiError
 from dashboard_api.requests import SeriesRequest, ValuesRequest
 from tally.core.layout import format_hour
@@ -75,6 +76,24 @@ def parse_series_query(metric: Metric, items: Sequence[tuple[str, str]], limits:
         q=q,
         bounds=bounds,
     )
+
+
+FORMAT_PARAMETER = "format"
+
+
+def split_format(items: Sequence[tuple[str, str]], accept: str | None) -> tuple[Representation, list[tuple[str, str]]]:
+    """``format`` (else ``Accept``): the series route's representation, and the request's other parameters.
+
+    ``format`` is read here, apart from :func:`parse_series_query`, because only
+    ``GET /v1/metrics/{name}`` has a CSV form: on any other endpoint it stays unknown.
+    """
+    given = [value for name, value in items if name == FORMAT_PARAMETER]
+    if len(given) > 1:
+        raise ApiError("bad_parameter", f"parameter {FORMAT_PARAMETER!r} is given more than once")
+    representation = negotiate(given[0] if given else None, accept)
+    if representation is None:
+        raise ApiError("bad_parameter", f"format: {given[0]!r} must be one of {', '.join(FORMATS)}")
+    return representation, [(name, value) for name, value in items if name != FORMAT_PARAMETER]
 
 
 def parse_q(metric: Metric, text: str | None) -> float | None:

@@ -10,13 +10,14 @@ with declared ``slices`` may answer from a larger set, merged at read time);
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from cache.keys import slice_id
+from cache.weeks import has_weeks, week_days, whole_weeks
 from dashboard_api.calendar import days_back
 from dashboard_api.errors import ApiError
 from dashboard_api.requests import SeriesRequest, Span, ValuesRequest
@@ -55,6 +56,8 @@ class ReadPlan:
     hours: dict[HashRead, frozenset[datetime]]
     days: dict[HashRead, frozenset[date]]
     slices: tuple[str, ...] | None  # None: whole hashes (group_by)
+    # Mondays of the whole UTC weeks read from week aggregates (theta sketches, cache.weeks).
+    weeks: Mapping[HashRead, frozenset[date]] = field(default_factory=dict)
     # Stored metric -> the fingerprint of its definition in the spec now (tally.core.spec.metric_fingerprint).
     definitions: Mapping[str, str] = field(default_factory=dict)
     # Stored metric -> its Cover, for the metrics answered by merging (none by default).
@@ -62,8 +65,9 @@ class ReadPlan:
 
     @property
     def all_days(self) -> frozenset[date]:
-        """Every UTC day the plan touches, whole or by some of its hours."""
+        """Every UTC day the plan touches, whole, in a whole week or by some of its hours."""
         days = {day for wanted in self.days.values() for day in wanted}
+        days |= {day for wanted in self.weeks.values() for monday in wanted for day in week_days(monday)}
         days |= {hour.date() for wanted in self.hours.values() for hour in wanted}
         return frozenset(days)
 
@@ -75,6 +79,8 @@ class Snapshot:
     published_at: Mapping[datetime, str] = field(default_factory=dict)  # exactly the computed hours
     hours: Mapping[HashRead, Mapping[datetime, Mapping[str, Any]]] = field(default_factory=dict)
     days: Mapping[HashRead, Mapping[date, Mapping[str, Any]]] = field(default_factory=dict)
+    # Week aggregates by Monday, only where their @days match the day index (cache.weeks).
+    weeks: Mapping[HashRead, Mapping[date, Mapping[str, Any]]] = field(default_factory=dict)
     # Newest publish time of each whole day read through the day index.
     day_published_at: Mapping[date, str] = field(default_factory=dict)
     # Whole UTC days all 24 of whose hours are computed.
@@ -89,6 +95,13 @@ class Snapshot:
     outdated: Mapping[str, frozenset[datetime]] = field(default_factory=dict)
     # Stored metric -> computed hours whose live build does not hold it (added to the spec since).
     absent: Mapping[str, frozenset[datetime]] = field(default_factory=dict)
+
+    def fetched(self) -> Iterator[tuple[HashRead, Mapping[str, Any]]]:
+        """Every fetched hash (of an hour, a day or a week), with the read it answers."""
+        for tables in (self.hours, self.days, self.weeks):
+            for read, by_time in tables.items():
+                for data in by_time.values():
+                    yield read, data
 
     @property
     def as_of(self) -> str | None:
@@ -218,16 +231,21 @@ def plan_spans(
     """The reads that evaluate each stored metric of ``needed`` over its spans.
 
     A metric in ``covers`` merges several stored slices into each requested one:
-    a distinct count then unions sketches, even over a single hour.
+    a distinct count then unions sketches, even over a single hour. The sketches
+    of a metric with week aggregates are read by whole UTC weeks where a span has them.
     """
     covers = covers or {}
     hours: dict[HashRead, set[datetime]] = {}
     days: dict[HashRead, set[date]] = {}
+    weeks: dict[HashRead, set[date]] = {}
     for name, spans in needed.items():
         metric = _part(spec, name)
         read = HashRead(name, source_for(metric, spans, single_slice=single_slice and name not in covers))
+        weekly = read.source == "sketches" and has_weeks(metric)
         for span in spans:
             span_days, edge_hours = span.split()
+            mondays, span_days = whole_weeks(span_days) if weekly else ([], span_days)
+            weeks.setdefault(read, set()).update(mondays)
             days.setdefault(read, set()).update(span_days)
             hours.setdefault(read, set()).update(edge_hours)
             start, end = min(start, span.start), max(end, span.end)
@@ -237,6 +255,7 @@ def plan_spans(
         hours={r: frozenset(h) for r, h in hours.items()},
         days={r: frozenset(d) for r, d in days.items()},
         slices=slices,
+        weeks={r: frozenset(w) for r, w in weeks.items() if w},
         definitions={r.metric: spec.fingerprints[r.metric] for r in hours if r.metric in spec.fingerprints},
         covers=dict(covers),
     )

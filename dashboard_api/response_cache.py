@@ -4,8 +4,9 @@ A dashboard asks the same few questions over and over between hourly publishes.
 Building a 168-point answer takes milliseconds of Python (reading hashes,
 unioning sketches, validating and encoding the model); sending bytes already
 built takes microseconds. This middleware keeps the encoded 200 responses of
-``/v1/metrics/{name}`` in memory, keyed by path and raw query string, and serves
-one again only when both hold:
+``/v1/metrics/{name}`` in memory, keyed by path, raw query string and the
+representation the ``Accept`` header picks (JSON or CSV, :mod:`dashboard_api.csv_format`),
+and serves one again only when both hold:
 
 * ``{prefix}:generation`` still holds the token it held before the response was
   built. Every write that can change an answer replaces the token, in its
@@ -33,6 +34,7 @@ from datetime import UTC, datetime
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cache.keys import KeyLayout
+from dashboard_api.csv_format import accepted
 from dashboard_api.http_cache import not_modified
 
 # The read endpoints whose answers depend only on the query and what is published.
@@ -122,7 +124,7 @@ class ResponseCacheMiddleware:
             await self.app(scope, receive, send)
             return
         now = datetime.now(UTC)
-        key = scope["path"].encode() + b"?" + scope["query_string"]
+        key = cache_key(scope)
         entry = self.cache.get(key)
         if entry is not None and entry.generation == generation and entry.hour == current_hour(now):
             await self._replay(scope, entry, now, send)
@@ -133,7 +135,7 @@ class ResponseCacheMiddleware:
         cache_control = (b"cache-control", self.cache_control(now).encode())
         if_none_match = _header(scope, b"if-none-match")
         if if_none_match is not None and not_modified(if_none_match.decode("latin-1"), entry.etag.decode("latin-1")):
-            headers = [(k, v) for k, v in entry.headers if k in (b"etag", b"last-modified")]
+            headers = [(k, v) for k, v in entry.headers if k in (b"etag", b"last-modified", b"vary")]
             await send({"type": "http.response.start", "status": 304, "headers": [*headers, cache_control]})
             await send({"type": "http.response.body", "body": b""})
             return
@@ -161,6 +163,13 @@ class ResponseCacheMiddleware:
             await send(message)
 
         return record
+
+
+def cache_key(scope: Scope) -> bytes:
+    """Path, raw query and the representation ``Accept`` picks: a JSON body is never replayed for CSV."""
+    accept = _header(scope, b"accept")
+    representation = accepted(None if accept is None else accept.decode("latin-1"))
+    return scope["path"].encode() + b"?" + scope["query_string"] + b"#" + representation.encode()
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

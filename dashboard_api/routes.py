@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
 
 from dashboard_api.cohort_routes import funnel_table, retention_table
+from dashboard_api.events_routes import event_stream
 from dashboard_api.health_routes import health
 from dashboard_api.metrics_routes import list_metrics, metric_series
 from dashboard_api.models import (
@@ -95,6 +97,22 @@ def build_router(spec: MetricSpec) -> APIRouter:
         response_model=RunsResponse,
         responses=ERROR_RESPONSES,
         summary="Run statistics of the published hours",
+    )
+    router.add_api_route(
+        "/v1/events",
+        event_stream,
+        methods=["GET"],
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "description": "Server-sent events: `id`, `event` (published, revised, rolled_back, pending, "
+                "rehydrated, reset) and one `data` line of JSON each; keep-alive comments in between.",
+            },
+            **ERROR_RESPONSES,
+            503: {"model": ErrorResponse, "description": "redis_unavailable"},
+        },
+        summary="Publish events as they happen, replayable from Last-Event-ID or since",
     )
     router.add_api_route(
         "/health",

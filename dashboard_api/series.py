@@ -11,7 +11,6 @@ import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from cache.keys import slice_id, slice_labels
 from dashboard_api.evaluate import Evaluator
@@ -36,8 +35,7 @@ class SeriesData:
 
 def seen_slices(snapshot: Snapshot) -> set[str]:
     """Every slice id present in any fetched hash."""
-    tables: list[Mapping[Any, Mapping[str, Any]]] = [*snapshot.hours.values(), *snapshot.days.values()]
-    return {slice_text for table in tables for data in table.values() for slice_text in data}
+    return {slice_text for _, data in snapshot.fetched() for slice_text in data}
 
 
 def group_values(
@@ -69,16 +67,14 @@ def covered_values(
 
     That is its covering set when it is merged, else ``requested`` itself (stored).
     """
+    fields: dict[HashRead, set[str]] = {}
+    for read, data in snapshot.fetched():
+        fields.setdefault(read, set()).update(data)
     found: set[str] = set()
-    hashes: list[tuple[HashRead, Iterable[Mapping[str, Any]]]] = [
-        *((read, tables.values()) for read, tables in snapshot.hours.items()),
-        *((read, tables.values()) for read, tables in snapshot.days.items()),
-    ]
-    for read, tables in hashes:
+    for read, names in fields.items():
         cover = covers.get(read.metric)
         stored = cover.stored if cover is not None else requested
-        fields = {slice_text for data in tables for slice_text in data}
-        found.update(group_values(fields, filters, group_by, stored))
+        found.update(group_values(names, filters, group_by, stored))
     return sorted(found)
 
 

@@ -18,6 +18,7 @@ import redis
 
 from cache.keys import DAY_BUILDS_FIELD, META_HOURS_FROM, KeyLayout, parse_day_index_value
 from cache.reads import DayIndexEntry, Pointer, day_hours, definition_hours, pointer_of
+from cache.weeks import WEEK_DAYS_FIELD, week_days, week_days_text
 from dashboard_api.plan import HashRead, ReadPlan, Snapshot
 from tally.core.layout import day_field, hour_field, parse_day_field, parse_hour_field
 
@@ -38,16 +39,21 @@ class BeyondHourTierError(RuntimeError):
 
 
 def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Snapshot:
-    """Read what ``plan`` needs in two round trips (three if a day aggregate is stale).
+    """Read what ``plan`` needs in two round trips (more only if an aggregate is stale).
 
     1. The day index for the whole UTC days (one field per day) and the pointers
        of the remaining edge hours, in one pipeline: a consistent snapshot, since
        a publish switches both in one MULTI/EXEC.
-    2. Day aggregates, and the hourly hashes of computed edge hours.
-    3. Only for a day whose aggregate was not built from the live builds (its
-       ``@builds`` differs from the index): that day's hourly hashes.
+    2. Week aggregates, day aggregates, and the hourly hashes of computed edge hours.
+    3. Only for a week whose ``@days`` differ from the index: its days' hashes; and
+       for a day whose aggregate was not built from the live builds (its ``@builds``
+       differs from the index): that day's hourly hashes.
     """
-    days = sorted({day for wanted in plan.days.values() for day in wanted})
+    week_reads = {read: sorted(wanted) for read, wanted in plan.weeks.items()}
+    days = sorted(
+        {day for wanted in plan.days.values() for day in wanted}
+        | {day for wanted in week_reads.values() for monday in wanted for day in week_days(monday)}
+    )
     edge_hours = sorted({hour for wanted in plan.hours.values() for hour in wanted})
     definition_days = sorted(plan.all_days) if plan.definitions else []
     index, pointers, pending, definitions, kept_from = _read_index_and_pointers(
@@ -72,17 +78,41 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Sna
                 builds.setdefault(hour, build)
                 if flag:
                     revised.add(hour)
-    day_requests = [(read, day) for read, wanted in plan.days.items() for day in sorted(wanted) if day in index]
+    # Only a week all of whose days are computed has an aggregate; the others are read by their days.
+    week_requests: list[tuple[HashRead, date]] = []
+    wanted_days = {read: set(wanted) for read, wanted in plan.days.items()}
+    for read, mondays in week_reads.items():
+        for monday in mondays:
+            if all(day in index for day in week_days(monday)):
+                week_requests.append((read, monday))
+            else:
+                wanted_days.setdefault(read, set()).update(week_days(monday))
+    day_requests = [(read, day) for read, wanted in wanted_days.items() for day in sorted(wanted) if day in index]
     hour_requests = [(read, hour) for read, wanted in plan.hours.items() for hour in sorted(wanted) if hour in builds]
     hour_requests += [
         (read, hour)
-        for read, wanted in plan.days.items()
+        for read, wanted in wanted_days.items()
         for day in sorted(wanted)
         if day not in index
         for hour in day_hours(day)
         if hour in builds
     ]
-    day_replies, hour_replies = _fetch(client, layout, plan.slices, builds, day_requests, hour_requests)
+    week_replies, day_replies, hour_replies = _fetch(
+        client, layout, plan.slices, builds, week_requests, day_requests, hour_requests
+    )
+    week_data: dict[HashRead, dict[date, dict[str, Any]]] = {}
+    stale_weeks: list[tuple[HashRead, date]] = []
+    for (read, monday), fields in zip(week_requests, week_replies, strict=True):
+        recorded = fields.pop(WEEK_DAYS_FIELD, None)
+        expected = week_days_text([index[day][0] for day in week_days(monday)])
+        if recorded is not None and recorded.decode() == expected:
+            week_data.setdefault(read, {})[monday] = fields
+        else:
+            stale_weeks += [(read, day) for day in week_days(monday)]
+    if stale_weeks:
+        _, more_days, _ = _fetch(client, layout, plan.slices, builds, [], stale_weeks, [])
+        day_requests += stale_weeks
+        day_replies += more_days
     day_data: dict[HashRead, dict[date, dict[str, Any]]] = {}
     stale: list[tuple[HashRead, datetime]] = []
     for (read, day), fields in zip(day_requests, day_replies, strict=True):
@@ -96,7 +126,7 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Sna
         hour_data.setdefault(read, {})[hour] = _decoded(read, fields)
     if stale:
         _check_hour_tier(kept_from, [hour for _, hour in stale])
-        _, stale_replies = _fetch(client, layout, plan.slices, builds, [], stale)
+        _, _, stale_replies = _fetch(client, layout, plan.slices, builds, [], [], stale)
         for (read, hour), fields in zip(stale, stale_replies, strict=True):
             hour_data.setdefault(read, {})[hour] = _decoded(read, fields)
             published_at.setdefault(hour, index[hour.date()][1])
@@ -107,6 +137,7 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Sna
         published_at=published_at,
         hours=hour_data,
         days=day_data,
+        weeks=week_data,
         day_published_at=day_published_at,
         full_days=frozenset(full_days),
         revised=frozenset(revised),
@@ -183,14 +214,19 @@ def _fetch(
     layout: KeyLayout,
     slices: Sequence[str] | None,
     builds: dict[datetime, str],
+    week_requests: Sequence[tuple[HashRead, date]],
     day_requests: Sequence[tuple[HashRead, date]],
     hour_requests: Sequence[tuple[HashRead, datetime]],
-) -> tuple[list[dict[str, bytes]], list[dict[str, bytes]]]:
-    """One pipeline: each day hash (with its @builds) and each hour hash, as field dicts."""
-    if not day_requests and not hour_requests:
-        return [], []
+) -> tuple[list[dict[str, bytes]], list[dict[str, bytes]], list[dict[str, bytes]]]:
+    """One pipeline: each week hash (with its @days), day hash (with its @builds) and hour hash, as field dicts."""
+    if not week_requests and not day_requests and not hour_requests:
+        return [], [], []
+    week_fields = None if slices is None else [WEEK_DAYS_FIELD, *slices]
     day_fields = None if slices is None else [DAY_BUILDS_FIELD, *slices]
     with client.pipeline(transaction=False) as pipe:
+        for read, monday in week_requests:
+            key = layout.week_sketches(day_field(monday), read.metric)
+            pipe.hgetall(key) if week_fields is None else pipe.hmget(key, week_fields)
         for read, day in day_requests:
             key = (layout.day_values if read.source == "values" else layout.day_sketches)(day_field(day), read.metric)
             pipe.hgetall(key) if day_fields is None else pipe.hmget(key, day_fields)
@@ -198,8 +234,12 @@ def _fetch(
             key = _hash_key(layout, read, builds[hour], hour)
             pipe.hgetall(key) if slices is None else pipe.hmget(key, list(slices))
         replies = pipe.execute()
-    fields = [_fields(reply, day_fields if i < len(day_requests) else slices) for i, reply in enumerate(replies)]
-    return fields[: len(day_requests)], fields[len(day_requests) :]
+    weeks, days = len(week_requests), len(day_requests)
+    return (
+        [_fields(reply, week_fields) for reply in replies[:weeks]],
+        [_fields(reply, day_fields) for reply in replies[weeks : weeks + days]],
+        [_fields(reply, slices) for reply in replies[weeks + days :]],
+    )
 
 
 def _decoded(read: HashRead, fields: dict[str, bytes]) -> dict[str, Any]:

@@ -258,7 +258,8 @@ def test_a_pointer_switch_during_a_rebuild_is_not_overwritten(redis_client, layo
 
     monkeypatch.setattr(cache.days, "_stage", stage_then_switch)
     publish_builds(redis_client, layout, first, PublishOptions(superseded_ttl=60), spec=SPEC)
-    assert len(calls) == 2  # the first attempt was abandoned and the day read again
+    day_calls = [staged for staged in calls if any(":day:" in key for key in staged.values())]
+    assert len(day_calls) == 2  # the first attempt was abandoned and the day read again
     assert (
         day_hash(redis_client, layout, DAY, "events")[DAY_BUILDS_FIELD]
         == builds_text(DAY, [*first, concurrent]).encode()

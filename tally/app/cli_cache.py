@@ -59,7 +59,13 @@ def rollback(args: argparse.Namespace, settings: Settings) -> int:
 
     hour = parse_hour(args.hour, name="--hour")
     client = connect(settings.redis_url)
-    build = rollback_hour(client, KeyLayout(settings.redis_prefix), hour, spec=load_spec(settings.spec_path))
+    build = rollback_hour(
+        client,
+        KeyLayout(settings.redis_prefix),
+        hour,
+        spec=load_spec(settings.spec_path),
+        events_keep=settings.events_keep,
+    )
     print(f"{args.hour}: build {build} is live again")
     return 0
 

@@ -133,6 +133,27 @@ class Settings(BaseSettings):
         description="Memory for encoded series responses the API serves again while the data is unchanged; "
         "0 turns it off (TALLY_API_RESPONSE_CACHE_MB).",
     )
+    events_keep: int = Field(
+        default=10_000,
+        ge=1,
+        description="Publish events kept in the `{prefix}:events` stream for clients to replay (TALLY_EVENTS_KEEP).",
+    )
+    events_keepalive_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds between keep-alive comments on an idle `GET /v1/events` stream "
+        "(TALLY_EVENTS_KEEPALIVE_SECONDS).",
+    )
+    webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="URLs each publish event is POSTed to as JSON, comma-separated; none by default "
+        "(TALLY_WEBHOOK_URLS).",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC-SHA256 of each webhook body, sent as `X-Tally-Signature: sha256=<hex>` "
+        "(TALLY_WEBHOOK_SECRET).",
+    )
     input_wait_hours: float = Field(
         default=6.0,
         gt=0,
@@ -146,14 +167,14 @@ class Settings(BaseSettings):
         f"{LOCAL_AIRFLOW_DATABASE_URL}; unset: SQLite under the Airflow home (TALLY_AIRFLOW_DATABASE_URL).",
     )
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "webhook_urls", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("api_token", mode="before")
+    @field_validator("api_token", "webhook_secret", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -31,7 +31,18 @@ DEFAULT_MAX_VALUES = 1000
 OTHER = "other"
 # Query parameters of GET /v1/metrics/{name}: a dimension may not be named like one,
 # since any other parameter of a request is a filter on a dimension.
-API_PARAMETERS: tuple[str, ...] = ("grain", "start", "end", "group_by", "tz", "window", "limit", "q", "bounds")
+API_PARAMETERS: tuple[str, ...] = (
+    "grain",
+    "start",
+    "end",
+    "group_by",
+    "tz",
+    "window",
+    "limit",
+    "q",
+    "bounds",
+    "format",
+)
 # Columns of the rollup table besides the dimensions.
 # Columns of the rollup a dimension may not be named after.
 ROLLUP_COLUMNS: tuple[str, ...] = (*PARTITION_COLUMNS, *VALUE_COLUMNS)

@@ -1,0 +1,161 @@
+"""One reader of the publish event stream per API process, fanning out to every SSE subscriber.
+
+Each ``GET /v1/events`` connection is an asyncio task waiting on its own queue;
+a single background task (:meth:`EventHub.run`) blocks on ``XREAD`` of
+``{p}:events`` and puts each new entry on every queue. So 500 idle dashboards
+cost 500 parked coroutines and one Redis connection, not 500 blocked Redis
+connections, and no request thread (series requests keep the thread pool).
+
+When Redis fails (down, restarted) the reader backs off and reconnects, then
+tells every subscriber ``reset``: events may have been lost meanwhile (a Redis
+without persistence comes back empty). A subscriber that falls too far behind
+(its queue full) gets ``reset`` too and is dropped. Nothing here parses HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from cache.client import text
+from cache.events import Event, parse_event
+from cache.keys import KeyLayout
+
+log = logging.getLogger(__name__)
+
+BLOCK_MILLISECONDS = 5_000  # one XREAD waits this long for an entry, then asks again
+QUEUE_SIZE = 256  # events a slow subscriber may lag behind before it is reset
+RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)  # backoff after a Redis failure, the last repeated
+
+
+@dataclass(frozen=True)
+class Reset:
+    """The subscriber may have missed events: it must reload. ``last_id``: where to resume after."""
+
+    reason: str
+    last_id: str
+
+
+Item = tuple[str, Event] | Reset
+
+
+@dataclass(eq=False)  # each subscription is its own (hashed by identity in the hub's set)
+class Subscription:
+    queue: asyncio.Queue[Item] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    dropped: bool = False
+
+
+def stream_id_key(entry_id: str) -> tuple[int, int]:
+    """A stream id's order: ``<ms>-<seq>`` compared as numbers."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class EventHub:
+    def __init__(self, url: str, layout: KeyLayout) -> None:
+        self._url = url
+        self._layout = layout
+        self._subscribers: set[Subscription] = set()
+        self._client: aioredis.Redis | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()  # set while the reader is connected and knows the stream's end
+        self.last_id = "0-0"  # the newest entry seen (the stream's end when the reader started)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def client(self) -> aioredis.Redis:
+        """The hub's async Redis client (for a subscriber's replay, which must not wait on the thread pool)."""
+        if self._client is None:
+            self._client = aioredis.Redis.from_url(self._url, socket_connect_timeout=1.0, socket_timeout=10.0)
+        return self._client
+
+    async def wait_ready(self, seconds: float) -> bool:
+        """Whether the reader is (or within ``seconds`` becomes) connected: a subscriber's events reach it."""
+        if self._task is None:
+            self.start()
+        try:
+            await asyncio.wait_for(self._ready.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name="tally-event-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[Subscription]:
+        """A queue that gets every event from now on (register before replaying, so none falls between)."""
+        subscription = Subscription()
+        self._subscribers.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscribers.discard(subscription)
+
+    async def run(self) -> None:
+        failures = 0
+        started = False
+        while True:
+            try:
+                client = self.client()
+                if not started:
+                    newest: list[Any] = await client.xrevrange(self._layout.events(), count=1) or []
+                    self.last_id = text(newest[0][0]) if newest else "0-0"
+                    if failures:  # the reader was down: whoever listened may have missed events
+                        self._broadcast(Reset("the event stream was unreachable", self.last_id))
+                    started, failures = True, 0
+                    self._ready.set()
+                replies: Any = await client.xread({self._layout.events(): self.last_id}, block=BLOCK_MILLISECONDS)
+                for _, entries in replies or []:
+                    for entry_id, fields in entries:
+                        self.last_id = text(entry_id)
+                        self._broadcast((self.last_id, parse_event(fields)))
+            except asyncio.CancelledError:
+                raise
+            except (aioredis.RedisError, OSError) as exc:
+                delay = RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)]
+                if failures == 0:
+                    log.warning("event stream unreachable (%s); reconnecting", exc)
+                failures += 1
+                started = False
+                self._ready.clear()
+                await self._drop_client()
+                await asyncio.sleep(delay)
+
+    async def _drop_client(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+            self._client = None
+
+    def _broadcast(self, item: Item) -> None:
+        for subscription in list(self._subscribers):
+            if subscription.dropped:
+                continue
+            try:
+                subscription.queue.put_nowait(item)
+            except asyncio.QueueFull:
+                # Too far behind: it gets one reset (room is made for it) and no more events.
+                subscription.dropped = True
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    subscription.queue.get_nowait()
+                subscription.queue.put_nowait(Reset("this client fell too far behind", self.last_id))
