@@ -70,6 +70,9 @@ key                                         type      content
                                                       switch, rollback, pending marks), appended in
                                                       the write's own MULTI/EXEC, capped at about
                                                       ``TALLY_EVENTS_KEEP`` (:mod:`cache.events`).
+``{p}:webhooks:cursor``                     string    the id of the last event POSTed to the webhooks;
+                                                      ``{p}:webhooks:lock`` (with a TTL) is held
+                                                      while a publisher relays (cache.webhooks).
 ``{p}:storage``                              string    JSON: the storage report the publisher wrote
                                                       after its last publish (bytes per tier and
                                                       metric, growth per day, days until the
@@ -265,6 +268,13 @@ class KeyLayout:
         """The capped stream of publish events (:mod:`cache.events`)."""
         return f"{self.prefix}:events"
 
+    def webhook_cursor(self) -> str:
+        """The id of the last event relayed to the webhooks (:mod:`cache.webhooks`)."""
+        return f"{self.prefix}:webhooks:cursor"
+
+    def webhook_lock(self) -> str:
+        return f"{self.prefix}:webhooks:lock"
+
     def manifest(self, build: str, hour: str) -> str:
         return f"{self.prefix}:b:{build}:{hour}:manifest"
 
@@ -305,6 +315,8 @@ class KeyLayout:
                 self.published_rollups(),
                 self.storage(),
                 self.events(),
+                self.webhook_cursor(),
+                self.webhook_lock(),
             }
         )
 

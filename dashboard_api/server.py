@@ -13,8 +13,10 @@ from tally.core.settings import Settings
 # bare FastAPI peer, so the two are compared like for like. "auto" picks uvloop and
 # httptools when installed (uvicorn[standard]). The per-request access log is off:
 # formatting and writing a line costs about a third of a cached read's time
-# (see docs/performance.md); `tally serve --access-log` turns it on.
-UVICORN_OPTIONS: dict[str, Any] = {"loop": "auto", "http": "auto", "access_log": False}
+# (see docs/performance.md); `tally serve --access-log` turns it on. A stop (SIGTERM)
+# waits at most 3 s for open connections: a `GET /v1/events` stream never ends by
+# itself, and its client reconnects (with Last-Event-ID, missing nothing) elsewhere.
+UVICORN_OPTIONS: dict[str, Any] = {"loop": "auto", "http": "auto", "access_log": False, "timeout_graceful_shutdown": 3}
 
 
 def serve(

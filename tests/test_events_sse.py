@@ -202,7 +202,7 @@ def test_metrics_filter_keeps_what_concerns_them(live: Live) -> None:
     listener.close()
     # A ratio concerns events about its parts: conversion_rate is purchasers over active_users.
     ratio = Listener(live.events(metrics="avg_order_value"))  # revenue / orders
-    publish_builds(live.client, live.layout, [hour_build(H0 + timedelta(hours=9), {"orders": {"_": 2.0}})], OPTIONS)
+    publish_builds(live.client, live.layout, [hour_build(H0 + timedelta(hours=60), {"orders": {"_": 2.0}})], OPTIONS)
     assert ratio.next().data["metrics"] == ["orders"]
     ratio.close()
     assert httpx.get(live.events(metrics="nope")).json()["error"]["code"] == "unknown_metric"
@@ -256,3 +256,27 @@ def test_the_token_and_cors_rules_cover_the_stream(redis_server: str) -> None:
         )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "https://dash.example"
+
+
+def test_the_python_clients_listen_replays_and_follows(live: Live) -> None:
+    """tally.client.Client.listen against the live stream: replay from an id, then live events."""
+    from tally.client import Client
+
+    first = Listener(live.events())
+    start = live.publish()
+    anchor = first.next()
+    first.close()
+    away = live.publish(7)
+    received: queue.Queue[Any] = queue.Queue()
+
+    def follow() -> None:
+        for event in Client(live.url).listen(since=str(anchor.id), metrics=["events"]):
+            received.put(event)
+
+    threading.Thread(target=follow, daemon=True).start()
+    replayed = received.get(timeout=WAIT)
+    assert (replayed.type, replayed.data["hours"]) == ("published", [away])
+    later = live.publish(8)
+    followed = received.get(timeout=WAIT)
+    assert (followed.type, followed.data["hours"], followed.id) == ("published", [later], followed.data["id"])
+    assert start != away
