@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 
 import redis
@@ -48,32 +48,51 @@ def rebuild_days(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, days:
 
 def _rebuild_day(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, day: date) -> None:
     hours = [hour_field(hour) for hour in day_hours(day)]
+
+    def day_hashes(pipe: redis.client.Pipeline) -> dict[str, dict[str, str | bytes]]:
+        builds = [pointer_build(value) for value in pipe.hmget(layout.pointer(), hours)]
+        return _aggregate_day(client, layout, spec, day, hours, builds) if any(builds) else {}
+
+    # If a pointer moves before the renames, they are not applied and the day is read
+    # again, so a concurrent publish cannot be overwritten by an older state of the day.
+    _replace(client, layout, layout.pointer(), day_hashes, day_keys(layout, spec, day), f"day {day_field(day)}")
+
+
+def _replace(
+    client: redis.Redis,
+    layout: KeyLayout,
+    watched: str,
+    compute: Callable[[redis.client.Pipeline], dict[str, dict[str, str | bytes]]],
+    keys: Sequence[str],
+    what: str,
+) -> None:
+    """Write ``compute``'s hashes whole (staged, then renamed in one MULTI/EXEC), delete the rest of ``keys``.
+
+    ``compute`` reads under a WATCH of ``watched``; if that key changes before the
+    renames, nothing is applied and everything is read again.
+    """
     with client.pipeline(transaction=True) as pipe:
         while True:
             staged: dict[str, str] = {}
             try:
-                # If a pointer moves before the renames, they are not applied and the
-                # day is read again, so a concurrent publish cannot be overwritten by
-                # an older state of the day.
-                pipe.watch(layout.pointer())
-                builds = [pointer_build(value) for value in pipe.hmget(layout.pointer(), hours)]
-                day_hashes = _aggregate_day(client, layout, spec, day, hours, builds) if any(builds) else {}
-                staged = _stage(client, layout, day_hashes)
+                pipe.watch(watched)
+                hashes = compute(pipe)
+                staged = _stage(client, layout, hashes)
                 pipe.multi()
                 for temporary, key in staged.items():
                     pipe.rename(temporary, key)
                     pipe.persist(key)  # RENAME keeps the temporary key's TTL
-                stale = [key for key in day_keys(layout, spec, day) if key not in day_hashes]
+                stale = [key for key in keys if key not in hashes]
                 if stale:
                     pipe.delete(*stale)
-                # No new generation: a day aggregate holds the same builds' data as the hours
-                # it was made from, so no answer a reader may have kept is out of date.
+                # No new generation: an aggregate holds the same builds' data as what it was
+                # made from, so no answer a reader may have kept is out of date.
                 pipe.execute()
                 return
             except redis.WatchError:
                 if staged:
                     client.delete(*staged)
-                log.info("pointer changed while rebuilding day %s; retrying", day_field(day))
+                log.info("%s changed while rebuilding %s; retrying", watched, what)
 
 
 def _aggregate_day(
@@ -145,30 +164,15 @@ def _rebuild_week(client: redis.Redis, layout: KeyLayout, spec: MetricSpec, mond
     its week hashes: readers then read its days.
     """
     day_fields = [day_field(day) for day in week_days(monday)]
-    with client.pipeline(transaction=True) as pipe:
-        while True:
-            staged: dict[str, str] = {}
-            try:
-                pipe.watch(layout.day_index())
-                entries = pipe.hmget(layout.day_index(), day_fields)
-                week_hashes: dict[str, dict[str, str | bytes]] = {}
-                if all(entry is not None for entry in entries):
-                    texts = [parse_day_index_value(text(entry))[0] for entry in entries if entry is not None]
-                    week_hashes = _aggregate_week(client, layout, spec, day_fields, texts)
-                staged = _stage(client, layout, week_hashes)
-                pipe.multi()
-                for temporary, key in staged.items():
-                    pipe.rename(temporary, key)
-                    pipe.persist(key)
-                stale = [key for key in week_keys(layout, spec, monday) if key not in week_hashes]
-                if stale:
-                    pipe.delete(*stale)
-                pipe.execute()
-                return
-            except redis.WatchError:
-                if staged:
-                    client.delete(*staged)
-                log.info("day index changed while rebuilding week %s; retrying", day_field(monday))
+
+    def week_hashes(pipe: redis.client.Pipeline) -> dict[str, dict[str, str | bytes]]:
+        entries = pipe.hmget(layout.day_index(), day_fields)
+        if any(entry is None for entry in entries):
+            return {}
+        texts = [parse_day_index_value(text(entry))[0] for entry in entries if entry is not None]
+        return _aggregate_week(client, layout, spec, day_fields, texts)
+
+    _replace(client, layout, layout.day_index(), week_hashes, week_keys(layout, spec, monday), f"week {day_fields[0]}")
 
 
 def _aggregate_week(
