@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from datetime import UTC, datetime
@@ -19,7 +20,9 @@ from cache.keys import KeyLayout
 from cache.options import PublishOptions
 from cache.publish import publish_builds
 from cache.rollback import rollback_hour
+from cache.webhooks import relay
 from dashboard_api import create_app
+from dashboard_api.event_hub import EventHub
 from tally.app import local
 from tally.app.processes import stop
 from tally.core.settings import DEFAULT_SPEC_PATH, Settings, get_settings
@@ -52,6 +55,9 @@ def test_the_writer_can_do_everything_the_jobs_do_and_nothing_else(acl_urls, lay
     assert rollback_hour(writer, layout, HOUR, spec=SPEC) == build(1).build
     rebuild_days(writer, layout, SPEC, [HOUR.date()])
     mark_pending(writer, layout, [HOUR], {HOUR: INPUT_CHANGED})
+    # Webhooks are relayed by the publisher, with its own user (no receiver: a refused connection).
+    assert relay(writer, layout, ["http://127.0.0.1:9/hook"], None, backoff=()).as_stats()["failed"] == 1
+    assert writer.get(layout.webhook_cursor()) is not None
     with pytest.raises(redis.exceptions.NoPermissionError):
         writer.set("not-tally:key", "x")  # outside the prefix
     with pytest.raises(redis.exceptions.NoPermissionError):
@@ -83,6 +89,8 @@ def test_the_api_reads_as_a_user_that_cannot_write(acl_urls, layout, redis_serve
         assert api.get("/v1/retention", params=retention).status_code == 200
         assert api.get("/v1/funnel", params={"steps": "viewers,carters,buyers", **day}).status_code == 200
         assert api.get("/health").json()["redis"] == "ok"
+        # The event stream's reader (one per process) follows the stream as this user too.
+        assert asyncio.run(first_event_seen(acl_urls["TALLY_API_REDIS_URL"], layout, acl_urls["REDIS_URL"]))
         # ... and the API's own connection cannot change or enumerate anything.
         connection: redis.Redis = api.app_state["redis"]
         for attempt in (
@@ -93,9 +101,25 @@ def test_the_api_reads_as_a_user_that_cannot_write(acl_urls, layout, redis_serve
             lambda: connection.keys("*"),
             lambda: connection.get("another-app:secret"),
             lambda: connection.eval("return 1", 0),
+            lambda: connection.xadd(layout.events(), {"type": "published"}),
         ):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 attempt()
+
+
+async def first_event_seen(reader_url: str, layout: KeyLayout, writer_url: str) -> bool:
+    """Start an EventHub as the read-only user, publish as the writer, and see the event arrive."""
+    hub = EventHub(reader_url, layout)
+    try:
+        assert await hub.wait_ready(5)
+        async with hub.subscribe() as subscription:
+            writer = redis.Redis.from_url(writer_url)
+            await asyncio.to_thread(publish_builds, writer, layout, [build(4)], PublishOptions(superseded_ttl=60))
+            writer.close()
+            item = await asyncio.wait_for(subscription.queue.get(), 10)
+        return isinstance(item, tuple) and item[1].type == "revised"
+    finally:
+        await hub.stop()
 
 
 def test_readme_shows_the_acl_lines_tally_redis_acl_prints():
