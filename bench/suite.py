@@ -1,7 +1,8 @@
 """`make bench`: Tally against the peers a user would pick instead, measured in one run.
 
 Generates its own data under .tally/bench (deleted afterwards), measures P1-P7 of
-issue 6 (see docs/performance.md), prints a table and writes results/bench.json
+issue 6 and the later figures (P7B, P10, P11: SSE fan-out; see docs/performance.md),
+prints a table and writes results/bench.json
 and results/bench.png. Every figure is a ratio against a peer measured in the
 same run (median of several repetitions); absolute figures are reported too,
 but they depend on the machine and are not the target.
@@ -35,6 +36,7 @@ import redis
 from bench import peers
 from bench.server import ROOT, bench_redis, start_server, staying_keys, stop
 from bench.sketch_latency import p10_sketch_latency
+from bench.sse_fanout import p11_sse_fanout
 from bench.wide_spec import p7b_wide_spec
 from cache.builds import read_hour_build
 from cache.keys import KeyLayout
@@ -620,6 +622,7 @@ MEASURES: dict[str, Callable[[Bench], Figure]] = {
     "P7": p7_memory,
     "P7B": p7b_wide_spec,
     "P10": p10_sketch_latency,
+    "P11": p11_sse_fanout,
 }
 
 

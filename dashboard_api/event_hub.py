@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -42,7 +43,27 @@ class Reset:
     last_id: str
 
 
-Item = tuple[str, Event] | Reset
+@dataclass(frozen=True)
+class Published:
+    """A stream entry, with its SSE frame written once for every subscriber."""
+
+    id: str
+    event: Event
+    frame: str
+
+
+Item = Published | Reset
+
+
+def event_frame(entry_id: str, event: Event) -> str:
+    """The SSE frame of a stream entry: ``id``, ``event`` (its type) and one ``data`` line of JSON."""
+    data = json.dumps({"id": entry_id, **event.document()}, separators=(",", ":"))
+    return f"id: {entry_id}\nevent: {event.type}\ndata: {data}\n\n"
+
+
+def reset_frame(reset: Reset) -> str:
+    data = json.dumps({"id": reset.last_id, "type": "reset", "reason": reset.reason}, separators=(",", ":"))
+    return f"id: {reset.last_id}\nevent: reset\ndata: {data}\n\n"
 
 
 @dataclass(eq=False)  # each subscription is its own (hashed by identity in the hub's set)
@@ -128,7 +149,9 @@ class EventHub:
                 for _, entries in replies or []:
                     for entry_id, fields in entries:
                         self.last_id = text(entry_id)
-                        self._broadcast((self.last_id, parse_event(fields)))
+                        event = parse_event(fields)
+                        # Formatted once here: at 500 subscribers a frame per subscriber was most of a fan-out.
+                        self._broadcast(Published(self.last_id, event, event_frame(self.last_id, event)))
             except asyncio.CancelledError:
                 raise
             except (aioredis.RedisError, OSError) as exc:

@@ -14,7 +14,6 @@ every ``TALLY_EVENTS_KEEPALIVE_SECONDS`` (15) keeps proxies from closing an idle
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import AsyncIterator, Collection
 from typing import Annotated, Any
@@ -28,7 +27,7 @@ from cache.events import Event, parse_event
 from cache.keys import KeyLayout
 from dashboard_api.deps import LayoutDep, SettingsDep, SpecDep
 from dashboard_api.errors import ApiError
-from dashboard_api.event_hub import EventHub, Reset, stream_id_key
+from dashboard_api.event_hub import EventHub, Reset, event_frame, reset_frame, stream_id_key
 from dashboard_api.plan import stored_parts
 from tally.core.spec import MetricSpec
 
@@ -76,7 +75,7 @@ async def _frames(
                         yield frame
             except (aioredis.RedisError, OSError):
                 last = hub.last_id
-                yield _reset_frame(Reset("the event stream was unreachable", hub.last_id))
+                yield reset_frame(Reset("the event stream was unreachable", hub.last_id))
         while True:
             try:
                 item = await asyncio.wait_for(subscription.queue.get(), keepalive)
@@ -85,15 +84,14 @@ async def _frames(
                 continue
             if isinstance(item, Reset):
                 last = item.last_id
-                yield _reset_frame(item)
+                yield reset_frame(item)
                 if subscription.dropped:
                     return
                 continue
-            entry_id, event = item
-            if last is not None and stream_id_key(entry_id) <= stream_id_key(last):
+            if last is not None and stream_id_key(item.id) <= stream_id_key(last):
                 continue  # already replayed
-            if _concerns(event, wanted):
-                yield _event_frame(entry_id, event)
+            if _concerns(item.event, wanted):
+                yield item.frame
 
 
 async def _replay(
@@ -104,7 +102,7 @@ async def _replay(
     if stream_id_key(resume) != (0, 0) and not await client.xrange(key, min=resume, max=resume):
         newest: list[Any] = await client.xrevrange(key, count=1) or []
         last = text(newest[0][0]) if newest else "0-0"
-        yield _reset_frame(Reset("the events after this id are no longer kept", last)), last
+        yield reset_frame(Reset("the events after this id are no longer kept", last)), last
         return
     after = resume
     while True:
@@ -113,21 +111,11 @@ async def _replay(
             after = text(entry_id)
             event = parse_event(fields)
             if _concerns(event, wanted):
-                yield _event_frame(after, event), after
+                yield event_frame(after, event), after
             else:
                 yield "", after
         if len(entries) < REPLAY_PAGE:
             return
-
-
-def _event_frame(entry_id: str, event: Event) -> str:
-    data = json.dumps({"id": entry_id, **event.document()}, separators=(",", ":"))
-    return f"id: {entry_id}\nevent: {event.type}\ndata: {data}\n\n"
-
-
-def _reset_frame(reset: Reset) -> str:
-    data = json.dumps({"id": reset.last_id, "type": "reset", "reason": reset.reason}, separators=(",", ":"))
-    return f"id: {reset.last_id}\nevent: reset\ndata: {data}\n\n"
 
 
 def _concerns(event: Event, wanted: Collection[str] | None) -> bool:

@@ -270,8 +270,10 @@ def test_the_python_clients_listen_replays_and_follows(live: Live) -> None:
     received: queue.Queue[Any] = queue.Queue()
 
     def follow() -> None:
-        for event in Client(live.url).listen(since=str(anchor.id), metrics=["events"]):
+        for count, event in enumerate(Client(live.url).listen(since=str(anchor.id), metrics=["events"]), 1):
             received.put(event)
+            if count == 2:
+                return  # leaving the loop closes the stream
 
     threading.Thread(target=follow, daemon=True).start()
     replayed = received.get(timeout=WAIT)

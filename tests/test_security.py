@@ -22,7 +22,7 @@ from cache.publish import publish_builds
 from cache.rollback import rollback_hour
 from cache.webhooks import relay
 from dashboard_api import create_app
-from dashboard_api.event_hub import EventHub
+from dashboard_api.event_hub import EventHub, Published
 from tally.app import local
 from tally.app.processes import stop
 from tally.core.settings import DEFAULT_SPEC_PATH, Settings, get_settings
@@ -117,7 +117,7 @@ async def first_event_seen(reader_url: str, layout: KeyLayout, writer_url: str) 
             await asyncio.to_thread(publish_builds, writer, layout, [build(4)], PublishOptions(superseded_ttl=60))
             writer.close()
             item = await asyncio.wait_for(subscription.queue.get(), 10)
-        return isinstance(item, tuple) and item[1].type == "revised"
+        return isinstance(item, Published) and item.event.type == "revised"
     finally:
         await hub.stop()
 
