@@ -10,7 +10,7 @@ data is a no-op.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,6 +34,8 @@ class PublishReport:
     unchanged: list[str]
     # Hours published from the rollups first because the prefix was empty (publish_settings_hours).
     rehydrated: int = 0
+    # What relaying the publish events to the webhooks did (cache.webhooks); empty without webhooks.
+    webhooks: dict[str, int] = field(default_factory=dict)
 
 
 def publish_builds(

@@ -23,7 +23,9 @@ Every hour, for exactly the hour of its **data interval** (UTC):
    Reruns give the same result.
 4. **publish**: verifies the builds and makes them live in Redis in one atomic
    switch (every source of an hour together), with the unpublished rollups
-   found in step 1.
+   found in step 1, and announces the hours it made live as an event on the
+   Airflow asset `tally://<TALLY_REDIS_PREFIX>/metrics` (none when nothing
+   changed); `tally_daily_report` and your own DAGs can schedule on it.
 5. **check_late_input**: fails the run, naming the files, if a changed earlier
    hour could not be recomputed (its input is now broken). That hour keeps its
    previous build and stays pending; the run's own hour is published anyway.
@@ -39,7 +41,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, task
+from airflow.sdk import DAG, AssetAlias, CronDataIntervalTimetable, task
 
 DEFAULT_ARGS = {
     "owner": "tally",
@@ -47,6 +49,10 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=20),
 }
+
+# The publish task's outlet: it attaches the asset tally://<TALLY_REDIS_PREFIX>/metrics with the
+# published hours as the event's extra, and emits nothing when nothing changed (tally.app.assets).
+TALLY_METRICS = AssetAlias("tally-metrics")
 
 with DAG(
     dag_id="tally_hourly",
@@ -103,11 +109,14 @@ with DAG(
         computed = compute(get_settings(), [data_interval_start], Stale.from_xcom(stale), app_name="tally_hourly")
         return asdict(computed)
 
-    @task(task_id="publish")
-    def publish(computed: dict) -> dict:
+    @task(task_id="publish", outlets=[TALLY_METRICS])
+    def publish(computed: dict, outlet_events=None) -> dict:
+        from tally.app.assets import announce_publish
         from tally.app.pipeline import publish_hour_texts
 
-        return publish_hour_texts(computed["publish"])
+        published = publish_hour_texts(computed["publish"])
+        announce_publish(outlet_events[TALLY_METRICS], published)
+        return published
 
     @task(task_id="check_late_input", retries=0)
     def check_late_input(computed: dict) -> None:

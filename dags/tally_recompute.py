@@ -13,13 +13,14 @@ Hours whose input folder does not exist are skipped (and listed in the log);
 when none of the range's hours has arrived the run fails, naming the folders.
 An hour with a broken input file fails the run after the other hours are
 written, naming the file. Only computed hours are published, in one atomic
-switch.
+switch, and the hours whose numbers changed are announced on the asset
+`tally://<TALLY_REDIS_PREFIX>/metrics` (revised ones named).
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, AssetAlias, Param, task
 
 # The last full UTC day, as of this parse (pendulum only: DAG files stay light to parse).
 _TODAY = pendulum.now("UTC").start_of("day")
@@ -30,6 +31,10 @@ DEFAULT_ARGS = {
     "retries": 1,
     "retry_exponential_backoff": True,
 }
+
+# The publish task's outlet: it attaches the asset tally://<TALLY_REDIS_PREFIX>/metrics with the
+# published hours as the event's extra, and emits nothing when nothing changed (tally.app.assets).
+TALLY_METRICS = AssetAlias("tally-metrics")
 
 with DAG(
     dag_id="tally_recompute",
@@ -71,10 +76,13 @@ with DAG(
         except HourNotArrivedError as exc:  # a retry finds the same folders missing
             raise AirflowFailException(str(exc)) from None
 
-    @task(task_id="publish_range")
-    def publish_range(hours: list[str]) -> dict:
+    @task(task_id="publish_range", outlets=[TALLY_METRICS])
+    def publish_range(hours: list[str], outlet_events=None) -> dict:
+        from tally.app.assets import announce_publish
         from tally.app.pipeline import publish_hour_texts
 
-        return publish_hour_texts(hours)
+        published = publish_hour_texts(hours)
+        announce_publish(outlet_events[TALLY_METRICS], published)
+        return published
 
     publish_range(aggregate_range())

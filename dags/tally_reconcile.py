@@ -10,7 +10,8 @@ Daily, for the last `TALLY_RECONCILE_HORIZON_DAYS` (default 35) days:
 2. **recompute_changed**: recomputes exactly the changed hours in one Spark
    application (skipped when there are none).
 3. **publish**: publishes them, and the unpublished rollups, in one verified,
-   atomic switch.
+   atomic switch, and announces them (revised hours named) on the asset
+   `tally://<TALLY_REDIS_PREFIX>/metrics`; nothing changed, no event.
 4. **check_late_input**: fails the run, naming the files, for a changed hour
    whose input is now broken; it keeps its previous build and stays pending.
 5. **compact_rollups** (no Spark; runs whatever the check found): deletes the
@@ -28,13 +29,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, task
+from airflow.sdk import DAG, AssetAlias, CronDataIntervalTimetable, task
 
 DEFAULT_ARGS = {
     "owner": "tally",
     "retries": 2,
     "retry_exponential_backoff": True,
 }
+
+# The publish task's outlet: it attaches the asset tally://<TALLY_REDIS_PREFIX>/metrics with the
+# published hours as the event's extra, and emits nothing when nothing changed (tally.app.assets).
+TALLY_METRICS = AssetAlias("tally-metrics")
 
 with DAG(
     dag_id="tally_reconcile",
@@ -70,11 +75,14 @@ with DAG(
             return asdict(Computed(publish=stale["republish"], failed={}))
         return asdict(compute(get_settings(), [], stale_hours, app_name="tally_reconcile"))
 
-    @task(task_id="publish")
-    def publish(computed: dict) -> dict:
+    @task(task_id="publish", outlets=[TALLY_METRICS])
+    def publish(computed: dict, outlet_events=None) -> dict:
+        from tally.app.assets import announce_publish
         from tally.app.pipeline import publish_hour_texts
 
-        return publish_hour_texts(computed["publish"])
+        published = publish_hour_texts(computed["publish"])
+        announce_publish(outlet_events[TALLY_METRICS], published)
+        return published
 
     @task(task_id="check_late_input", retries=0)
     def check_late_input(computed: dict) -> None:

@@ -103,7 +103,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     settings = app.state.settings
     client = open_client(settings.api_read_url)
     # One reader of the publish events for every /v1/events subscriber of this process.
-    app.state.event_hub = EventHub(settings.api_read_url, KeyLayout(settings.redis_prefix))
+    app.state.event_hub = EventHub(
+        settings.api_read_url, KeyLayout(settings.redis_prefix), keepalive=settings.events_keepalive_seconds
+    )
     app.state.event_hub.start()
     try:
         yield {"redis": client}

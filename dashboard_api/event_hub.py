@@ -30,7 +30,6 @@ from cache.keys import KeyLayout
 
 log = logging.getLogger(__name__)
 
-BLOCK_MILLISECONDS = 5_000  # one XREAD waits this long for an entry, then asks again
 QUEUE_SIZE = 256  # events a slow subscriber may lag behind before it is reset
 RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)  # backoff after a Redis failure, the last repeated
 
@@ -52,7 +51,13 @@ class Published:
     frame: str
 
 
-Item = Published | Reset
+@dataclass(frozen=True)
+class KeepAlive:
+    """Nothing was published for a keep-alive period: every stream writes a comment line."""
+
+
+KEEP_ALIVE = KeepAlive()
+Item = Published | Reset | KeepAlive
 
 
 def event_frame(entry_id: str, event: Event) -> str:
@@ -79,9 +84,16 @@ def stream_id_key(entry_id: str) -> tuple[int, int]:
 
 
 class EventHub:
-    def __init__(self, url: str, layout: KeyLayout) -> None:
+    """``keepalive``: seconds of silence after which every stream gets a comment line.
+
+    The hub's own XREAD waits that long, and each time it comes back empty every queue
+    gets :data:`KEEP_ALIVE`: one timer for all subscribers, not one per subscriber.
+    """
+
+    def __init__(self, url: str, layout: KeyLayout, keepalive: float = 15.0) -> None:
         self._url = url
         self._layout = layout
+        self.keepalive = keepalive
         self._subscribers: set[Subscription] = set()
         self._client: aioredis.Redis | None = None
         self._task: asyncio.Task[None] | None = None
@@ -95,7 +107,10 @@ class EventHub:
     def client(self) -> aioredis.Redis:
         """The hub's async Redis client (for a subscriber's replay, which must not wait on the thread pool)."""
         if self._client is None:
-            self._client = aioredis.Redis.from_url(self._url, socket_connect_timeout=1.0, socket_timeout=10.0)
+            # The socket waits longer than a blocking XREAD does.
+            self._client = aioredis.Redis.from_url(
+                self._url, socket_connect_timeout=1.0, socket_timeout=self.keepalive + 10.0
+            )
         return self._client
 
     async def wait_ready(self, seconds: float) -> bool:
@@ -145,7 +160,10 @@ class EventHub:
                         self._broadcast(Reset("the event stream was unreachable", self.last_id))
                     started, failures = True, 0
                     self._ready.set()
-                replies: Any = await client.xread({self._layout.events(): self.last_id}, block=BLOCK_MILLISECONDS)
+                block = max(1, int(self.keepalive * 1000))
+                replies: Any = await client.xread({self._layout.events(): self.last_id}, block=block)
+                if not replies:
+                    self._broadcast(KEEP_ALIVE)
                 for _, entries in replies or []:
                     for entry_id, fields in entries:
                         self.last_id = text(entry_id)

@@ -13,8 +13,8 @@ every ``TALLY_EVENTS_KEEPALIVE_SECONDS`` (15) keeps proxies from closing an idle
 
 from __future__ import annotations
 
-import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Collection
 from typing import Annotated, Any
 
@@ -27,7 +27,7 @@ from cache.events import Event, parse_event
 from cache.keys import KeyLayout
 from dashboard_api.deps import LayoutDep, SettingsDep, SpecDep
 from dashboard_api.errors import ApiError
-from dashboard_api.event_hub import EventHub, Reset, event_frame, reset_frame, stream_id_key
+from dashboard_api.event_hub import EventHub, KeepAlive, Reset, event_frame, reset_frame, stream_id_key
 from dashboard_api.plan import stored_parts
 from tally.core.spec import MetricSpec
 
@@ -65,8 +65,13 @@ async def _frames(
     hub: EventHub, layout: KeyLayout, resume: str | None, wanted: Collection[str] | None, keepalive: float
 ) -> AsyncIterator[str]:
     async with hub.subscribe() as subscription:
-        yield f"retry: 3000\n: connected to {layout.events()}\n\n"
         last = resume
+        if resume is None:
+            # An id without data sets the client's Last-Event-ID: a stream dropped before its
+            # first event resumes from here instead of reloading (the queue holds what follows).
+            yield f"retry: 3000\nid: {hub.last_id}\n: connected to {layout.events()}\n\n"
+        else:
+            yield f"retry: 3000\n: connected to {layout.events()}\n\n"
         if resume is not None:
             try:
                 async for frame, replayed in _replay(hub.client(), layout, resume, wanted):
@@ -76,11 +81,12 @@ async def _frames(
             except (aioredis.RedisError, OSError):
                 last = hub.last_id
                 yield reset_frame(Reset("the event stream was unreachable", hub.last_id))
+        written = time.monotonic()
         while True:
-            try:
-                item = await asyncio.wait_for(subscription.queue.get(), keepalive)
-            except TimeoutError:
+            item = await subscription.queue.get()
+            if isinstance(item, KeepAlive):
                 yield ": keep-alive\n\n"
+                written = time.monotonic()
                 continue
             if isinstance(item, Reset):
                 last = item.last_id
@@ -92,6 +98,11 @@ async def _frames(
                 continue  # already replayed
             if _concerns(item.event, wanted):
                 yield item.frame
+                written = time.monotonic()
+            elif time.monotonic() - written >= keepalive:
+                # Others' events keep the hub from sending keep-alives: a filtered stream sends its own.
+                yield ": keep-alive\n\n"
+                written = time.monotonic()
 
 
 async def _replay(

@@ -48,10 +48,10 @@ def dagbag(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_no_import_errors(dagbag):
     assert dagbag["errors"] == {}
-    assert set(dagbag["dags"]) == {"tally_hourly", "tally_recompute", "tally_reconcile"}
+    assert set(dagbag["dags"]) == {"tally_hourly", "tally_recompute", "tally_reconcile", "tally_daily_report"}
 
 
-@pytest.mark.parametrize("dag_id", ["tally_hourly", "tally_recompute", "tally_reconcile"])
+@pytest.mark.parametrize("dag_id", ["tally_hourly", "tally_recompute", "tally_reconcile", "tally_daily_report"])
 def test_every_dag_has_docs_tags_owner_and_retries(dagbag, dag_id):
     dag = dagbag["dags"][dag_id]
     assert dag["doc_md"] and "tally" in dag["tags"]

@@ -26,6 +26,7 @@ from cache.freshness import mark_pending
 from cache.keys import KeyLayout
 from cache.options import PublishOptions
 from cache.publish import publish_builds
+from dashboard_api.event_hub import stream_id_key
 from tests.conftest import TEST_PREFIX, TEST_REDIS_URL, delete_prefix
 from tests.support.api import SwitchableProxy
 from tests.support.builds import events_build, hour_build
@@ -54,6 +55,7 @@ class Listener:
         self._stop = threading.Event()
         self._opened = threading.Event()
         self.body = b""
+        self.opening_id: str | None = None
         self._thread = threading.Thread(target=self._read, args=(url, headers or {}), daemon=True)
         self._thread.start()
         assert self._opened.wait(WAIT), "the event stream did not open"
@@ -74,8 +76,10 @@ class Listener:
                 if line.startswith(":"):
                     self.comments.put(line)
                 elif not line:
-                    if frame.data or frame.id:
+                    if frame.data:  # an id alone (the stream's first block) only moves Last-Event-ID
                         self.frames.put(frame)
+                    elif frame.id:
+                        self.opening_id = frame.id
                     frame = Frame()
                 else:
                     name, _, value = line.partition(": ")
@@ -144,10 +148,16 @@ def test_a_publish_reaches_a_connected_client(live: Live) -> None:
     listener = Listener(live.events())
     assert listener.status == 200 and listener.content_type.startswith("text/event-stream")
     hour = live.publish()
+    opened_at = listener.opening_id
     frame = listener.next()
     assert frame.event == "published" and frame.id == frame.data["id"]
     assert frame.data["hours"] == [hour] and frame.data["metrics"] == ["events"]
     assert set(frame.data) >= {"type", "hours", "metrics", "builds", "generation", "at"}
+    # The stream opens at the newest id then: resuming from it replays exactly this event.
+    assert opened_at is not None and stream_id_key(opened_at) < stream_id_key(str(frame.id))
+    resumed = Listener(live.events(), headers={"Last-Event-ID": opened_at})
+    assert resumed.next().id == frame.id
+    resumed.close()
     # Idle, the stream carries keep-alive comments (0.5 s here; 15 s by default).
     assert listener.comments.get(timeout=WAIT).startswith(":")
     listener.close()

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +26,12 @@ from cache.keys import KeyLayout
 from cache.options import PublishOptions
 from cache.publish import publish_builds
 from cache.webhooks import SIGNATURE_HEADER, relay
+from tally.core.settings import DEFAULT_SPEC_PATH
+from tally.core.spec import load_spec
 from tests.support.builds import events_build
+from tests.support.cli import tally_env, tally_in_process
 from tests.support.net import free_port
+from tests.support.rollups import write_synthetic_hour
 
 H0 = datetime(2026, 11, 23, tzinfo=UTC)
 OPTIONS = PublishOptions(superseded_ttl=60)
@@ -137,3 +142,32 @@ def test_one_relay_at_a_time_and_a_redis_outage_never_raises(
     assert relay(redis_client, layout, [receiver.url], SECRET, backoff=FAST).delivered == 1
     nowhere = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
     assert relay(nowhere, layout, [receiver.url], SECRET, backoff=FAST).events == 0
+
+
+def test_tally_publish_and_rollback_relay_their_events(
+    redis_server: str,
+    layout: KeyLayout,
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The commands a user runs POST the events of their own writes (TALLY_WEBHOOK_URLS, _SECRET)."""
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    hour = datetime(2026, 11, 24, 9, tzinfo=UTC)
+    env = tally_env(tmp_path, layout, redis_server, TALLY_WEBHOOK_URLS=receiver.url, TALLY_WEBHOOK_SECRET=SECRET)
+    argv = ["publish", "--start", "2026-11-24T09:00Z", "--end", "2026-11-24T10:00Z"]
+    write_synthetic_hour(tmp_path, hour, spec, seed=1)
+    first = tally_in_process(argv, monkeypatch, capsys, **env)
+    write_synthetic_hour(tmp_path, hour, spec, seed=2)  # new input for the hour: a revision
+    second = tally_in_process(argv, monkeypatch, capsys, **env)
+    back = tally_in_process(["rollback", "--hour", "2026-11-24T09:00Z"], monkeypatch, capsys, **env)
+    assert (first.code, second.code, back.code) == (0, 0, 0)
+    assert "webhooks: 1 delivered, 0 failed" in first.out and "webhooks: 1 delivered" in back.out
+    bodies = [json.loads(a["body"]) for a in receiver.accepted]
+    # The first publish of an empty prefix is a rehydrate of its rollups (the publish then finds it unchanged).
+    assert [b["type"] for b in bodies] == ["rehydrated", "revised", "rolled_back"]
+    assert all(b["hours"] == ["2026-11-24T09:00:00Z"] for b in bodies)
+    for accepted in receiver.accepted:
+        expected = "sha256=" + hmac.new(SECRET.encode(), accepted["body"], hashlib.sha256).hexdigest()
+        assert accepted["headers"][SIGNATURE_HEADER] == expected

@@ -1,11 +1,20 @@
 /* The public HTTP API as the page reads it: one GET helper, its errors, and the API token.
  *
- * Conditional requests need no code here: the API answers with an ETag and a Cache-Control that
- * lasts until its next publish, and fetch's default cache mode keeps those answers and, once stale,
- * revalidates them with If-None-Match (a 304 arrives here as the stored body).
+ * Conditional requests need little code here: the API answers with an ETag and a Cache-Control that
+ * lasts until its next expected publish, and fetch's default cache mode keeps those answers and, once
+ * stale, revalidates them with If-None-Match (a 304 arrives here as the stored body). A publish the
+ * page hears of (an event, or a poll of /health) makes every answer kept before it suspect:
+ * dataChanged() then has each URL not fetched since asked again with cache "no-cache" (a 304 if
+ * that answer still holds), never taken from the cache as it is.
  */
 
 const TOKEN_KEY = "tally.apiToken";
+let changedAt = 0; // when the page last heard the API's data changed (performance.now())
+const fetchedAt = new Map(); // url -> when it was last fetched (performance.now())
+
+export function dataChanged() {
+  changedAt = performance.now();
+}
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -22,12 +31,12 @@ export async function api(path, params = {}) {
   for (const [name, value] of Object.entries(params)) {
     if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
   }
-  const headers = { Accept: "application/json" };
-  const token = storedToken();
-  if (token) headers.Authorization = `Bearer ${token}`;
+  const headers = { Accept: "application/json", ...authHeaders() };
+  const cache = changedAt && !(fetchedAt.get(url.href) > changedAt) ? "no-cache" : "default";
   let response;
   try {
-    response = await fetch(url, { headers });
+    fetchedAt.set(url.href, performance.now());
+    response = await fetch(url, { headers, cache });
   } catch (err) {
     throw new ApiError(0, "network", `the API did not answer (${err.message})`);
   }
@@ -45,6 +54,11 @@ export function metricPath(name) {
 }
 
 let sessionToken = ""; // used when localStorage refuses (private mode)
+
+export function authHeaders() {
+  const token = storedToken();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
 
 function storedToken() {
   try {

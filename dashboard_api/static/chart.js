@@ -1,7 +1,8 @@
 /* One time-series chart drawn with the vendored uPlot (static/vendor/uPlot.iife.min.js, the global uPlot).
  *
  * The x values are the API's bucket starts (its points' ts) and nothing else: no bucket is computed
- * here. A null value is a gap; a bucket with a value that is not complete is shaded.
+ * here. A null value is a gap; a bucket with a value that is not complete is shaded; a point the API
+ * says is revised (published again with different data) is ringed.
  */
 
 /* global uPlot */
@@ -11,6 +12,8 @@ import { formatAxis, formatter, formatValue, isNumber } from "./format.js";
 const PALETTE = ["#4f46e5", "#0e9384", "#dd2590", "#e8590c", "#2e90fa", "#7a5af8"];
 const OTHER_COLOR = "#98a2b3";
 const INCOMPLETE_FILL = "rgba(247, 144, 9, 0.13)";
+export const REVISED_COLOR = "#d92d20"; // the ring around a revised point (and its key, dashboard.css)
+const REVISED_RADIUS = 6;
 const PLOT_HEIGHT = 210;
 const MIN_WIDTH = 240;
 // Tick steps for counts: 1, 2, 5, 10, 20, 50, ... (never half a unit).
@@ -25,7 +28,8 @@ const TIME_TICKS = [
   [60, "{HH}:{mm}", "\n{MMM} {D}", null, "\n{MMM} {D}", null, null, null, 1],
 ];
 
-// record: { ts: [the points' ts], series: [{ label, other, values, complete }], asOf }, from one API answer.
+// record: { ts: [the points' ts], series: [{ label, other, values, complete, revised }], asOf }, from one
+// API answer.
 export function drawChart(metric, record, state, box) {
   return new uPlot(plotOptions(metric, record, state, box.clientWidth), plotData(record), box);
 }
@@ -55,8 +59,10 @@ export function statusLine(record) {
   const count = record.ts.length;
   const missing = record.ts.filter((_, i) => record.series.every((s) => s.values[i] === null)).length;
   const partial = incompleteBuckets(record).filter(Boolean).length;
+  const revised = revisedBuckets(record).filter(Boolean).length;
   const parts = [`${count} bucket${count === 1 ? "" : "s"}`];
   if (partial) parts.push(`${partial} incomplete`);
+  if (revised) parts.push(`${revised} revised`);
   if (missing) parts.push(`${missing} without data`);
   if (record.asOf) parts.push(`published ${record.asOf.slice(0, 16).replace("T", " ")} UTC`);
   return parts.join(" · ");
@@ -78,6 +84,30 @@ function bucketText(seconds, state) {
 function incompleteBuckets(record) {
   const complete = record.series[0].complete;
   return record.ts.map((_, i) => !complete[i] && record.series.some((s) => s.values[i] !== null));
+}
+
+// A bucket is revised when a series has a value there the API flags revised.
+function revisedBuckets(record) {
+  return record.ts.map((_, i) => record.series.some((s) => s.revised && s.revised[i] && s.values[i] !== null));
+}
+
+// A ring around each revised point of each shown series, over the lines.
+function ringRevised(u, record) {
+  const { ctx } = u;
+  ctx.save();
+  ctx.strokeStyle = REVISED_COLOR;
+  ctx.lineWidth = 2 * devicePixelRatio;
+  record.series.forEach((s, k) => {
+    if (!s.revised || !u.series[k + 1].show) return;
+    s.revised.forEach((revised, i) => {
+      if (!revised || s.values[i] === null) return;
+      const [x, y] = [u.valToPos(u.data[0][i], "x", true), u.valToPos(s.values[i], "y", true)];
+      ctx.beginPath();
+      ctx.arc(x, y, REVISED_RADIUS * devicePixelRatio, 0, 2 * Math.PI);
+      ctx.stroke();
+    });
+  });
+  ctx.restore();
 }
 
 // Each flagged point gets the band from halfway to its neighbours (as wide again at either end).
@@ -103,6 +133,7 @@ function shadeIncomplete(u, flags) {
 
 function plotOptions(metric, record, state, width) {
   const flags = incompleteBuckets(record);
+  const revised = revisedBuckets(record);
   const single = record.series.length === 1;
   const showPoints = record.ts.length <= 62;
   // Away from the cursor the legend shows the newest bucket that has a value.
@@ -125,7 +156,8 @@ function plotOptions(metric, record, state, width) {
         label: "Bucket",
         value: (u, seconds, s, idx) => {
           const i = idx ?? resting;
-          return `${bucketText(u.data[0][i], state)}${flags[i] ? " (incomplete)" : ""}`;
+          const notes = [flags[i] ? "incomplete" : "", revised[i] ? "revised" : ""].filter(Boolean);
+          return `${bucketText(u.data[0][i], state)}${notes.length ? ` (${notes.join(", ")})` : ""}`;
         },
       },
       ...record.series.map((s) => ({
@@ -155,7 +187,7 @@ function plotOptions(metric, record, state, width) {
         ...(metric.kind === "count" || metric.kind === "count_distinct" ? { incrs: WHOLE_INCREMENTS } : {}),
       },
     ],
-    hooks: { drawClear: [(u) => shadeIncomplete(u, flags)] },
+    hooks: { drawClear: [(u) => shadeIncomplete(u, flags)], draw: [(u) => ringRevised(u, record)] },
   };
 }
 

@@ -79,6 +79,7 @@ export async function loadChart(metric, state, anchor, generation) {
     other: s.other,
     values: s.points.map((p) => (isNumber(p.value) ? p.value : null)),
     complete: s.points.map((p) => p.complete),
+    revised: s.points.map((p) => p.revised === true),
   }));
   // The buckets are the API's: every series of an answer has the same points, in order.
   record.ts = body.series.length ? body.series[0].points.map((p) => p.ts) : [];

@@ -22,6 +22,7 @@ export const dashboard = {
   funnel: null, // the funnel panel's query and the day it shows (funnel.js)
   problems: [],
   zoneNotice: "", // why the zone asked for is not shown; kept until the view changes
+  live: null, // the publish events followed (live.js)
 };
 window.tallyDashboard = dashboard;
 
@@ -67,6 +68,8 @@ export function writeState(state) {
   params.set("tz", state.tz);
   if (state.groupBy) params.set("group_by", state.groupBy);
   for (const [dim, value] of Object.entries(state.filters)) params.set(dim, value);
+  const poll = new URLSearchParams(window.location.search).get("poll"); // not the view: how it is followed
+  if (poll) params.set("poll", poll);
   window.history.replaceState(null, "", `${window.location.pathname}?${params}`);
 }
 

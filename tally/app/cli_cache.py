@@ -24,6 +24,7 @@ def publish(args: argparse.Namespace, settings: Settings) -> int:
     start, end = parse_instant(args.start, name="--start"), parse_instant(args.end, name="--end")
     result = publish_settings_hours(settings, list(hours_between(start, end)), force=args.force)
     print(f"published {', '.join(result.published) or 'nothing'}; unchanged: {len(result.unchanged)}")
+    _print_webhooks(result.webhooks)
     return 0
 
 
@@ -32,6 +33,7 @@ def rehydrate(args: argparse.Namespace, settings: Settings) -> int:
     from cache.keys import KeyLayout
     from cache.options import PublishOptions
     from cache.rehydrate import rehydrate as rehydrate_from_rollups
+    from tally.app.notify import relay_webhooks
     from tally.core.spec import load_spec
 
     start = parse_instant(args.start, name="--start") if args.start else None
@@ -48,6 +50,7 @@ def rehydrate(args: argparse.Namespace, settings: Settings) -> int:
         options=PublishOptions.from_settings(settings),
     )
     print(f"rehydrated {count} hour(s) from {settings.data_dir / 'rollups'}")
+    _print_webhooks(relay_webhooks(client, settings))
     return 0
 
 
@@ -55,6 +58,7 @@ def rollback(args: argparse.Namespace, settings: Settings) -> int:
     from cache.client import connect
     from cache.keys import KeyLayout
     from cache.rollback import rollback_hour
+    from tally.app.notify import relay_webhooks
     from tally.core.spec import load_spec
 
     hour = parse_hour(args.hour, name="--hour")
@@ -67,7 +71,13 @@ def rollback(args: argparse.Namespace, settings: Settings) -> int:
         events_keep=settings.events_keep,
     )
     print(f"{args.hour}: build {build} is live again")
+    _print_webhooks(relay_webhooks(client, settings))
     return 0
+
+
+def _print_webhooks(stats: dict[str, int]) -> None:
+    if stats:
+        print(f"webhooks: {stats['delivered']} delivered, {stats['failed']} failed, {stats['retries']} retries")
 
 
 def redis_acl(args: argparse.Namespace, settings: Settings) -> int:

@@ -108,7 +108,7 @@ def find_stale(settings: Settings, window: Sequence[datetime]) -> Stale:
             pending[hour] = (
                 INPUT_CHANGED if len(spec.sources) == 1 else f"{INPUT_CHANGED} (sources: {', '.join(moved)})"
             )
-        mark_pending(client, layout, window, pending)
+        mark_pending(client, layout, window, pending, events_keep=settings.events_keep)
     finally:
         client.close()
     if changed:
@@ -232,6 +232,7 @@ def publish_settings_hours(
     from cache.publish import publish_hours
     from cache.rehydrate import is_cold, rehydrate
     from cache.storage import refresh_report
+    from tally.app.notify import relay_webhooks
     from tally.core.spec import load_spec
 
     spec = load_spec(settings.spec_path)
@@ -256,25 +257,67 @@ def publish_settings_hours(
                 budget=options.redis_budget_bytes,
                 hour_retention_days=settings.hour_retention_days,
             )
-        return replace(report, rehydrated=count)
+        # After the switch, never before it, and never failing it (cache.webhooks).
+        return replace(report, rehydrated=count, webhooks=relay_webhooks(client, settings))
     finally:
         client.close()
 
 
-def publish_hour_texts(hours: Sequence[str]) -> dict[str, list[str]]:
-    """What the DAGs' publish tasks run: publish hours given as text (an XCom), with the settings."""
+def publish_hour_texts(hours: Sequence[str]) -> dict[str, Any]:
+    """What the DAGs' publish tasks run: publish hours given as text (an XCom), with the settings.
+
+    ``published`` are the hours this task made live, ``revised`` those of them whose new build
+    replaced data already served, ``rehydrated`` how many hours a cold prefix was refilled with
+    first. The DAGs announce them in their asset event (:mod:`tally.app.assets`).
+    """
     from tally.core.settings import get_settings
 
     if not hours:
-        return {"published": [], "unchanged": []}
-    result = publish_settings_hours(get_settings(), [parse_hour(h) for h in hours])
+        return {"published": [], "unchanged": [], "revised": [], "rehydrated": 0, "webhooks": {}}
+    settings = get_settings()
+    result = publish_settings_hours(settings, [parse_hour(h) for h in hours])
+    published = result.published
+    if result.rehydrated:
+        # The prefix was empty: the rehydrate made the requested hours live (so the publish found
+        # them "unchanged"). They are new to every reader all the same: this task published them.
+        published = sorted({*result.published, *result.unchanged})
+    unchanged = [hour for hour in result.unchanged if hour not in published]
+    revised = revised_hours(settings, published)
     log.info(
-        "published: %s; unchanged: %s; rehydrated first: %d hour(s)",
-        result.published,
-        result.unchanged,
+        "published: %s (revised: %s); unchanged: %s; rehydrated first: %d hour(s); webhooks: %s",
+        published,
+        revised,
+        unchanged,
         result.rehydrated,
+        result.webhooks or "none configured",
     )
-    return {"published": result.published, "unchanged": result.unchanged}
+    return {
+        "published": published,
+        "unchanged": unchanged,
+        "revised": revised,
+        "rehydrated": result.rehydrated,
+        "webhooks": result.webhooks,
+    }
+
+
+def revised_hours(settings: Settings, published: Sequence[str]) -> list[str]:
+    """Which of the just ``published`` hours are revisions, as their live pointers record it.
+
+    The switch marks a pointer revised exactly when its build replaced one already served,
+    so reading the pointers back names the revisions without a second notion of "revised".
+    """
+    from cache.client import connect
+    from cache.keys import KeyLayout
+    from cache.reads import read_pointers
+
+    if not published:
+        return []
+    client = connect(settings.redis_url)
+    try:
+        pointers = read_pointers(client, KeyLayout(settings.redis_prefix), [parse_hour(h) for h in published])
+    finally:
+        client.close()
+    return [format_hour(hour) for hour, pointer in sorted(pointers.items()) if pointer.revised]
 
 
 @dataclass(frozen=True)
