@@ -66,8 +66,9 @@ demo: $(VENV)/.synced-runtime
 
 # `make up AIRFLOW_DB=postgres` keeps Airflow's metadata in the local PostgreSQL (database tally_airflow,
 # created if missing) with the LocalExecutor; AIRFLOW_DB=postgresql+psycopg2://user:pw@host:5432/db for any other.
+# `make up SPARK=connect` also starts a Spark Connect server (127.0.0.1:15002) that the DAG tasks run on.
 up: $(VENV)/.synced-runtime
-	$(if $(AIRFLOW_DB),TALLY_AIRFLOW_DATABASE_URL='$(AIRFLOW_DB)' )$(PY) -m tally.app.local up
+	$(if $(AIRFLOW_DB),TALLY_AIRFLOW_DATABASE_URL='$(AIRFLOW_DB)' )$(if $(SPARK),TALLY_LOCAL_SPARK='$(SPARK)' )$(PY) -m tally.app.local up
 
 down:
 	@if [ -x $(PY) ]; then $(PY) -m tally.app.local down; fi

@@ -112,7 +112,7 @@ def run_planned(
 
 def compute_hours(settings: Settings, hours: Sequence[datetime], *, app_name: str = "tally") -> RunReport:
     """Run the job for ``hours`` in one Spark application (the CLI and DAG entry point)."""
-    from jobs.session import build_session
+    from jobs.session import active_session, build_session
 
     spec = load_spec(settings.spec_path)  # fail on a bad spec before starting Spark
     # Missing folders and broken files are found without Spark; skip its start-up when nothing can run.
@@ -121,9 +121,10 @@ def compute_hours(settings: Settings, hours: Sequence[datetime], *, app_name: st
     if not plans:
         return report
     # A process that already runs a session (an embedding application, the test
-    # suite) owns it: use it, and leave it running.
-    owned = SparkSession.getActiveSession() is None
-    spark = build_session(settings.spark_master, app_name=app_name)
+    # suite) owns it: use it, and leave it running. With SPARK_REMOTE the session is
+    # on a warm Spark Connect server; stopping ours only releases it there.
+    owned = active_session(settings.spark_remote) is None
+    spark = build_session(settings.spark_master, app_name=app_name, remote=settings.spark_remote)
     try:
         from jobs.spec_check import require_valid_sql
 

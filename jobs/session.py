@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pyspark
 from pyspark.sql import SparkSession
 
 # Settings every Tally session needs, whatever the master.
@@ -29,15 +32,79 @@ LOCAL_CONF: dict[str, str] = {
 }
 
 
-def build_session(master: str, app_name: str = "tally", extra: dict[str, str] | None = None) -> SparkSession:
-    """A session for ``master``; local masters also get small-machine defaults."""
+CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+
+
+def connect_server_command(master: str, host: str, port: int) -> list[str]:
+    """The command that runs a Spark Connect server in the foreground (pyspark's own script).
+
+    The server is the application: it gets the master, the small-machine defaults
+    of a local master and Tally's session settings as its own defaults; each
+    client session still sends (and checks) the session settings.
+    """
+    script = Path(pyspark.__file__).parent / "sbin" / "start-connect-server.sh"
+    conf = {
+        **BASE_CONF,
+        **(LOCAL_CONF if master.startswith("local") else {}),
+        "spark.connect.grpc.binding.address": host,
+        "spark.connect.grpc.binding.port": str(port),
+    }
+    return ["bash", str(script), "--wait", "--master", master, *[f"--conf={k}={v}" for k, v in conf.items()]]
+
+
+def build_session(
+    master: str,
+    app_name: str = "tally",
+    extra: dict[str, str] | None = None,
+    *,
+    remote: str | None = None,
+) -> SparkSession:
+    """A session for ``master``, or a Spark Connect session on ``remote`` (sc://host:port) when given.
+
+    Local masters also get small-machine defaults. A Connect server was started
+    with its own master and resources, so only the session settings are sent, and
+    each is read back: a server that refused one (a time zone, say) would shift
+    every bucket silently.
+    """
+    conf = {**BASE_CONF, **(extra or {})}
+    if remote:
+        builder = SparkSession.builder.remote(remote).appName(app_name)
+        for key, value in conf.items():
+            builder = builder.config(key, value)
+        session = builder.getOrCreate()
+        _require_settings(session, conf, remote)
+        return session
     builder = SparkSession.builder.appName(app_name).master(master)
-    conf = dict(BASE_CONF)
     if master.startswith("local"):
-        conf.update(LOCAL_CONF)
-    conf.update(extra or {})
+        conf = {**BASE_CONF, **LOCAL_CONF, **(extra or {})}
     for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def active_session(remote: str | None) -> SparkSession | None:
+    """The session this process already runs of the kind ``remote`` asks for (classic or Connect), if any.
+
+    A process that runs one (an embedding application, the test suite) owns it.
+    """
+    if remote:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+        return ConnectSession.getActiveSession()  # type: ignore[return-value]  # the same DataFrame API
+    return SparkSession.getActiveSession()
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """True for a Spark Connect session: no JVM or SparkContext on this side."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def _require_settings(session: SparkSession, conf: dict[str, str], remote: str) -> None:
+    refused = {key: value for key, value in conf.items() if session.conf.get(key, None) != value}
+    if refused:
+        shown = ", ".join(f"{key}={value}" for key, value in refused.items())
+        raise RuntimeError(
+            f"the Spark Connect server at {remote} did not take the session settings Tally needs: {shown}"
+        )

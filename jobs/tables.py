@@ -7,6 +7,7 @@ that hour. The folders themselves are named in :mod:`tally.core.layout`.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.partitions import partition_columns, partition_hour
+from jobs.session import is_connect
 from jobs.source import HOUR_COLUMN, local_frame
 from jobs.transform import REASON
 from tally.core.layout import quarantine_dir, quarantine_hour_dir
@@ -52,7 +54,16 @@ def read_quarantine(spark: SparkSession, data_dir: Path, source: Source, hours: 
 
 
 def _delete_paths(spark: SparkSession, paths: Sequence[Path]) -> None:
-    """Delete folders through Hadoop's FileSystem, so object stores work too."""
+    """Delete folders through Hadoop's FileSystem, so object stores work too.
+
+    A Spark Connect client has no JVM; it deletes them itself, as it reads the same
+    folders to plan and check an hour's files (the server and the client share the
+    data folder, e.g. one mount).
+    """
+    if is_connect(spark):
+        for path in paths:
+            shutil.rmtree(path, ignore_errors=True)
+        return
     jvm = spark.sparkContext._jvm
     assert jvm is not None  # a running session always has its JVM
     conf = spark.sparkContext._jsc.hadoopConfiguration()

@@ -23,17 +23,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pyspark
 import pytest
 
 from cache.keys import KeyLayout
 from jobs.hourly import run_hours
 from tally.app.generate import generate_hours
-from tally.core.layout import QUARANTINE, ROLLUPS_HOURLY, ROLLUPS_STATS
+from tally.core.layout import QUARANTINE, ROLLUPS_HOURLY
 from tally.core.settings import DEFAULT_SPEC_PATH
-from tally.core.spec import Kind, load_spec
+from tally.core.spec import load_spec
 from tests.support.cli import run_tally
+from tests.support.compare import SLICE_COLUMNS, assert_same_rollups, read_stats, read_table
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +46,6 @@ WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 T0 = datetime(2026, 11, 27, 9, tzinfo=UTC)
 HOURS = [T0 + timedelta(hours=i) for i in range(3)]
 RANGE = ("--start", "2026-11-27T09:00Z", "--end", "2026-11-27T12:00Z")
-SLICE_COLUMNS = ["dt", "hour", "metric", "event_type", "country", "platform"]
 
 # Cluster-side defaults an operator keeps in $SPARK_CONF_DIR/spark-defaults.conf; the job
 # and the CLI are unchanged. Spark's 200 shuffle partitions on one core cost about 90 s for
@@ -161,40 +160,6 @@ def backfill(data_dir: Path, redis_url: str, layout: KeyLayout, *args: str, **en
         **env,
     }
     return run_tally("backfill", *RANGE, *args, env=full_env)
-
-
-def read_table(folder: Path, sort_by: list[str]) -> pd.DataFrame:
-    frame = pq.read_table(folder).to_pandas()
-    # Partition columns come back as categoricals; plain values compare across runs.
-    frame["dt"] = frame["dt"].astype(str)
-    frame["hour"] = frame["hour"].astype(int)
-    return frame.sort_values(sort_by, na_position="first").reset_index(drop=True)
-
-
-def read_stats(data_dir: Path) -> pd.DataFrame:
-    stats = read_table(data_dir / ROLLUPS_STATS, ["dt", "hour"])
-    # When and how fast are properties of the run, not of the result.
-    stats = stats.drop(columns=["computed_at", "application_seconds"])
-    stats["invalid_by_reason"] = stats["invalid_by_reason"].map(lambda pairs: dict(sorted(pairs)))
-    return stats
-
-
-def assert_same_rollups(got: pd.DataFrame, expected: pd.DataFrame) -> None:
-    """Same slices; counts and distinct-count estimates exactly, sums to the last bits.
-
-    A double sum depends on the order Spark adds the partial sums in, which follows
-    the partitioning (one executor core here, two local cores), so the last bits may
-    differ. HLL sketches unioned in a different order hold the same registers but not
-    the same bytes (the serialized image keeps merge-order state), so they are compared
-    by their estimates, which are the ``value`` of distinct-count rows.
-    """
-    sums = {m.name for m in load_spec(DEFAULT_SPEC_PATH).stored if m.kind is Kind.SUM}
-    pd.testing.assert_frame_equal(got[SLICE_COLUMNS], expected[SLICE_COLUMNS])
-    is_sum = got["metric"].isin(sums)
-    assert is_sum.any() and (~is_sum).any()
-    pd.testing.assert_series_equal(got["value"][~is_sum], expected["value"][~is_sum], check_exact=True)
-    pd.testing.assert_series_equal(got["value"][is_sum], expected["value"][is_sum], check_exact=False, rtol=1e-12)
-    pd.testing.assert_series_equal(got["sketch"].isna(), expected["sketch"].isna())
 
 
 def test_backfill_on_a_standalone_cluster_equals_local(tmp_path, cluster, spark, redis_client, layout, redis_server):

@@ -57,16 +57,16 @@ def check_spec(args: argparse.Namespace, settings: Settings) -> int:
             print_problems(args.command, exc)
             failed = True
     if loaded:
-        from pyspark.sql import SparkSession
-
-        from jobs.session import build_session
+        from jobs.session import active_session, build_session
         from jobs.spec_check import data_cardinality, sql_problems
 
         hour = parse_hour(args.data, name="--data") if args.data else None
-        # The analyzer needs no cluster: one small local session checks every expression of every spec.
+        # The analyzer needs no cluster: one small local session checks every expression of every spec
+        # (or the warm Connect server, when SPARK_REMOTE names one: no JVM start at all).
         # A session already running (an embedding process, the test suite) is not ours to stop.
-        owned = SparkSession.getActiveSession() is None
-        spark = build_session("local[1]", app_name="tally-check-spec")
+        remote = settings.spark_remote
+        owned = active_session(remote) is None
+        spark = build_session("local[1]", app_name="tally-check-spec", remote=remote)
         try:
             for path, spec in loaded:
                 problems = sql_problems(spark, spec, path)

@@ -19,7 +19,10 @@ import sys
 from pathlib import Path
 
 from tally.app.local_config import ROOT, LocalStack, local_stack
-from tally.app.processes import run_logged, start_background, stop, venv_bin, wait_http
+from tally.app.processes import port_open, run_logged, start_background, stop, venv_bin, wait_http, wait_port
+
+CONNECT = "spark-connect"  # the Connect server's name in the stack's pid and log files
+SPARK_MODES = ("embedded", "connect")
 
 
 def airflow_env(
@@ -136,10 +139,51 @@ def _use_redis_users(urls: dict[str, str]) -> None:
     get_settings.cache_clear()
 
 
+CONNECT_START_SECONDS = 120
+
+
+def start_connect(stack: LocalStack, master: str) -> str:
+    """Start a Spark Connect server on 127.0.0.1 (``make up SPARK=connect``); return its sc:// URL.
+
+    The server is one warm JVM and SparkSession that every hourly run reuses: the
+    Airflow tasks run no JVM of their own. Its logs and scratch space are under the
+    stack's state folder; ``down`` stops its process group.
+    """
+    from jobs.session import connect_server_command
+
+    url = f"sc://127.0.0.1:{stack.connect_port}"
+    if port_open(stack.connect_port):
+        if (stack.run / f"{CONNECT}.pid").exists():  # ours, left running by an earlier `up`
+            return url
+        raise RuntimeError(f"port {stack.connect_port} is taken: set TALLY_CONNECT_PORT, or SPARK_REMOTE to use it")
+    env = {
+        **os.environ,
+        "SPARK_LOG_DIR": str(stack.logs),
+        "SPARK_LOCAL_DIRS": str(stack.state / "spark-scratch"),
+        "SPARK_CONNECT_MODE": "0",
+    }
+    env.pop("SPARK_REMOTE", None)  # the server runs classic Spark; pyspark reads this variable too
+    command = connect_server_command(master, "127.0.0.1", stack.connect_port)
+    pid = start_background(stack.run, stack.logs, CONNECT, command, env)
+    print(f"starting a Spark Connect server ({master}) at {url} ...")
+    if not wait_port(stack.connect_port, CONNECT_START_SECONDS, pid):
+        stop(stack.run, CONNECT)
+        raise RuntimeError(f"the Spark Connect server did not start; see {stack.logs / (CONNECT + '.log')}")
+    return url
+
+
 def up(stack: LocalStack) -> int:
-    """Airflow (UI + REST API on :8080), Redis if needed, and the API (:8000), in the background."""
+    """Airflow (UI + REST API on :8080), Redis if needed, and the API (:8000), in the background;
+    with ``stack.spark == "connect"`` also a Spark Connect server the hourly runs use."""
+    from tally.core.settings import get_settings
+
+    if stack.spark not in SPARK_MODES:
+        raise ValueError(f"SPARK={stack.spark!r}: expected one of {', '.join(SPARK_MODES)}")
     airflow_database = prepare_airflow_database()
     ensure_redis(stack.state)
+    if stack.spark == "connect":
+        os.environ["SPARK_REMOTE"] = start_connect(stack, get_settings().spark_master)
+        get_settings.cache_clear()
     env = airflow_env(database_url=airflow_database, stack=stack)
     airflow_port, api_port = stack.airflow_port, stack.api_port
     print("preparing Airflow's metadata DB ...")
@@ -157,13 +201,14 @@ def up(stack: LocalStack) -> int:
     print(
         f"\nAirflow UI:  http://127.0.0.1:{airflow_port}  (user admin, password {password_text}){airflow_note}\n"
         f"Tally API:   http://127.0.0.1:{api_port}/docs{api_note}\n"
-        "Unpause and trigger tally_hourly, or trigger tally_recompute with a range. `make down` stops everything."
+        + (f"Spark:       Connect server at {env['SPARK_REMOTE']}\n" if stack.spark == "connect" else "")
+        + "Unpause and trigger tally_hourly, or trigger tally_recompute with a range. `make down` stops everything."
     )
     return 0 if airflow_ok and api_ok else 1
 
 
 def down(stack: LocalStack) -> int:
-    for name in ("api", "airflow", "redis"):
+    for name in ("api", "airflow", CONNECT, "redis"):
         stop(stack.run, name)
     return 0
 
@@ -185,6 +230,9 @@ def main(argv: list[str]) -> int:
         return commands[argv[0]](stack)
     except PostgresUnavailableError as exc:
         print(f"{exc}\nStart PostgreSQL, or unset TALLY_AIRFLOW_DATABASE_URL to use SQLite.", file=sys.stderr)
+        return 1
+    except (RuntimeError, ValueError) as exc:  # a service that could not start, a bad SPARK=: say which
+        print(f"{argv[0]}: {exc}\n`make down` stops what was started.", file=sys.stderr)
         return 1
 
 

@@ -24,6 +24,8 @@ class LocalStack:
     airflow_home: Path  # TALLY_AIRFLOW_HOME
     airflow_port: int  # TALLY_AIRFLOW_PORT: Airflow's UI and API server
     api_port: int  # TALLY_API_PORT: the Tally API
+    spark: str = "embedded"  # TALLY_LOCAL_SPARK (`make up SPARK=connect`): embedded, or a local Connect server
+    connect_port: int = 15002  # TALLY_CONNECT_PORT: that server's gRPC port (Spark Connect's usual one)
 
     @property
     def run(self) -> Path:
@@ -43,4 +45,6 @@ def local_stack(environ: Mapping[str, str] | None = None) -> LocalStack:
         airflow_home=Path(env.get("TALLY_AIRFLOW_HOME", ROOT / ".airflow")),
         airflow_port=int(env.get("TALLY_AIRFLOW_PORT", "8080")),
         api_port=int(env.get("TALLY_API_PORT", "8000")),
+        spark=env.get("TALLY_LOCAL_SPARK", "embedded"),
+        connect_port=int(env.get("TALLY_CONNECT_PORT", "15002")),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -55,6 +56,25 @@ def wait_http(url: str, seconds: float) -> bool:
                 return True
         except OSError:
             time.sleep(1)
+    return False
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_port(port: int, seconds: float, pid: int) -> bool:
+    """Wait until something listens on ``port``; False at the deadline or once process ``pid`` has exited."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return True
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG) != (0, 0):
+                return False
+        time.sleep(0.5)
     return False
 
 

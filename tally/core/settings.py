@@ -47,7 +47,14 @@ class Settings(BaseSettings):
     spark_master: str = Field(
         default="local[*]",
         validation_alias=AliasChoices("SPARK_MASTER", "TALLY_SPARK_MASTER"),
-        description="Spark master URL (SPARK_MASTER).",
+        description="Spark master URL (SPARK_MASTER); ignored when SPARK_REMOTE is set.",
+    )
+    spark_remote: str | None = Field(
+        default=None,
+        pattern=r"^sc://[^/\s]+",
+        validation_alias=AliasChoices("SPARK_REMOTE", "TALLY_SPARK_REMOTE"),
+        description="A Spark Connect endpoint, sc://host:port (SPARK_REMOTE): the job runs on that warm server "
+        "instead of starting a JVM and SparkSession in every run (default: in-process).",
     )
     superseded_ttl_seconds: int = Field(
         default=600,
@@ -174,7 +181,7 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("api_token", "webhook_secret", mode="before")
+    @field_validator("api_token", "webhook_secret", "spark_remote", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
