@@ -125,6 +125,8 @@ def compute_hours(settings: Settings, hours: Sequence[datetime], *, app_name: st
     # on a warm Spark Connect server; stopping ours only releases it there.
     owned = active_session(settings.spark_remote) is None
     spark = build_session(settings.spark_master, app_name=app_name, remote=settings.spark_remote)
+    engine = f"the Spark Connect server at {settings.spark_remote}" if settings.spark_remote else "in-process Spark"
+    log.info("computing %d hour(s) on %s", len(plans), engine)
     try:
         from jobs.spec_check import require_valid_sql
 

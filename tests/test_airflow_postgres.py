@@ -2,10 +2,12 @@
 
 Creates a fresh PostgreSQL database, starts the local stack with
 TALLY_AIRFLOW_DATABASE_URL pointing at it (what `make up AIRFLOW_DB=<url>`
-does), triggers tally_hourly for an hour whose input exists through Airflow's
-REST API, and waits for the run to succeed. Then it checks that the hour was
+does) and a Spark Connect server (`make up SPARK=connect`), triggers
+tally_hourly for an hour whose input exists through Airflow's REST API, and
+waits for the run to succeed. Then it checks that the hour was
 published to Redis and that the run, its task instances and the scheduler job
-that queued them are rows of that PostgreSQL database. The database is dropped
+that queued them are rows of that PostgreSQL database, and that the aggregate task
+computed on the stack's Connect server. The database is dropped
 and every process group stopped afterwards, also on failure.
 
 Needs a PostgreSQL at TALLY_TEST_POSTGRES_URL (default: the local server, trust
@@ -89,9 +91,17 @@ def airflow_database() -> str:
 @pytest.fixture
 def stack(tmp_path: Path, redis_server: str, redis_client, airflow_database: str):
     prefix = f"{TEST_PREFIX}-airflow-pg-{uuid.uuid4().hex[:8]}"
-    extra = {"TALLY_AIRFLOW_DATABASE_URL": airflow_database, "AIRFLOW__CORE__PARALLELISM": "3"}
+    # The production-like stack also runs its Spark on a Connect server (`make up SPARK=connect`): the
+    # LocalExecutor's task processes are Connect clients. The default in-process stack is test_stack's.
+    extra = {
+        "TALLY_AIRFLOW_DATABASE_URL": airflow_database,
+        "AIRFLOW__CORE__PARALLELISM": "3",
+        "TALLY_LOCAL_SPARK": "connect",
+        "TALLY_CONNECT_PORT": str(free_port()),
+    }
     with local_stack(tmp_path, redis_server, redis_client, prefix, **extra) as (env, output):
         assert "LocalExecutor" in output, output
+        assert f"Connect server at sc://127.0.0.1:{extra['TALLY_CONNECT_PORT']}" in output, output
         yield env, KeyLayout(prefix)
 
 
@@ -165,4 +175,7 @@ def test_hourly_run_on_postgres_with_the_local_executor(stack, redis_client, air
     # ... by the LocalExecutor's worker processes (the job table leaves executor_class empty in Airflow 3.3).
     scheduler_log = (Path(env["TALLY_LOCAL_STATE"]) / "logs" / "airflow.log").read_text(errors="replace")
     assert "Loaded executor: :LocalExecutor:" in scheduler_log
+    # ... whose aggregate task computed on the stack's Connect server, not in a JVM of its own.
+    task_logs = "".join(p.read_text(errors="replace") for p in Path(env["TALLY_AIRFLOW_HOME"]).rglob("*.log"))
+    assert f"on the Spark Connect server at sc://127.0.0.1:{env['TALLY_CONNECT_PORT']}" in task_logs
     assert "Worker starting up" in scheduler_log

@@ -68,3 +68,7 @@ def local_stack(tmp_path: Path, redis_server: str, redis_client: Any, prefix: st
         for port in (env["TALLY_AIRFLOW_PORT"], env["TALLY_API_PORT"]):
             with pytest.raises(httpx.TransportError):
                 httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+        if env.get("TALLY_LOCAL_SPARK") == "connect":  # `make up SPARK=connect`: down stops the server too
+            from tally.app.processes import port_open
+
+            assert not port_open(int(env["TALLY_CONNECT_PORT"]))
