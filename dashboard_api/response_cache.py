@@ -10,9 +10,11 @@ and serves one again only when both hold:
 
 * ``{prefix}:generation`` still holds the token it held before the response was
   built. Every write that can change an answer replaces the token, in its
-  MULTI/EXEC or right after it (:func:`cache.keys.mark_changed`), so one GET per
-  request proves the data is unchanged. A write racing the build can only make the stored bytes newer than
-  the token says, and the token then changes, so the entry is never served.
+  MULTI/EXEC or right after it (:func:`cache.keys.mark_changed`), so one GET sent
+  after a request arrived proves the data is unchanged for it. Requests that arrive
+  together share that GET (:class:`GenerationReads`): one read answers every request
+  waiting when it is sent, never one that arrives later. A write racing the build can only make the
+  stored bytes newer than the token says, and the token then changes, so the entry is never served.
 * The UTC hour has not turned since. A bucket that ends in the future is
   incomplete, and buckets end on whole UTC hours (zones with fractional offsets
   are refused), so an answer can change with the clock only at the top of an hour.
@@ -25,12 +27,15 @@ never stored.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
+import redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cache.keys import KeyLayout
@@ -89,6 +94,55 @@ def current_hour(now: datetime | None = None) -> int:
     return int((now or datetime.now(UTC)).timestamp()) // 3600
 
 
+class GenerationReads:
+    """``GET {prefix}:generation``, once for all the requests waiting when it is sent.
+
+    The GET is synchronous (a few bytes on loopback) but blocks the event loop for a
+    round trip to Redis, which costs more than replaying the answer. A request
+    registers and yields; the read runs as the next callback of the loop, after
+    every request task already scheduled has registered, and answers them all. Every
+    request's token is thus read after it arrived, as a GET of its own would be, and
+    under load one round trip serves all the connections that were ready together.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.unreachable_until = 0.0
+        # Per event loop: the futures waiting for the next read, and the client to read with.
+        self._waiting: dict[asyncio.AbstractEventLoop, tuple[redis.Redis, list[asyncio.Future[bytes | None]]]] = {}
+
+    async def read(self, client: redis.Redis) -> bytes | None:
+        """The token now, or None while Redis is unreachable (the route then answers with its own 503)."""
+        if time.monotonic() < self.unreachable_until:
+            return None
+        loop = asyncio.get_running_loop()
+        # One future per request: a cancelled request must not cancel the others' answer.
+        future: asyncio.Future[bytes | None] = loop.create_future()
+        batch = self._waiting.get(loop)
+        if batch is None:
+            self._waiting[loop] = (client, [future])
+            loop.call_soon(self._read_for_waiting, loop)
+        else:
+            batch[1].append(future)
+        return await future
+
+    def _read_for_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
+        client, waiting = self._waiting.pop(loop)
+        generation = self._get(client)
+        for future in waiting:
+            if not future.done():
+                future.set_result(generation)
+
+    def _get(self, client: redis.Redis) -> bytes | None:
+        try:
+            return client.get(self.key)  # type: ignore[return-value]  # bytes: the client does not decode
+        except Exception:  # Redis down: the route answers with its own 503
+            # A GET that fails may have blocked the event loop for the connect
+            # timeout; don't ask again for a while, let the routes (in threads) wait.
+            self.unreachable_until = time.monotonic() + UNREACHABLE_BACKOFF_SECONDS
+            return None
+
+
 class ResponseCacheMiddleware:
     """Serve ``GET /v1/metrics/{name}`` from :class:`ResponseCache` while the data is unchanged.
 
@@ -101,38 +155,41 @@ class ResponseCacheMiddleware:
         self, app: ASGIApp, layout: KeyLayout, max_bytes: int, cache_control: Callable[[datetime], str]
     ) -> None:
         self.app = app
-        self.generation_key = layout.generation()
+        self.generations = GenerationReads(layout.generation())
         self.cache = ResponseCache(max_bytes)
         self.cache_control = cache_control
-        self.unreachable_until = 0.0
+        self._cache_control_second: tuple[int, bool] | None = None
+        self._cache_control_header = (b"cache-control", b"")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET" or not scope["path"].startswith(CACHED_PREFIXES):
             await self.app(scope, receive, send)
             return
-        generation = None
-        if time.monotonic() >= self.unreachable_until:
-            try:
-                # Synchronous on purpose: one GET of a few bytes (about 50 us on loopback)
-                # costs less than a hop to a thread or an asyncio client's machinery.
-                generation = scope["state"]["redis"].get(self.generation_key)
-            except Exception:  # Redis down: the route answers with its own 503
-                # A GET that fails may have blocked the event loop for the connect
-                # timeout; don't ask again for a while, let the routes (in threads) wait.
-                self.unreachable_until = time.monotonic() + UNREACHABLE_BACKOFF_SECONDS
+        generation = await self.generations.read(scope["state"]["redis"])
         if generation is None:
             await self.app(scope, receive, send)
             return
         now = datetime.now(UTC)
+        hour = current_hour(now)
         key = cache_key(scope)
         entry = self.cache.get(key)
-        if entry is not None and entry.generation == generation and entry.hour == current_hour(now):
+        if entry is not None and entry.generation == generation and entry.hour == hour:
             await self._replay(scope, entry, now, send)
             return
-        await self.app(scope, receive, self._recording(send, key, generation, current_hour(now)))
+        await self.app(scope, receive, self._recording(send, key, generation, hour))
+
+    def _cache_control(self, now: datetime) -> tuple[bytes, bytes]:
+        # The value changes once a second (it counts whole seconds down), so it is
+        # built once per second, not per reply; a whole second's instant counts one
+        # more second than the rest of it, hence the second half of the key.
+        second = (int(now.timestamp()), now.microsecond == 0)
+        if second != self._cache_control_second:
+            self._cache_control_header = (b"cache-control", self.cache_control(now).encode())
+            self._cache_control_second = second
+        return self._cache_control_header
 
     async def _replay(self, scope: Scope, entry: Entry, now: datetime, send: Send) -> None:
-        cache_control = (b"cache-control", self.cache_control(now).encode())
+        cache_control = self._cache_control(now)
         if_none_match = _header(scope, b"if-none-match")
         if if_none_match is not None and not_modified(if_none_match.decode("latin-1"), entry.etag.decode("latin-1")):
             headers = [(k, v) for k, v in entry.headers if k in (b"etag", b"last-modified", b"vary")]
@@ -167,9 +224,13 @@ class ResponseCacheMiddleware:
 
 def cache_key(scope: Scope) -> bytes:
     """Path, raw query and the representation ``Accept`` picks: a JSON body is never replayed for CSV."""
-    accept = _header(scope, b"accept")
-    representation = accepted(None if accept is None else accept.decode("latin-1"))
-    return scope["path"].encode() + b"?" + scope["query_string"] + b"#" + representation.encode()
+    return scope["path"].encode() + b"?" + scope["query_string"] + b"#" + _representation(_header(scope, b"accept"))
+
+
+@lru_cache(maxsize=256)
+def _representation(accept: bytes | None) -> bytes:
+    # Clients send the same few Accept headers on every request: parse each once.
+    return accepted(None if accept is None else accept.decode("latin-1")).encode()
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
