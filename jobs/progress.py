@@ -3,7 +3,8 @@
 ``tally backfill`` computes all its hours in one Spark application, as one batch,
 so there is no per-hour step to count while Spark works: :func:`spark_tasks`
 follows the application's tasks instead (through Spark's status tracker, polled
-from a thread), and :func:`hours` counts the hours as they are read for publishing.
+from a thread; on a Spark Connect client, through the session's progress
+handler), and :func:`hours` counts the hours as they are read for publishing.
 Logs, pipes and CI get no bars and no change in output.
 """
 
@@ -43,6 +44,7 @@ def spark_tasks(desc: str, *, enabled: bool, file: IO[str] | None = None) -> Ite
     bar = tqdm(desc=desc, unit="task", total=0, file=file or sys.stderr, leave=True)
     done = threading.Event()
     tracker = _StageTracker()
+    _poll_once(tracker)  # a Connect session that already exists reports from the block's first operation on
     poller = threading.Thread(target=_poll, args=(tracker, bar, done), name="spark-progress", daemon=True)
     poller.start()
     succeeded = False
@@ -53,6 +55,7 @@ def spark_tasks(desc: str, *, enabled: bool, file: IO[str] | None = None) -> Ite
         done.set()
         poller.join(timeout=5)
         _poll_once(tracker)
+        tracker.stop_following()
         if succeeded:
             tracker.finish()
         _show(tracker, bar)
@@ -68,11 +71,13 @@ class _StageTracker:
 
     def __init__(self) -> None:
         self.earlier_jobs = _job_ids(_status())
-        self.stages: dict[int, tuple[int, int]] = {}
+        self.stages: dict[Any, tuple[int, int]] = {}
+        self.connect_session: Any = None
 
     def poll(self) -> None:
         status = _status()
-        if status is None:  # not started yet, or already stopped
+        if status is None:  # not started yet, already stopped, or a Spark Connect client
+            self._follow_connect()
             return
         for job_id in _job_ids(status) - self.earlier_jobs:
             job = status.getJobInfo(job_id)
@@ -85,6 +90,23 @@ class _StageTracker:
                     self.stages.pop(stage_id, None)
                     continue
                 self.stages[stage_id] = (stage.numCompletedTasks, stage.numTasks)
+
+    def _follow_connect(self) -> None:
+        """On a Spark Connect client, have the session report its stages (it has no status tracker)."""
+        session = _connect_session()
+        if session is not None and session is not self.connect_session:
+            session.registerProgressHandler(self.on_connect_progress)
+            self.connect_session = session
+
+    def on_connect_progress(self, stages: Any, inflight_tasks: int, operation_id: str | None, done: bool) -> None:
+        # Stage ids are per server application, shared by every client: key them by operation too.
+        for stage in stages or ():
+            self.stages[operation_id, stage.stage_id] = (stage.num_completed_tasks, stage.num_tasks)
+
+    def stop_following(self) -> None:
+        if self.connect_session is not None:
+            self.connect_session.removeProgressHandler(self.on_connect_progress)
+            self.connect_session = None
 
     def finish(self) -> None:
         self.stages = {stage_id: (total, total) for stage_id, (_, total) in self.stages.items()}
@@ -99,6 +121,18 @@ def _status() -> Any:
 
     context = SparkContext._active_spark_context
     return None if context is None else context.statusTracker()
+
+
+def _connect_session() -> Any:
+    # Only a process that made a Connect session has the module loaded; never import grpc for nothing.
+    # The poller is its own thread: the active session is per thread, active() falls back to the default.
+    module = sys.modules.get("pyspark.sql.connect.session")
+    if module is None:
+        return None
+    try:
+        return module.SparkSession.active()
+    except Exception:  # no session yet (PySparkRuntimeError), or one stopping
+        return None
 
 
 def _job_ids(status: Any) -> set[int]:

@@ -23,6 +23,9 @@ BASE_CONF: dict[str, str] = {
     "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
 }
 
+# Settings of the in-process (classic) PySpark client, not of the engine: a Connect session refuses them.
+CLASSIC_CLIENT_CONF = frozenset(key for key in BASE_CONF if key.startswith("spark.sql.execution.arrow.pyspark."))
+
 LOCAL_CONF: dict[str, str] = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
@@ -68,6 +71,8 @@ def build_session(
     """
     conf = {**BASE_CONF, **(extra or {})}
     if remote:
+        # A Connect client always sends local frames as Arrow; the classic client's Arrow switches don't apply.
+        conf = {key: value for key, value in conf.items() if key not in CLASSIC_CLIENT_CONF}
         builder = SparkSession.builder.remote(remote).appName(app_name)
         for key, value in conf.items():
             builder = builder.config(key, value)

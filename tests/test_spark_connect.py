@@ -11,6 +11,8 @@ proves the work ran on the server.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +39,7 @@ pytestmark = pytest.mark.e2e
 
 T0 = datetime(2026, 11, 27, 9, tzinfo=UTC)
 HOURS = [T0 + timedelta(hours=i) for i in range(4)]
+ROOT = Path(__file__).resolve().parents[1]
 NO_JVM = {"JAVA_HOME": "/nonexistent-java-home"}  # spark-class runs $JAVA_HOME/bin/java
 QUARANTINE_ORDER = ["dt", "hour", "event_id", "event_time", "user_id"]
 
@@ -138,3 +141,33 @@ def test_hourly_dag_through_connect_equals_in_process(
     report = run_hours(spark, local_dir, load_spec(DEFAULT_SPEC_PATH), [hour])
     assert report.ok
     assert_same_tables(remote_dir, local_dir)
+
+
+PROGRESS_SCRIPT = """
+import io, sys
+from jobs import progress
+from jobs.session import build_session
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+spark = build_session("local[1]", remote=sys.argv[1])
+out = Terminal()
+with progress.spark_tasks("computing 3 hour(s)", enabled=True, file=out):
+    assert spark.range(0, 10_000, numPartitions=3).selectExpr("id % 7 AS k").groupBy("k").count().count() == 7
+    assert spark.range(0, 1000, numPartitions=4).selectExpr("sum(id)").collect()[0][0] == 499500
+print(out.getvalue().split("\\r")[-1])
+"""
+
+
+def test_the_backfill_progress_bar_follows_the_tasks_on_the_server(connect_url):
+    # A child process: a Connect session switches pyspark's functions to Connect for the whole process.
+    shown = subprocess.run(
+        [sys.executable, "-c", PROGRESS_SCRIPT, connect_url], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    final = shown.stdout.strip().splitlines()[-1]
+    assert final.startswith("computing 3 hour(s): 100%"), final
+    done, total = (int(n) for n in final.split("|")[-1].split()[0].split("/"))
+    assert done == total >= 3, final
