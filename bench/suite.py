@@ -1,7 +1,8 @@
 """`make bench`: Tally against the peers a user would pick instead, measured in one run.
 
 Generates its own data under .tally/bench (deleted afterwards), measures P1-P7 of
-issue 6 and the later figures (P7B, P10, P11: SSE fan-out; see docs/performance.md),
+issue 6 and the later figures (P7B, P8: one tally_hourly run in-process vs Spark
+Connect, P9: many small files, P10, P11: SSE fan-out; see docs/performance.md),
 prints a table and writes results/bench.json
 and results/bench.png. Every figure is a ratio against a peer measured in the
 same run (median of several repetitions); absolute figures are reported too,
@@ -34,8 +35,10 @@ from typing import Any
 import redis
 
 from bench import peers
+from bench.hourly_run import p8_hourly_run
 from bench.server import ROOT, bench_redis, start_server, staying_keys, stop
 from bench.sketch_latency import p10_sketch_latency
+from bench.small_files import p9_small_files
 from bench.sse_fanout import p11_sse_fanout
 from bench.wide_spec import p7b_wide_spec
 from cache.builds import read_hour_build
@@ -160,23 +163,35 @@ def all_files(data_dir: Path, hours: list[datetime]) -> list[Path]:
 
 
 def p1_spark_vs_duckdb(b: Bench) -> Figure:
+    """P1: the job on a 1M-event hour vs DuckDB (issue 18's target: <= 4x)."""
+    return _spark_vs_duckdb(b, "P1", 1_000_000, 4.0)
+
+
+def p1b_spark_vs_duckdb_10m(b: Bench) -> Figure:
+    """P1 at 10M events: Spark's fixed costs weigh less (issue 18's target: <= 3x)."""
+    return _spark_vs_duckdb(b, "P1B", 10_000_000, 3.0)
+
+
+def _spark_vs_duckdb(b: Bench, figure_id: str, events: int, target: float) -> Figure:
     hour = datetime(2026, 11, 2, 10, tzinfo=UTC)
-    data = WORK / "p1"
-    print("  generating a 1M-event hour ...", flush=True)
-    rows = generate_hours(data, [hour], 1_000_000, seed=1).rows
+    data = WORK / figure_id.lower()
+    print(f"  generating a {events // 1_000_000}M-event hour ...", flush=True)
+    rows = generate_hours(data, [hour], events, seed=1).rows
     spark_seconds, spark_samples = median_time(lambda: b.run_job(data, [hour]))
     con = peers.connect()
     files = raw_parquet_files(data, hour)
-    duck_seconds, duck_samples = median_time(lambda: peers.run_rollup(con, b.spec, files, WORK / "p1-duckdb.parquet"))
+    out = WORK / f"{figure_id.lower()}-duckdb.parquet"
+    duck_seconds, duck_samples = median_time(lambda: peers.run_rollup(con, b.spec, files, out))
+    shutil.rmtree(data, ignore_errors=True)
     ratio = spark_seconds / duck_seconds
-    met, headroom = at_most(ratio, 3.0)
+    met, headroom = at_most(ratio, target)
     return Figure(
-        "P1",
+        figure_id,
         f"Spark hourly job, 1 hour of {rows:,} rows, vs DuckDB (same metrics and slices)",
         f"{spark_seconds:.2f} s",
         f"{duck_seconds:.2f} s",
         ratio,
-        "<= 3x",
+        f"<= {target:g}x",
         met,
         headroom,
         {
@@ -252,14 +267,14 @@ def p3_backfill(b: Bench) -> Figure:
     single_seconds, single_samples = median_time(single_aggregation)
     rows = sum(i.rows for i in inputs)  # from the footers plan_inputs already read
     ratio = backfill_seconds / single_seconds
-    met, headroom = at_most(ratio, 1.5)
+    met, headroom = at_most(ratio, 1.3)  # issue 18 (was 1.5)
     return Figure(
         "P3",
         f"`tally backfill` of 168 hours ({rows:,} rows, one application) vs one aggregation of the same rows",
         f"{backfill_seconds:.2f} s",
         f"{single_seconds:.2f} s",
         ratio,
-        "<= 1.5x",
+        "<= 1.3x",
         met,
         headroom,
         {"rows": rows, "backfill_samples_s": backfill_samples, "single_samples_s": single_samples},
@@ -339,19 +354,22 @@ def p4_api_throughput(b: Bench) -> Figure:
                 raise RuntimeError(f"{path}: HTTP {status}")
         for connections in (16, 64):
             runs[f"tally_{connections}"] = _load(port, list(API_PATHS.values()), connections)
-    # Before the response cache, for the record (not part of the ratio).
+    # Cold reads, with the response cache off (reported beside the ratio, target >= 500 req/s).
     with _tally_server(b, port + 2, {"TALLY_API_RESPONSE_CACHE_MB": "0"}):
         runs["tally_uncached_16"] = _load(port + 2, list(API_PATHS.values()), 16)
     errors = sum(r["errors"] for r in runs.values())
     ratio = min(runs[f"tally_{c}"]["rps"] / runs[f"hello_{c}"]["rps"] for c in (16, 64))
     p99_16 = runs["tally_16"]["p99_ms"]
+    # Cold: every read computed (the first read after a publish); issue 18's target is >= 500 req/s on one core.
+    cold = runs["tally_uncached_16"]
     met = ratio >= 0.5 and p99_16 <= 10 and errors == 0
     headroom = min(ratio / 0.5, 10 / p99_16)
     return Figure(
         "P4",
         "API: dashboard reads (168 hourly points; 30 daily active users) vs bare FastAPI hello world, "
         "req/s, server and load generator on one core each",
-        f"{runs['tally_16']['rps']:.0f} / {runs['tally_64']['rps']:.0f} req/s (16/64 conn), p99 {p99_16:.1f} ms at 16",
+        f"{runs['tally_16']['rps']:.0f} / {runs['tally_64']['rps']:.0f} req/s (16/64 conn), p99 {p99_16:.1f} ms at 16; "
+        f"cold (response cache off) {cold['rps']:.0f} req/s, p99 {cold['p99_ms']:.1f} ms at 16",
         f"{runs['hello_16']['rps']:.0f} / {runs['hello_64']['rps']:.0f} req/s",
         ratio,
         ">= 0.5x; p99 <= 10 ms at 16",
@@ -614,6 +632,7 @@ def _rss_bytes(pid: int) -> int:
 
 MEASURES: dict[str, Callable[[Bench], Figure]] = {
     "P1": p1_spark_vs_duckdb,
+    "P1B": p1b_spark_vs_duckdb_10m,
     "P2": p2_history,
     "P3": p3_backfill,
     "P4": p4_api_throughput,
@@ -621,6 +640,8 @@ MEASURES: dict[str, Callable[[Bench], Figure]] = {
     "P6": p6_publish,
     "P7": p7_memory,
     "P7B": p7b_wide_spec,
+    "P8": p8_hourly_run,
+    "P9": p9_small_files,
     "P10": p10_sketch_latency,
     "P11": p11_sse_fanout,
 }

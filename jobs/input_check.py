@@ -1,10 +1,10 @@
 """Checking a source's input files against its declared columns, before Spark reads a row.
 
-Every file's Parquet footer is read on the driver (metadata only, never rows), so
-a missing column or unusable type fails the hour with an :class:`InputError`
-naming the file and the column instead of a Spark stack trace. What each file's
-footer says about how a column is stored (its :class:`FileEncoding`) tells
-:mod:`jobs.source` how to read it. A file whose footer is fine but whose pages
+Every file's Parquet footer is read on the driver (metadata only, never rows; a
+few files at a time), so a missing column or unusable type fails the hour with an
+:class:`InputError` naming the file and the column instead of a Spark stack trace.
+What each file's footer says about how a column is stored (its :class:`FileEncoding`)
+tells :mod:`jobs.source` how to read it. A file whose footer is fine but whose pages
 are broken fails only inside Spark; :func:`read_failure_message` gives that
 failure the same kind of message.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -53,15 +54,43 @@ class HourInput:
     rows: int = 0  # from the files' footers: what a full read returns
 
 
+# Footers are read by this many threads, each a run of consecutive files: pyarrow releases
+# the GIL while it opens a file and parses its footer, so an hour of thousands of small
+# files (a streaming sink's, one per minute per writer) is not a serial per-file cost on
+# the driver (P9, docs/performance.md). Runs, not a task per file: a future per file cost
+# the submitting thread as much as the footers did.
+FOOTER_READERS = 8
+
+
 def inspect_hour(source: Source, hour: datetime, files: Sequence[Path]) -> HourInput:
-    """Check every file of an hour against the source's columns; InputError names the first bad one."""
-    checked = [_read_footer(path) for path in files]
-    return HourInput(
-        hour,
-        tuple(files),
-        tuple(check_schema(path, schema, source) for path, (schema, _) in zip(files, checked, strict=True)),
-        sum(rows for _, rows in checked),
-    )
+    """Check every file of an hour against the source's columns; InputError names the first bad one.
+
+    The first bad one in ``files``' order, as a serial check would find it: the footers
+    of each run stop at its first unreadable file and the runs are taken in order; then
+    each distinct schema is checked once, on the first file that has it.
+    """
+    size = -(-len(files) // FOOTER_READERS)  # ceiling: at most FOOTER_READERS runs
+    runs = [files[i : i + size] for i in range(0, len(files), size)] if files else []
+    if len(runs) > 1:
+        with ThreadPoolExecutor(len(runs), thread_name_prefix="footer") as pool:
+            checked = [footer for run in pool.map(_read_footers, runs) for footer in run]
+    else:
+        checked = [footer for run in runs for footer in _read_footers(run)]
+    # check_schema reads only the fields' names and types: files whose schemas differ in
+    # metadata alone (pandas writes each file's row range into it) share one check.
+    distinct: list[tuple[pa.Schema, FileEncoding]] = []
+    per_file = []
+    for path, (schema, _) in zip(files, checked, strict=True):
+        encoding = next((e for seen, e in distinct if seen.equals(schema, check_metadata=False)), None)
+        if encoding is None:
+            encoding = check_schema(path, schema, source)
+            distinct.append((schema, encoding))
+        per_file.append(encoding)
+    return HourInput(hour, tuple(files), tuple(per_file), sum(rows for _, rows in checked))
+
+
+def _read_footers(paths: Sequence[Path]) -> list[tuple[pa.Schema, int]]:
+    return [_read_footer(path) for path in paths]
 
 
 def _read_footer(path: Path) -> tuple[pa.Schema, int]:

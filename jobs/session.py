@@ -17,6 +17,12 @@ BASE_CONF: dict[str, str] = {
     # Replace exactly the hour partitions a run writes, never the whole table.
     "spark.sql.sources.partitionOverwriteMode": "dynamic",
     "spark.sql.parquet.compression.codec": "zstd",
+    # Spark lists more than 32 given files with a distributed job, by default one task per
+    # file: an hour of 2,000 small files (a streaming sink's) paid a 2,000-task job, 26 s of
+    # the 2-core bench machine, more than reading its rows (P9, docs/performance.md). A few
+    # tasks list them in 1.5 s there, and still in parallel against a cluster's file system.
+    # Listing decides which files are read, not how they are split into tasks: no result changes.
+    "spark.sql.sources.parallelPartitionDiscovery.parallelism": "8",
     # Small driver-side frames go to the JVM as Arrow (jobs.source.local_frame), so
     # executors never need a Python worker; never fall back to pickled rows silently.
     "spark.sql.execution.arrow.pyspark.enabled": "true",

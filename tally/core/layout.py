@@ -9,6 +9,7 @@ here and nowhere else. All hours are UTC, whole hours, timezone-aware datetimes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -157,8 +158,16 @@ def hour_folder(data_dir: Path, path_template: str, hour: datetime) -> Path:
 
 
 def parquet_files(folder: Path) -> list[Path]:
-    """A folder's input files, sorted; hidden and marker files are skipped."""
-    return sorted(p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith((".", "_")))
+    """A folder's input files, sorted; hidden and marker files are skipped (none for a missing folder)."""
+    try:
+        # One directory read: an entry knows whether it is a file without a stat of its own,
+        # which an hour of thousands of small files would pay one by one (P9).
+        with os.scandir(folder) as entries:
+            names = [e.name for e in entries if e.name.endswith(".parquet") and e.is_file()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    # Sorted by name: within one folder, the order of the paths, without comparing Path objects.
+    return [folder / name for name in sorted(names) if not name.startswith((".", "_"))]
 
 
 def raw_hour_dir(data_dir: Path, hour: datetime) -> Path:
