@@ -41,9 +41,6 @@ LOCAL_CONF: dict[str, str] = {
 }
 
 
-CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
-
-
 def connect_server_command(master: str, host: str, port: int) -> list[str]:
     """The command that runs a Spark Connect server in the foreground (pyspark's own script).
 

@@ -62,7 +62,8 @@ def _delete_paths(spark: SparkSession, paths: Sequence[Path]) -> None:
     """
     if is_connect(spark):
         for path in paths:
-            shutil.rmtree(path, ignore_errors=True)
+            if path.exists():  # as Hadoop's delete: a missing folder is fine, one that stays is an error
+                shutil.rmtree(path)
         return
     jvm = spark.sparkContext._jvm
     assert jvm is not None  # a running session always has its JVM
