@@ -8,7 +8,7 @@ and results/bench.png. Every figure is a ratio against a peer measured in the
 same run (median of several repetitions); absolute figures are reported too,
 but they depend on the machine and are not the target.
 
-    python -m bench.suite            # everything, about 10 minutes on 2 cores
+    python -m bench.suite            # everything, about 45 minutes on 2 cores
     python -m bench.suite P1 P4      # some of it
     python -m bench.suite chart      # redraw the chart from results/bench.json
 """
