@@ -23,7 +23,7 @@ from bench.server import ROOT
 from jobs.hourly import RunReport, plan_inputs, run_planned
 from jobs.session import build_session
 from jobs.source import read_hours
-from jobs.tables import overwrite_partitions, write_quarantine
+from jobs.tables import overwrite_partitions, read_quarantine, write_quarantine
 from jobs.transform import (
     counted_events,
     deduplicate,
@@ -83,13 +83,14 @@ def main() -> int:
             "... + de-duplicate (shuffle + sort)": lambda: noop(
                 deduplicate(valid_events(classified(), source, spec), source)
             ),
-            "... + finest slices (counts, sums, HLL)": lambda: noop(finest()),
+            "... + finest slices (counts, sums, sketches)": lambda: noop(finest()),
             "rollup from cached finest slices + write": lambda: overwrite_partitions(
                 rollup_from_finest(cached, spec, source), out / "rollup"
             ),
             "quarantine write": lambda: write_quarantine(spark, out, source, classified(), [HOUR]),
+            # As the job does: from the quarantine just written, not from a scan of the input.
             "run statistics": lambda: hour_stats(
-                classified(), [HOUR], {HOUR: rows}, counted_events(cached), source
+                read_quarantine(spark, out, source, [HOUR]), [HOUR], {HOUR: rows}, counted_events(cached), source
             ).collect(),
         }
         print(f"{rows:,} rows in one hour; median of 3 in a warm session (local[2])")

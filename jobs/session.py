@@ -23,6 +23,12 @@ BASE_CONF: dict[str, str] = {
     # tasks list them in 1.5 s there, and still in parallel against a cluster's file system.
     # Listing decides which files are read, not how they are split into tasks: no result changes.
     "spark.sql.sources.parallelPartitionDiscovery.parallelism": "8",
+    # The sketch aggregations (HLL, theta, KLL) hash their groups in memory until a task
+    # holds this many, then sort the rest of its rows. An hour has a few hundred finest
+    # slices (264 in the sample), over the default 128: the sort fallback cost a fifth
+    # of the finest slices' stage (P1, docs/performance.md). Sketches grow with the
+    # values they hold, so a thousand groups of them stay far below a task's memory.
+    "spark.sql.objectHashAggregate.sortBased.fallbackThreshold": "1024",
     # Small driver-side frames go to the JVM as Arrow (jobs.source.local_frame), so
     # executors never need a Python worker; never fall back to pickled rows silently.
     "spark.sql.execution.arrow.pyspark.enabled": "true",

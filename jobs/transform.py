@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.partitions import partition_columns
-from jobs.source import HOUR_COLUMN, local_frame
+from jobs.source import HOUR_COLUMN, local_frame, union_all
 from tally.core.rollup import METRIC, SKETCH, VALUE, VALUE_TYPES
 from tally.core.spec import UNKNOWN, Dimension, Kind, Merge, Metric, MetricSpec, Source, quote_column
 from tally.core.spec_model import OTHER
@@ -26,7 +26,8 @@ from tally.core.spec_model import OTHER
 REASON = "reason"
 REAL = "_real"
 COUNTED = "_counted"
-INPUT_PREFIX = "_in_"
+VALUE_PREFIX = "_v_"
+MATCH_PREFIX = "_m_"
 # A value's counted rows in an hour and its place among the hour's values (the cardinality guard).
 VALUE_ROWS = "_g_rows"
 VALUE_RANK = "_g_rank"
@@ -98,39 +99,61 @@ def _matches(metric: Metric, source: Source) -> Column:
     return condition
 
 
-def metric_input(metric: Metric, source: Source) -> Column:
-    """What a row gives the metric: whether it counts, the number it adds, or the value it counts once."""
-    matches = _matches(metric, source)
+def _field_value(metric: Metric, source: Source) -> Column | None:
+    """The value a row gives the metric when it matches (none for a count), before the match is applied."""
     if metric.kind is Kind.COUNT:
-        value = F.coalesce(matches, F.lit(False))
-    elif metric.kind is Kind.SUM:
-        value = F.when(matches, sql(metric.field or "", source).cast("double"))
-    elif metric.kind in (Kind.MIN, Kind.MAX, Kind.QUANTILE):
-        number = sql(metric.field or "", source).cast("double")
-        # NaN is no value: it would be every maximum (Spark orders it last) and no rank.
-        value = F.when(matches & ~F.isnan(number), number)
-    elif metric.kind is Kind.COUNT_DISTINCT:
+        return None
+    if metric.kind is Kind.COUNT_DISTINCT:
         # Sketches take text, integers or bytes: text keeps any field type countable.
-        value = F.when(matches, sql(metric.field or "", source).cast("string"))
-    else:
-        raise ValueError(f"{metric.name}: ratios are computed at read time")
-    return value.alias(INPUT_PREFIX + metric.name)
+        return sql(metric.field or "", source).cast("string")
+    if metric.kind in (Kind.SUM, Kind.MIN, Kind.MAX, Kind.QUANTILE):
+        return sql(metric.field or "", source).cast("double")
+    raise ValueError(f"{metric.name}: ratios are computed at read time")
+
+
+def _input_of(metric: Metric, matches: Column, value: Column | None) -> Column:
+    """What a row gives the metric: whether it counts, the number it adds, or the value it counts once."""
+    if metric.kind is Kind.COUNT:
+        return F.coalesce(matches, F.lit(False))
+    assert value is not None, metric.name
+    if metric.kind in (Kind.MIN, Kind.MAX, Kind.QUANTILE):
+        # NaN is no value: it would be every maximum (Spark orders it last) and no rank.
+        return F.when(matches & ~F.isnan(value), value)
+    return F.when(matches, value)
+
+
+def _value_columns(metrics: Sequence[Metric], source: Source) -> dict[str, str]:
+    """Each metric's value column (``_v_<i>``), shared by the metrics whose field expression is the same."""
+    names: dict[tuple[str, bool], str] = {}
+    of_metric: dict[str, str] = {}
+    for metric in metrics:
+        if metric.kind is not Kind.COUNT:
+            # The same field gives the same value, as text for a sketch and as a number otherwise.
+            key = (metric.field or "", metric.kind is Kind.COUNT_DISTINCT)
+            of_metric[metric.name] = names.setdefault(key, f"{VALUE_PREFIX}{len(names)}")
+    return of_metric
 
 
 def valid_events(classified: DataFrame, source: Source, spec: MetricSpec) -> DataFrame:
-    """Valid rows as the aggregation needs them: hour, id, time, dimension values, one input per metric.
+    """Valid rows as the aggregation needs them: hour, id, time, dimension values, what the metrics read.
 
     Expressions see the source's columns as declared; only what the metrics need
-    travels on (through the de-duplication's shuffle).
+    travels on (through the de-duplication's shuffle): one column per distinct field
+    value (seven metrics over ``user_id`` share one) and one match flag per metric
+    (``_m_<metric>``); :func:`finest_slices` combines them into each metric's input.
     """
     keep = [source.id] if source.id is not None else []
     dimensions = [d for d in source.dimensions if d.name in spec.dimensions_of(source.name)]
+    stored = spec.stored_of(source.name)
+    names = _value_columns(stored, source)
+    values = {names[m.name]: _field_value(m, source) for m in stored if m.name in names}
     return classified.where(F.col(REASON).isNull()).select(
         HOUR_COLUMN,
         *[column(c) for c in keep],
         column(source.time.column),
         *[dimension_value(d).alias(d.name) for d in dimensions],
-        *[metric_input(m, source) for m in spec.stored_of(source.name)],
+        *[value.alias(name) for name, value in values.items() if value is not None],
+        *[_matches(m, source).alias(MATCH_PREFIX + m.name) for m in stored],
     )
 
 
@@ -141,11 +164,13 @@ def deduplicate(valid: DataFrame, source: Source) -> DataFrame:
     first) wins, so reruns are deterministic whatever order files are read in. A
     window keeps the first row of each id in one shuffle and one sort; the
     equivalent ``min(struct(...))`` aggregation sorted twice and was 25% slower.
+    The id leads the window's key: Spark sorts on a prefix of the first key, and
+    the hour is the same for every row of an hour.
     """
     if source.id is None:
         return valid
     payload = [column(c) for c in valid.columns if c not in (HOUR_COLUMN, source.id)]
-    first = Window.partitionBy(HOUR_COLUMN, column(source.id)).orderBy(*payload)
+    first = Window.partitionBy(column(source.id), HOUR_COLUMN).orderBy(*payload)
     return valid.select("*", F.row_number().over(first).alias("_copy")).where(F.col("_copy") == 1).drop("_copy")
 
 
@@ -162,9 +187,8 @@ def with_hour_placeholders(events: DataFrame, hours: Sequence[datetime]) -> Data
     return real.unionByName(placeholders.select("*", F.lit(False).alias(REAL)), allowMissingColumns=True)
 
 
-def _row_column(metric: Metric, lg_k: int) -> Column:
-    """The metric over the rows of one finest slice: a count, a sum, an extreme or a sketch."""
-    value = F.col(INPUT_PREFIX + metric.name)
+def _row_column(metric: Metric, lg_k: int, value: Column) -> Column:
+    """The metric over the rows of one finest slice (``value``: its input): a count, a sum, an extreme or a sketch."""
     merge = metric.merge
     if metric.kind is Kind.COUNT:
         result = F.count(F.when(F.col(REAL) & value, F.lit(1)))
@@ -207,10 +231,17 @@ def _slice_column(metric: Metric) -> Column:
     return merged.alias(metric.name)
 
 
-def _grouping_sets(metrics: Sequence[Metric]) -> list[tuple[str, ...]]:
-    """The union of the metrics' stored sets (every combination, or the declared slices and the total)."""
-    sets = {dims for metric in metrics for dims in metric.slice_dimension_sets()}
-    return sorted(sets, key=lambda s: (len(s), s))
+def _by_stored_sets(metrics: Sequence[Metric]) -> list[tuple[list[tuple[str, ...]], list[Metric]]]:
+    """The metrics grouped by the dimension sets they store (each group's sets, in slice order).
+
+    Each group is rolled up on its own: a metric is merged only over its own sets.
+    One aggregation over the union of every metric's sets merged each theta and KLL
+    sketch (up to 32 KB) over every set, most of them dropped afterwards.
+    """
+    groups: dict[frozenset[tuple[str, ...]], list[Metric]] = {}
+    for metric in metrics:
+        groups.setdefault(frozenset(tuple(sorted(s)) for s in metric.slice_dimension_sets()), []).append(metric)
+    return [(sorted(sets, key=lambda s: (len(s), s)), group) for sets, group in groups.items()]
 
 
 def finest_slices(events: DataFrame, spec: MetricSpec, source: Source) -> DataFrame:
@@ -223,7 +254,14 @@ def finest_slices(events: DataFrame, spec: MetricSpec, source: Source) -> DataFr
     """
     dims = list(spec.dimensions_of(source.name))
     counted = F.count(F.when(F.col(REAL), F.lit(1))).alias(COUNTED)
-    metrics = [_row_column(m, spec.sketch_lg_k) for m in spec.stored_of(source.name)]
+    stored = spec.stored_of(source.name)
+    values = _value_columns(stored, source)
+
+    def metric_value(metric: Metric) -> Column:
+        value = F.col(values[metric.name]) if metric.name in values else None
+        return _input_of(metric, F.col(MATCH_PREFIX + metric.name), value)
+
+    metrics = [_row_column(m, spec.sketch_lg_k, metric_value(m)) for m in stored]
     return events.groupBy(HOUR_COLUMN, *dims).agg(*metrics, counted)
 
 
@@ -317,17 +355,16 @@ def rollup_from_finest(finest: DataFrame, spec: MetricSpec, source: Source) -> D
     if not stored:
         schema = ", ".join(["dt string", "hour string", "metric string", *[f"`{d}` string" for d in dims]])
         return finest.sparkSession.createDataFrame([], f"{schema}, value double, sketch binary")
-    sets = [[HOUR_COLUMN, *s] for s in _grouping_sets(stored)]
-    flags = [F.grouping(d).alias(f"_g_{d}") for d in dims]
-    wide = finest.groupingSets(sets, HOUR_COLUMN, *dims).agg(*[_slice_column(m) for m in stored], *flags)
     # A grouped dimension can only be null on a placeholder row: drop those slices.
     placeholder_slice = reduce(lambda acc, d: acc | ((F.col(f"_g_{d}") == 0) & F.col(d).isNull()), dims, F.lit(False))
-    entries = F.array(*[_metric_entry(m, dims) for m in stored])
-    long = (
-        wide.where(~placeholder_slice)
-        .select(HOUR_COLUMN, *dims, F.explode(entries).alias("entry"))
-        .where(F.col("entry").isNotNull())
-    )
+    flags = [F.grouping(d).alias(f"_g_{d}") for d in dims]
+    parts = []
+    for sets, metrics in _by_stored_sets(stored):
+        grouped = [[HOUR_COLUMN, *s] for s in sets]
+        wide = finest.groupingSets(grouped, HOUR_COLUMN, *dims).agg(*[_slice_column(m) for m in metrics], *flags)
+        entries = F.array(*[_metric_entry(m) for m in metrics])
+        parts.append(wide.where(~placeholder_slice).select(HOUR_COLUMN, *dims, F.explode(entries).alias("entry")))
+    long = union_all(parts)
     is_total = reduce(lambda acc, d: acc & F.col(d).isNull(), dims, F.lit(True))
     absent_when_zero = F.col("entry._zero_absent")
     kept = F.col(f"entry.{VALUE}").isNotNull() & (is_total | ~absent_when_zero | (F.col(f"entry.{VALUE}") != 0))
@@ -340,19 +377,8 @@ def rollup_from_finest(finest: DataFrame, spec: MetricSpec, source: Source) -> D
     )
 
 
-def _metric_entry(metric: Metric, dims: Sequence[str]) -> Column:
-    """The metric's (name, value, sketch) for slices it keeps (its stored sets), else null."""
-    kept = reduce(
-        lambda acc, d: acc & (F.col(f"_g_{d}") == 1),
-        [d for d in dims if d not in metric.dimensions],
-        F.lit(True),
-    )
-    if metric.slices is not None:
-        # Declared slices: a row's set (the dimensions grouped, flag 0) must be one of them.
-        def grouped_exactly(stored: tuple[str, ...]) -> Column:
-            return reduce(lambda acc, d: acc & (F.col(f"_g_{d}") == (0 if d in stored else 1)), dims, F.lit(True))
-
-        kept = reduce(lambda acc, s: acc | grouped_exactly(s), metric.slice_dimension_sets(), F.lit(False))
+def _metric_entry(metric: Metric) -> Column:
+    """The metric's (name, value, sketch) in a slice of its group's sets (:func:`_by_stored_sets`): all its own."""
     aggregate_value = F.col(metric.name)
     merge = metric.merge
     value, sketch = aggregate_value.cast("double"), F.lit(None).cast("binary")
@@ -367,7 +393,7 @@ def _metric_entry(metric: Metric, dims: Sequence[str]) -> Column:
     entry = F.struct(
         F.lit(metric.name).alias(METRIC), value.alias(VALUE), sketch.alias(SKETCH), zero_absent.alias("_zero_absent")
     )
-    return F.when(kept, entry)
+    return entry
 
 
 def hour_stats(
