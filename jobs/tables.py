@@ -40,6 +40,9 @@ def write_quarantine(
         *[c for c in classified.columns if c != HOUR_COLUMN],
         *partition_columns(HOUR_COLUMN),
     )
+    # One file per hour: the rows are few, and the read has a task per few input files
+    # (63 for an hour of 2,000 small files, P9), each of which would write its own.
+    invalid = invalid.repartition("dt", "hour")
     invalid.write.mode("overwrite").partitionBy("dt", "hour").parquet(str(quarantine_dir(data_dir, source.name)))
 
 
