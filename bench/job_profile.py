@@ -2,14 +2,22 @@
 
     python -m bench.job_profile
 
-Runs each stage of ``jobs.batch.run_batch`` on its own, in a warm session
-(after one full run), three times, and prints the median of each next to the
-DuckDB peer's whole job on the same files. Spark's ``noop`` sink forces a stage
-to compute every row without writing anything.
+In a warm session (after one full run), three times each, median printed:
+
+1. The whole job (``jobs.hourly.run_planned``) and its phases as the job itself times
+   them (:class:`jobs.batch.Laps`, logged by every run): the finest slices (read,
+   classify, de-duplicate, aggregate, computed once and kept), the rollup from them
+   and its write, the quarantine, the statistics.
+2. The finest slices' steps on their own, each a prefix of the job's plan run into
+   Spark's ``noop`` sink (every row computed, nothing written), so each line minus
+   the one above is what its step adds.
+
+Then the DuckDB peer's whole job on the same files (P1's peer).
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import statistics
 import sys
@@ -20,16 +28,13 @@ from typing import Any
 
 from bench import peers
 from bench.server import ROOT
+from jobs.batch import Laps
 from jobs.hourly import RunReport, plan_inputs, run_planned
 from jobs.session import build_session
 from jobs.source import read_hours
-from jobs.tables import overwrite_partitions, read_quarantine, write_quarantine
 from jobs.transform import (
-    counted_events,
     deduplicate,
     finest_slices,
-    hour_stats,
-    rollup_from_finest,
     valid_events,
     with_hour_placeholders,
     with_invalid_reason,
@@ -52,6 +57,19 @@ def median_seconds(action: Callable[[], Any], reps: int = 3) -> float:
     return statistics.median(samples)
 
 
+class _JobLaps(logging.Handler):
+    """Collects the phases of each job run from the job's own log record (:class:`jobs.batch.Laps`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[dict[str, float]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        laps = record.args[-1] if isinstance(record.args, tuple) and record.args else None
+        if isinstance(laps, Laps):
+            self.runs.append(dict(laps.seconds))
+
+
 def main() -> int:
     shutil.rmtree(WORK, ignore_errors=True)
     spec = load_spec(DEFAULT_SPEC_PATH)
@@ -61,7 +79,6 @@ def main() -> int:
         plans = plan_inputs(WORK, spec, [HOUR], RunReport())
         source = spec.source("events")
         inputs = [p.inputs[source.name] for p in plans]
-        out = WORK / "out"
 
         def noop(frame: Any) -> None:
             frame.write.format("noop").mode("overwrite").save()
@@ -74,29 +91,25 @@ def main() -> int:
             return finest_slices(events, spec, source)
 
         run_planned(spark, WORK, spec, plans, RunReport())  # warm-up: JIT, codegen
-        cached = finest().persist()
-        cached.count()
-        stages = {
-            "whole job (tally run's work)": lambda: run_planned(spark, WORK, spec, plans, RunReport()),
+        laps = _JobLaps()
+        logging.getLogger("jobs.batch").addHandler(laps)
+        logging.getLogger("jobs.batch").setLevel(logging.INFO)
+        whole = median_seconds(lambda: run_planned(spark, WORK, spec, plans, RunReport()))
+        print(f"{rows:,} rows in one hour; median of 3 in a warm session (local[2])")
+        print(f"  {'whole job (after the footer checks)':<46}{whole:>7.2f} s")
+        for phase in laps.runs[0]:
+            print(f"    {phase:<44}{statistics.median(run[phase] for run in laps.runs):>7.2f} s")
+        steps = {
             "read + classify every row": lambda: noop(classified()),
             "... + keep valid rows": lambda: noop(valid_events(classified(), source, spec)),
             "... + de-duplicate (shuffle + sort)": lambda: noop(
                 deduplicate(valid_events(classified(), source, spec), source)
             ),
             "... + finest slices (counts, sums, sketches)": lambda: noop(finest()),
-            "rollup from cached finest slices + write": lambda: overwrite_partitions(
-                rollup_from_finest(cached, spec, source), out / "rollup"
-            ),
-            "quarantine write": lambda: write_quarantine(spark, out, source, classified(), [HOUR]),
-            # As the job does: from the quarantine just written, not from a scan of the input.
-            "run statistics": lambda: hour_stats(
-                read_quarantine(spark, out, source, [HOUR]), [HOUR], {HOUR: rows}, counted_events(cached), source
-            ).collect(),
         }
-        print(f"{rows:,} rows in one hour; median of 3 in a warm session (local[2])")
-        for name, action in stages.items():
-            print(f"  {name:<46}{median_seconds(action):>7.2f} s", flush=True)
-        cached.unpersist()
+        print("  the finest slices' steps, each on its own:")
+        for name, action in steps.items():
+            print(f"    {name:<44}{median_seconds(action):>7.2f} s", flush=True)
     finally:
         spark.stop()
     con = peers.connect()

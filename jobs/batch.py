@@ -63,6 +63,23 @@ def stats_schema() -> T.StructType:
 
 
 @dataclass
+class Laps:
+    """Seconds per phase of a batch, as the job spends them (a phase met again adds up)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    _last: float = field(default_factory=time.monotonic)
+
+    def lap(self, phase: str) -> None:
+        """Add the time since the previous lap to ``phase``."""
+        now = time.monotonic()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in self.seconds.items())
+
+
+@dataclass
 class _SourceRun:
     """One source's frames in a batch."""
 
@@ -79,6 +96,7 @@ def run_batch(spark: SparkSession, data_dir: Path, spec: MetricSpec, plans: Sequ
     A file that cannot be decoded raises before anything is written.
     """
     started = time.monotonic()
+    laps = Laps()
     computed = [p.hour for p in plans]
     runs = []
     for source in spec.sources:
@@ -90,26 +108,32 @@ def run_batch(spark: SparkSession, data_dir: Path, spec: MetricSpec, plans: Sequ
         finest = finest_slices(with_hour_placeholders(valid, computed), spec, source).persist()
         rollup_input, folds = guard_cardinality(spec, source, finest)
         runs.append(_SourceRun(source, classified, finest, rollup_input, folds))
+    laps.lap("finest slices")  # the guard's collect computes (and keeps) them: read, de-duplicate, aggregate
     try:
         checkpoint("job:before-rollup")
         # The first read of every value of every row: a file that cannot be decoded
         # fails here, before anything is written (a failed write commits nothing).
         overwrite_partitions(_all_rollups(spec, runs), data_dir / ROLLUPS_HOURLY)
+        laps.lap("rollup")
         checkpoint("job:after-rollup")
         stats_rows: list[Row] = []
         for run in runs:
             write_quarantine(spark, data_dir, run.source, run.classified, computed)
+            laps.lap("quarantine")
             stats_rows += _source_stats(spark, data_dir, spec, run, plans, started)
+            laps.lap("statistics")
         # Statistics are written last: their presence marks the hour's rollup complete.
         schema = stats_schema()
         overwrite_partitions(
             local_frame(spark, [[r[f.name] for f in schema.fields] for r in stats_rows], schema),
             data_dir / ROLLUPS_STATS,
         )
+        laps.lap("statistics")
         checkpoint("job:after-stats")
     finally:
         for run in runs:
             run.finest.unpersist()
+    log.info("computed %d hour(s) in %.2f s: %s", len(plans), time.monotonic() - started, laps)
     by_hour: dict[str, list[RunStats]] = {}
     files = {(p.hour, name): len(i.files) for p in plans for name, i in p.inputs.items()}
     for row in stats_rows:

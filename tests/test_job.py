@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from jobs.hourly import HourNotArrivedError, RunReport, require_some_arrived, run_hours
 from jobs.input_check import InputError, check_footer
-from tally.core.layout import format_hour, raw_hour_dir, rollup_hour_dir, stats_hour_dir
+from tally.core.layout import format_hour, quarantine_hour_dir, raw_hour_dir, rollup_hour_dir, stats_hour_dir
 from tally.core.settings import DEFAULT_SPEC_PATH
 from tally.core.spec import load_spec
 from tests.conftest import event, write_events
@@ -131,6 +132,23 @@ def test_rerun_replaces_exactly_the_hour_and_quarantine(spark, tmp_path: Path):
     assert totals(tmp_path, H11)["events"] == 1
     assert not (tmp_path / "quarantine" / "events" / "dt=2026-11-27" / "hour=10").exists()
     assert stats_hour_dir(tmp_path, H10).is_dir()
+
+
+def test_many_files_give_one_quarantine_file_per_hour_and_the_job_logs_its_phases(spark, tmp_path: Path, caplog):
+    for index in range(12):  # a streaming sink's small files, each with an invalid row
+        rows = [event(f"e{index}", "2026-11-27T10:00:00"), event(None, f"2026-11-27T10:{index:02d}:00")]
+        write_events(tmp_path, H10, rows, name=f"part-{index:02d}.parquet")
+    write_events(tmp_path, H11, [event(None, "2026-11-27T11:00:00")])
+    with caplog.at_level(logging.INFO, logger="jobs.batch"):
+        run_hours(spark, tmp_path, SPEC, [H10, H11])
+    for hour, invalid in ((H10, 12), (H11, 1)):
+        [written] = list(quarantine_hour_dir(tmp_path, hour, "events").glob("*.parquet"))
+        assert pq.read_metadata(written).num_rows == invalid
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("computed 2 hour(s) in ")]
+    total, phases = line.removeprefix("computed 2 hour(s) in ").split(" s: ")
+    seconds = {name: float(value) for name, value in (p.removesuffix(" s").rsplit(" ", 1) for p in phases.split(", "))}
+    assert list(seconds) == ["finest slices", "rollup", "quarantine", "statistics"]
+    assert all(value > 0 for value in seconds.values()) and sum(seconds.values()) <= float(total) + 0.01
 
 
 @pytest.mark.slow  # spark-submit starts its own JVM and driver process
