@@ -77,6 +77,21 @@ class Subscription:
     dropped: bool = False
 
 
+async def cancel_until_done(task: asyncio.Task[None], every: float = 0.5) -> None:
+    """Cancel ``task`` and wait for it to end, cancelling it again every ``every`` seconds.
+
+    redis-py's asyncio client can swallow a cancellation that lands inside a
+    blocking read (redis/redis-py#2028): the reader then went on reading, and a
+    single ``cancel()`` followed by ``await task`` waited for ever (an API that never
+    shut down; a test that hung until its timeout).
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("%s ended with an error", task.get_name(), exc_info=task.exception())
+
+
 def stream_id_key(entry_id: str) -> tuple[int, int]:
     """A stream id's order: ``<ms>-<seq>`` compared as numbers."""
     ms, _, seq = entry_id.partition("-")
@@ -99,6 +114,7 @@ class EventHub:
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()  # set while the reader is connected and knows the stream's end
         self.last_id = "0-0"  # the newest entry seen (the stream's end when the reader started)
+        self._stopping = False
 
     @property
     def subscribers(self) -> int:
@@ -125,14 +141,15 @@ class EventHub:
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self.run(), name="tally-event-hub")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        self._stopping = True
+        self._ready.clear()
+        if task is not None:
+            await cancel_until_done(task)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -150,7 +167,7 @@ class EventHub:
     async def run(self) -> None:
         failures = 0
         started = False
-        while True:
+        while not self._stopping:  # (besides cancellation, which a blocking read can swallow)
             try:
                 client = self.client()
                 if not started:
