@@ -19,7 +19,7 @@ from dashboard_api.http_cache import cache_control
 from dashboard_api.metrics import install_metrics
 from dashboard_api.middleware import ALLOWED_METHODS, BearerTokenMiddleware, ReadOnlyMiddleware
 from dashboard_api.page import STATIC_PATH, install_page
-from dashboard_api.response_cache import ResponseCacheMiddleware
+from dashboard_api.response_cache import ResponseCacheMiddleware, Warming
 from dashboard_api.routes import build_router
 from tally.core.settings import Settings, get_settings
 from tally.core.spec import load_spec
@@ -33,7 +33,10 @@ SWAGGER_UI_PATH = f"{STATIC_PATH}/vendor/swagger-ui"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the API; ``settings`` (tests) overrides :func:`get_settings` everywhere.
+    """Build the API; ``settings`` (tests) replaces :func:`get_settings` everywhere.
+
+    Routes read the settings from ``app.state`` (:mod:`dashboard_api.deps`): no
+    dependency override, which FastAPI would re-analyse on every request.
 
     The spec is loaded here, so an invalid spec fails at startup (SpecError), not
     on the first request.
@@ -45,18 +48,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = resolved
     app.state.spec = load_spec(resolved.spec_path)
-    if settings is not None:
-        app.dependency_overrides[get_settings] = lambda: resolved
     install_error_handlers(app)
     # Added innermost first: CORS answers a browser's preflight (OPTIONS) before the
     # token and read-only rules, which would refuse it; the response cache sees only
     # requests those rules let through.
+    # Builds the recently asked series again after each publish (started with the event hub).
+    app.state.warming = Warming()
     if resolved.api_response_cache_mb > 0:
         app.add_middleware(
             ResponseCacheMiddleware,
             layout=KeyLayout(resolved.redis_prefix),
             max_bytes=resolved.api_response_cache_mb * 2**20,
             cache_control=lambda now: cache_control(now, resolved.publish_lag_seconds),
+            warming=app.state.warming,
         )
     app.add_middleware(ReadOnlyMiddleware)
     if resolved.api_token is not None:
@@ -107,8 +111,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         settings.api_read_url, KeyLayout(settings.redis_prefix), keepalive=settings.events_keepalive_seconds
     )
     app.state.event_hub.start()
+    if settings.api_response_cache_mb > 0:
+        app.state.warming.start(app.state.event_hub, client)
     try:
         yield {"redis": client}
     finally:
+        await app.state.warming.stop()
         await app.state.event_hub.stop()
         client.close()

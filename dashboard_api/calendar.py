@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tally.core.layout import ONE_HOUR, floor_hour, hours_between
+from tally.core.layout import ONE_HOUR, floor_hour
 
 Grain = Literal["hour", "day", "week", "month"]
 UTC_ZONE = ZoneInfo("UTC")
@@ -97,8 +97,21 @@ def bucket_count(start: datetime, end: datetime, grain: Grain) -> int:
 
 
 def utc_hours(start: datetime, end: datetime) -> list[datetime]:
-    """Every whole UTC hour in [start, end)."""
-    return list(hours_between(start, end))
+    """Every whole UTC hour in [start, end) (:func:`tally.core.layout.hours_between`, as a list).
+
+    Counted, not stepped through with a comparison per hour: a 168-point read
+    lists hours about 500 times, and the generator was a tenth of its time.
+    """
+    if start.tzinfo is UTC and not (start.minute or start.second or start.microsecond):
+        first = start  # the usual case (a span's own start): no conversion
+    else:
+        first = floor_hour(start)
+        if first < start:
+            first += ONE_HOUR
+    count = -((first - end) // ONE_HOUR)  # whole hours from first up to (not including) end
+    if count == 1:  # an hourly point's span
+        return [first]
+    return [first + i * ONE_HOUR for i in range(count)]
 
 
 def days_back(instant: datetime, days: int, tz: ZoneInfo) -> datetime:
@@ -125,5 +138,7 @@ def first_fractional_offset(tz: ZoneInfo, start: datetime, end: datetime) -> dat
 def format_ts(instant: datetime, tz: ZoneInfo) -> str:
     """``2026-11-27T10:00:00Z`` in UTC; the local time with its offset elsewhere."""
     if tz.key == "UTC":
-        return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # isoformat, not strftime: this runs for every point, and strftime was a twentieth of a 168-point answer.
+        utc = instant if instant.tzinfo is UTC else instant.astimezone(UTC)
+        return utc.isoformat(timespec="seconds")[:-6] + "Z"
     return instant.astimezone(tz).isoformat()

@@ -1,7 +1,7 @@
-"""Request dependencies: the spec, the Redis client and the key layout.
+"""Request dependencies: the settings, the spec, the Redis client and the key layout.
 
-Settings come from :func:`tally.core.settings.get_settings` (``Depends(get_settings)``);
-:func:`dashboard_api.app.create_app` overrides it with the settings it was given.
+Settings are those :func:`dashboard_api.app.create_app` resolved (the ones it was
+given, else :func:`tally.core.settings.get_settings`), kept on the app.
 """
 
 from __future__ import annotations
@@ -12,25 +12,39 @@ import redis
 from fastapi import Depends, Request
 
 from cache.keys import KeyLayout
-from tally.core.settings import Settings, get_settings
+from tally.core.settings import Settings
 from tally.core.spec import MetricSpec
 
+# Each is ``async`` although none awaits: FastAPI runs a plain ``def`` dependency in its
+# thread pool, and four hand-offs to a thread and back were about a tenth of an uncached read.
 
-def get_spec(request: Request) -> MetricSpec:
+
+async def get_spec(request: Request) -> MetricSpec:
     """The spec loaded once when the app was created."""
     return request.app.state.spec
 
 
-def get_redis(request: Request) -> redis.Redis:
+async def get_redis(request: Request) -> redis.Redis:
     """The client opened in the app's lifespan."""
     return request.state.redis
 
 
-def get_layout(settings: Annotated[Settings, Depends(get_settings)]) -> KeyLayout:
+async def get_app_settings(request: Request) -> Settings:
+    """The settings the app was created with (``get_settings()`` unless create_app was given some).
+
+    Read from the app, not through ``Depends(get_settings)``: FastAPI rebuilds an
+    overridden dependency's signature analysis on every request.
+    """
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+async def get_layout(settings: SettingsDep) -> KeyLayout:
     return KeyLayout(settings.redis_prefix)
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 SpecDep = Annotated[MetricSpec, Depends(get_spec)]
 RedisDep = Annotated[redis.Redis, Depends(get_redis)]
 LayoutDep = Annotated[KeyLayout, Depends(get_layout)]

@@ -73,28 +73,11 @@ class Evaluator:
         self._covers = dict(covers or {})
         # id of a fetched table -> requested slice id -> the covering set's fields that merge into it.
         self._merged: dict[int, dict[str, list[str]]] = {}
+        # Per read: the snapshot's tables a span's parts come from (looked up once, not per point).
+        self._tables: dict[HashRead, tuple[Any, ...]] = {}
 
     def value(self, metric: Metric, span: Span, slices: Sequence[str]) -> Number | None:
-        if metric.is_ratio:
-            (num, num_window), (den, den_window) = stored_parts(self.spec, metric)
-            numerator = self.value(num, part_span(span, num_window, self.tz), slices)
-            denominator = self.value(den, part_span(span, den_window, self.tz), slices)
-            return divide(numerator, denominator)
-        read = HashRead(metric.name, self.source[metric.name])
-        parts = self._parts(read, span)
-        if parts is None:
-            return None
-        if read.source == "sketches":
-            combined = self._combined(metric, parts, slices)
-            if metric.merge is Merge.KLL:
-                return present(merges.quantile(combined, self.q_of(metric)), metric.kind)
-            return present(merges.distinct_estimate(combined), metric.kind)
-        # Values of counts and sums add; a distinct count's (one hour, one slice: plan.source_for) is itself.
-        merge = metric.merge if metric.merge in (Merge.MIN, Merge.MAX) else Merge.SUM
-        if merge is Merge.SUM and metric.name not in self._covers:
-            return present(math.fsum(table.get(s, 0.0) for table in parts for s in slices), metric.kind)
-        found = (table[f] for table in parts for f in self._fields(metric.name, table, slices) if f in table)
-        return present(merges.combine_numbers(merge, found), metric.kind)
+        return self.values_over(metric, [span], slices)[0]
 
     def q_of(self, metric: Metric) -> float:
         """The quantile a quantile metric is read at: the request's ``q``, else its spec's."""
@@ -131,7 +114,40 @@ class Evaluator:
             sliding = self._sliding_unions(metric, spans, slices)
             if sliding is not None:
                 return [None if s is None else present(s.get_estimate(), metric.kind) for s in sliding]
-        return [self.value(metric, span, slices) for span in spans]
+        return self._stored_values(metric, spans, slices)
+
+    def _stored_values(self, metric: Metric, spans: Sequence[Span], slices: Sequence[str]) -> list[Number | None]:
+        """A stored metric's value over each span, each from the hashes of its computed hours.
+
+        What a span costs is looked up once for all of them (a 168-point series has 168).
+        """
+        read = HashRead(metric.name, self.source[metric.name])
+        kind, merge = metric.kind, metric.merge
+        results: list[Number | None] = []
+        if read.source == "sketches":
+            q = self.q_of(metric) if merge is Merge.KLL else None
+            for span in spans:
+                parts = self._parts(read, span)
+                if parts is None:
+                    results.append(None)
+                    continue
+                combined = self._combined(metric, parts, slices)
+                estimate = merges.distinct_estimate(combined) if q is None else merges.quantile(combined, q)
+                results.append(present(estimate, kind))
+            return results
+        # Values of counts and sums add; a distinct count's (one hour, one slice: plan.source_for) is itself.
+        merge = merge if merge in (Merge.MIN, Merge.MAX) else Merge.SUM
+        summed = merge is Merge.SUM and metric.name not in self._covers
+        for span in spans:
+            parts = self._parts(read, span)
+            if parts is None:
+                results.append(None)
+            elif summed:
+                results.append(present(math.fsum([table.get(s, 0.0) for table in parts for s in slices]), kind))
+            else:
+                found = (table[f] for table in parts for f in self._fields(metric.name, table, slices) if f in table)
+                results.append(present(merges.combine_numbers(merge, found), kind))
+        return results
 
     def complete(self, metric: Metric, span: Span, now: datetime) -> bool:
         """Every hour the point reads is computed, with the metric's current definition; none pending.
@@ -149,7 +165,7 @@ class Evaluator:
             return False
         days, hours = span.split()
         computed = self.snapshot.published_at
-        return all(day in self.snapshot.full_days for day in days) and all(hour in computed for hour in hours)
+        return self.snapshot.full_days.issuperset(days) and all(hour in computed for hour in hours)
 
     def revised(self, metric: Metric, span: Span) -> bool:
         """Some hour the point reads holds data that replaced what was published for it before."""
@@ -177,6 +193,8 @@ class Evaluator:
         registers = [None if b is None else hll.dense_registers(b, lg_k) for b in blobs]
         if any(r is None and b is not None for r, b in zip(registers, blobs, strict=True)):
             return None
+        if length == 1:  # every window is one day, its own sketch (what the general case below gives)
+            return [None if b is None else hll.decode(b) for b in (blobs[(days[0] - first).days] for days, _ in runs)]
         units = np.stack([np.zeros(1 << lg_k, np.uint8) if r is None else r for r in registers])
         nonempty = np.concatenate([[0], np.cumsum([b is not None for b in blobs])])
         prefix, suffix = hll.rolling_maxima(units, length)
@@ -211,11 +229,16 @@ class Evaluator:
 
     def _parts(self, read: HashRead, span: Span) -> list[Mapping[str, Any]] | None:
         """The fetched hashes (day and hour) that make up the span's computed hours."""
-        computed = self.snapshot.published_at
-        absent = self.snapshot.absent.get(read.metric, frozenset())
-        day_data = self.snapshot.days.get(read, {})
-        week_data = self.snapshot.weeks.get(read, {})
-        hour_data = self.snapshot.hours.get(read, {})
+        tables = self._tables.get(read)
+        if tables is None:
+            tables = self._tables[read] = (
+                self.snapshot.published_at,
+                self.snapshot.absent.get(read.metric, frozenset()),
+                self.snapshot.days.get(read, {}),
+                self.snapshot.weeks.get(read, {}),
+                self.snapshot.hours.get(read, {}),
+            )
+        computed, absent, day_data, week_data, hour_data = tables
         span_days, edge_hours = span.split()
         mondays, span_days = whole_weeks(span_days) if week_data else ([], span_days)
         parts: list[Mapping[str, Any]] = []

@@ -9,12 +9,16 @@ runs them in its thread pool.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
+import orjson
 import redis
 from fastapi import Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from cache import merges
 from cache.keys import KeyLayout
@@ -22,7 +26,7 @@ from dashboard_api.calendar import format_ts
 from dashboard_api.csv_format import CSV_MEDIA_TYPE, csv_etag, label_columns, series_csv
 from dashboard_api.deps import LayoutDep, RedisDep, SettingsDep, SpecDep
 from dashboard_api.http_cache import caching_headers, not_modified
-from dashboard_api.models import MetricInfo, MetricsResponse, Point, ResponseWarning, Series, SeriesResponse
+from dashboard_api.models import MetricInfo, MetricsResponse, ResponseWarning, SeriesResponse
 from dashboard_api.params import parse_series_query, split_format
 from dashboard_api.plan import ReadPlan, Snapshot, plan_reads, plan_values, request_dimensions, stored_parts
 from dashboard_api.requests import SeriesRequest, ValuesRequest
@@ -137,26 +141,73 @@ def metric_series(
         headers["ETag"] = csv_etag(headers["ETag"])
     if not_modified(request.headers.get("if-none-match"), headers["ETag"]):
         return Response(status_code=304, headers=headers)
-    body = series_response(query, series, snapshot.as_of, snapshot.version)
     if representation == "csv":
         # No warnings: a CSV has nowhere to put them, so their extra read is not paid.
         labels = label_columns(list(query.filters), query.group_by)
-        text = series_csv(series_json(body, bounds=query.bounds), labels, bounds=query.bounds)
+        text = series_csv(series_document(query, series, snapshot.as_of, snapshot.version), labels, bounds=query.bounds)
         return Response(text, media_type=CSV_MEDIA_TYPE, headers=headers)
-    body.warnings = filter_warnings(spec, query, plan, snapshot, client, layout)
-    return JSONResponse(series_json(body, bounds=query.bounds), headers=headers)
+    warnings = filter_warnings(spec, query, plan, snapshot, client, layout)
+    document = series_document(query, series, snapshot.as_of, snapshot.version, warnings)
+    return Response(json_bytes(document), media_type="application/json", headers=headers)
 
 
-def series_json(body: SeriesResponse, *, bounds: bool) -> dict[str, Any]:
-    """The response as JSON: ``q`` only for quantiles, ``lower``/``upper`` only when bounds were asked for."""
-    document = body.model_dump(mode="json")
-    if document["q"] is None:
+def series_document(
+    query: SeriesRequest,
+    series: list[SeriesData],
+    as_of: str | None,
+    build: str = "",
+    warnings: Sequence[ResponseWarning] = (),
+) -> dict[str, Any]:
+    """The response as JSON data, :class:`SeriesResponse` field for field (``tests/test_api_fast_read.py``).
+
+    Written directly, not as models dumped: a 168-point answer built 170 models,
+    validated and dumped them, for a tenth of its time. ``q`` only for quantiles;
+    ``lower``/``upper`` only when bounds were asked for.
+    """
+    tz = query.tz
+    document: dict[str, Any] = {
+        "metric": query.metric.name,
+        "grain": query.grain,
+        "tz": tz.key,
+        "window": f"{query.window_days}d" if query.window_days else None,
+        "q": query.q,
+        "start": format_ts(query.start, tz),
+        "end": format_ts(query.end, tz),
+        "series": [
+            {"labels": s.labels, "other": s.other, "points": _points(s, tz, bounds=query.bounds)} for s in series
+        ],
+        "build": build,
+        "as_of": as_of,
+        "warnings": [warning.model_dump() for warning in warnings],
+    }
+    if query.q is None:
         del document["q"]
-    if not bounds:
-        for series in document["series"]:
-            for point in series["points"]:
-                del point["lower"], point["upper"]
     return document
+
+
+def _points(series: SeriesData, tz: ZoneInfo, *, bounds: bool) -> list[dict[str, Any]]:
+    flags = zip(series.points, series.complete, series.revised, strict=True)
+    if not bounds:
+        return [{"ts": format_ts(ts, tz), "value": v, "complete": c, "revised": r} for (ts, v), c, r in flags]
+    return [
+        {
+            "ts": format_ts(ts, tz),
+            "value": value,
+            "complete": done,
+            "revised": revised,
+            "lower": None if bound is None else float(bound[0]),
+            "upper": None if bound is None else float(bound[1]),
+        }
+        for ((ts, value), done, revised), bound in zip(flags, series.bounds or [None] * len(series.points), strict=True)
+    ]
+
+
+def json_bytes(document: dict[str, Any]) -> bytes:
+    """``document`` as compact UTF-8 JSON, as JSONResponse writes it (orjson: a fraction of the time)."""
+    try:
+        return orjson.dumps(document)
+    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: the standard library writes any
+        return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def filter_warnings(
@@ -203,39 +254,3 @@ def _values(
 ) -> list[tuple[str, int | float | None]]:
     plan = plan_values(spec, request)
     return dimension_values(spec, request, plan, read_or_cold(client, layout, plan))
-
-
-def series_response(
-    query: SeriesRequest, series: list[SeriesData], as_of: str | None, build: str = ""
-) -> SeriesResponse:
-    return SeriesResponse(
-        metric=query.metric.name,
-        grain=query.grain,
-        tz=query.tz.key,
-        window=f"{query.window_days}d" if query.window_days else None,
-        q=query.q,
-        start=format_ts(query.start, query.tz),
-        end=format_ts(query.end, query.tz),
-        series=[
-            Series(
-                labels=s.labels,
-                other=s.other,
-                points=[
-                    Point(
-                        ts=format_ts(ts, query.tz),
-                        value=value,
-                        complete=done,
-                        revised=revised,
-                        lower=None if bound is None else bound[0],
-                        upper=None if bound is None else bound[1],
-                    )
-                    for (ts, value), done, revised, bound in zip(
-                        s.points, s.complete, s.revised, s.bounds or [None] * len(s.points), strict=True
-                    )
-                ],
-            )
-            for s in series
-        ],
-        as_of=as_of,
-        build=build,
-    )

@@ -113,13 +113,8 @@ class Snapshot:
 
 
 def point_spans(request: SeriesRequest) -> list[Span]:
-    """One span per bucket: the bucket itself, or the window ending at its end."""
-    spans = []
-    for start, end in request.buckets:
-        if request.window_days:
-            start = days_back(end, request.window_days, request.tz)
-        spans.append(Span(start, end))
-    return spans
+    """One span per bucket: the bucket itself, or the window ending at its end (a copy: callers extend it)."""
+    return list(request.spans)
 
 
 def part_span(span: Span, window_days: int | None, tz: ZoneInfo) -> Span:
@@ -239,16 +234,24 @@ def plan_spans(
     days: dict[HashRead, set[date]] = {}
     weeks: dict[HashRead, set[date]] = {}
     for name, spans in needed.items():
+        if not spans:
+            continue
         metric = _part(spec, name)
         read = HashRead(name, source_for(metric, spans, single_slice=single_slice and name not in covers))
         weekly = read.source == "sketches" and has_weeks(metric)
+        read_weeks, read_days, read_hours = (
+            weeks.setdefault(read, set()),
+            days.setdefault(read, set()),
+            hours.setdefault(read, set()),
+        )
         for span in spans:
             span_days, edge_hours = span.split()
-            mondays, span_days = whole_weeks(span_days) if weekly else ([], span_days)
-            weeks.setdefault(read, set()).update(mondays)
-            days.setdefault(read, set()).update(span_days)
-            hours.setdefault(read, set()).update(edge_hours)
-            start, end = min(start, span.start), max(end, span.end)
+            if weekly:
+                mondays, span_days = whole_weeks(span_days)
+                read_weeks.update(mondays)
+            read_days.update(span_days)
+            read_hours.update(edge_hours)
+        start, end = min(start, *(s.start for s in spans)), max(end, *(s.end for s in spans))
     return ReadPlan(
         start=start,
         end=end,

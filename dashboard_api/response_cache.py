@@ -23,11 +23,20 @@ and serves one again only when both hold:
 publish); ETag, Last-Modified and the body are the stored ones. Errors and
 responses without a generation token (Redis down, nothing published yet) are
 never stored.
+
+After a publish, the first read of each query would build its answer again. So the
+middleware remembers the queries asked recently (:data:`WARM_QUERIES`, asked within
+:data:`WARM_SECONDS`), and :class:`Warming`, told of every publish event by the
+process's event hub (:mod:`dashboard_api.event_hub`), builds them again in the
+background, one at a time, as a request of their own would: the token is read
+first, then the answer built and stored under it, so an entry can be newer than
+the token it claims, never older.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -40,11 +49,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cache.keys import KeyLayout
 from dashboard_api.csv_format import accepted
+from dashboard_api.event_hub import EventHub, KeepAlive, cancel_until_done
 from dashboard_api.http_cache import not_modified
+
+log = logging.getLogger(__name__)
 
 # The read endpoints whose answers depend only on the query and what is published.
 CACHED_PREFIXES = ("/v1/metrics/", "/v1/retention", "/v1/funnel")
 UNREACHABLE_BACKOFF_SECONDS = 5.0
+# Warming after a publish: the queries asked within this many seconds, at most this many (newest first).
+WARM_SECONDS = 900.0
+WARM_QUERIES = 64
+# A publish is several events (the switch, then tier moves, pending marks): warm once they have settled.
+WARM_SETTLE_SECONDS = 0.05
+# What a warming request keeps of the request it repeats: the representation comes from Accept.
+_WARM_SCOPE_KEYS = (
+    *("type", "asgi", "http_version", "method", "scheme", "path", "raw_path", "query_string"),
+    *("root_path", "app", "server"),
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,10 @@ class ResponseCache:
         if entry is not None:
             self._entries.move_to_end(key)
         return entry
+
+    def peek(self, key: bytes) -> Entry | None:
+        """The entry, without counting it as used (warming looks, it does not ask)."""
+        return self._entries.get(key)
 
     def put(self, key: bytes, entry: Entry) -> None:
         if entry.size > self.max_bytes:
@@ -152,7 +178,12 @@ class ResponseCacheMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, layout: KeyLayout, max_bytes: int, cache_control: Callable[[datetime], str]
+        self,
+        app: ASGIApp,
+        layout: KeyLayout,
+        max_bytes: int,
+        cache_control: Callable[[datetime], str],
+        warming: Warming | None = None,
     ) -> None:
         self.app = app
         self.generations = GenerationReads(layout.generation())
@@ -160,6 +191,10 @@ class ResponseCacheMiddleware:
         self.cache_control = cache_control
         self._cache_control_second: tuple[int, bool] | None = None
         self._cache_control_header = (b"cache-control", b"")
+        # Cache key -> (when it was last asked, monotonic; the request's scope, to build it again).
+        self.recent: OrderedDict[bytes, tuple[float, Scope]] = OrderedDict()
+        if warming is not None:
+            warming.middleware = self
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET" or not scope["path"].startswith(CACHED_PREFIXES):
@@ -174,9 +209,46 @@ class ResponseCacheMiddleware:
         key = cache_key(scope)
         entry = self.cache.get(key)
         if entry is not None and entry.generation == generation and entry.hour == hour:
+            self._asked(key, scope)
             await self._replay(scope, entry, now, send)
             return
-        await self.app(scope, receive, self._recording(send, key, generation, hour))
+        await self.app(scope, receive, self._recording(send, key, generation, hour, scope))
+
+    def _asked(self, key: bytes, scope: Scope) -> None:
+        """Remember a query whose answer was stored (errors are not built again)."""
+        known = self.recent.pop(key, None)
+        # The scope is kept once per query (its first asking): a warming build needs only its query.
+        self.recent[key] = (time.monotonic(), known[1] if known is not None else _warm_scope(scope))
+        if len(self.recent) > WARM_QUERIES:
+            self.recent.popitem(last=False)
+
+    async def warm(self, client: redis.Redis) -> int:
+        """Build the recently asked queries whose stored answer is not current; returns how many were built.
+
+        The token is read before any of them is built (as for a request), so each
+        entry holds data at least as new as the token it is stored under.
+        """
+        generation = await self.generations.read(client)
+        if generation is None:
+            return 0
+        hour = current_hour()
+        oldest = time.monotonic() - WARM_SECONDS
+        built = 0
+        for key, (asked, scope) in reversed(list(self.recent.items())):
+            if asked < oldest:
+                self.recent.pop(key, None)
+                continue
+            entry = self.cache.peek(key)
+            if entry is not None and entry.generation == generation and entry.hour == hour:
+                continue
+            warm_scope = {**scope, "state": {"redis": client}}
+            try:
+                await self.app(warm_scope, _no_body, self._recording(_discard, key, generation, hour))
+            except Exception:  # e.g. Redis gone mid-way: this entry stays as it was, the next is tried
+                log.warning("warming %r failed", key, exc_info=True)
+                continue
+            built += 1
+        return built
 
     def _cache_control(self, now: datetime) -> tuple[bytes, bytes]:
         # The value changes once a second (it counts whole seconds down), so it is
@@ -199,7 +271,8 @@ class ResponseCacheMiddleware:
         await send({"type": "http.response.start", "status": 200, "headers": [*entry.headers, cache_control]})
         await send({"type": "http.response.body", "body": entry.body})
 
-    def _recording(self, send: Send, key: bytes, generation: bytes, hour: int) -> Send:
+    def _recording(self, send: Send, key: bytes, generation: bytes, hour: int, asked: Scope | None = None) -> Send:
+        """``send``, storing a 200 with an ETag under ``generation``; ``asked``: the request's (not warming's)."""
         status: list[int] = []
         headers: list[tuple[bytes, bytes]] = []
         chunks: list[bytes] = []
@@ -217,6 +290,8 @@ class ResponseCacheMiddleware:
                     if etag is not None:
                         kept = [(k, v) for k, v in headers if k != b"cache-control"]
                         self.cache.put(key, Entry(generation, hour, kept, etag, b"".join(chunks)))
+                        if asked is not None:
+                            self._asked(key, asked)
             await send(message)
 
         return record
@@ -238,3 +313,64 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return value
     return None
+
+
+def _warm_scope(scope: Scope) -> Scope:
+    """What a warming build repeats of a request: its path and query, and only the Accept header."""
+    accept = _header(scope, b"accept")
+    return {
+        **{name: scope[name] for name in _WARM_SCOPE_KEYS if name in scope},
+        "headers": [] if accept is None else [(b"accept", accept)],
+        "client": None,
+    }
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _discard(message: Message) -> None:
+    return None
+
+
+class Warming:
+    """After each publish, the recently asked series built again, so a dashboard's next read is a hit.
+
+    Runs as one task of the app's lifespan: it follows the event hub's stream
+    (any event may change an answer; a ``reset`` means some may have been missed)
+    and, once events have settled for :data:`WARM_SETTLE_SECONDS`, has the response
+    cache middleware build its recent queries (:meth:`ResponseCacheMiddleware.warm`).
+    """
+
+    def __init__(self) -> None:
+        self.middleware: ResponseCacheMiddleware | None = None  # set when the middleware is built
+        self.rounds = 0  # warming rounds run (tests and curiosity)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, hub: EventHub, client: redis.Redis) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(hub, client), name="tally-response-warming")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_until_done(task)
+
+    async def _run(self, hub: EventHub, client: redis.Redis) -> None:
+        while True:  # a subscription the hub dropped (too far behind) is replaced
+            async with hub.subscribe() as subscription:
+                while not subscription.dropped:
+                    item = await subscription.queue.get()
+                    if isinstance(item, KeepAlive):
+                        continue
+                    # Let the rest of the publish arrive (its events come within milliseconds), then warm once.
+                    await asyncio.sleep(WARM_SETTLE_SECONDS)
+                    while not subscription.queue.empty():
+                        subscription.queue.get_nowait()
+                    await self._warm(client)
+
+    async def _warm(self, client: redis.Redis) -> None:
+        if self.middleware is None:  # the response cache is off
+            return
+        await self.middleware.warm(client)
+        self.rounds += 1

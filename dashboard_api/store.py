@@ -16,7 +16,12 @@ from typing import Any
 
 import redis
 
-from cache.keys import DAY_BUILDS_FIELD, META_HOURS_FROM, KeyLayout, parse_day_index_value
+try:  # what redis-py's hiredis reader answers while no whole reply is buffered
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+except ImportError:  # another redis-py: read every reply through read_response
+    _NOT_ENOUGH_DATA = None
+
+from cache.keys import DAY_BUILDS_FIELD, HOURS_PER_DAY, META_HOURS_FROM, KeyLayout, parse_day_index_value
 from cache.reads import DayIndexEntry, Pointer, day_hours, definition_hours, pointer_of
 from cache.weeks import WEEK_DAYS_FIELD, week_days, week_days_text
 from dashboard_api.plan import HashRead, ReadPlan, Snapshot
@@ -55,14 +60,18 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Sna
         | {day for wanted in week_reads.values() for monday in wanted for day in week_days(monday)}
     )
     edge_hours = sorted({hour for wanted in plan.hours.values() for hour in wanted})
+    # Whole UTC days all of whose hours are read one by one (an hourly series): their
+    # builds come from one day index field, not 24 pointers (the same switch writes both).
+    hour_days = _whole_days(edge_hours, set(days))
+    pointer_hours = [hour for hour in edge_hours if hour.date() not in hour_days]
     definition_days = sorted(plan.all_days) if plan.definitions else []
     index, pointers, pending, definitions, kept_from = _read_index_and_pointers(
-        client, layout, days, edge_hours, definition_days
+        client, layout, [*days, *sorted(hour_days)], pointer_hours, definition_days
     )
     _check_hour_tier(kept_from, edge_hours)
     # A day without an index entry has no computed hour, or was published before the
     # index existed: its pointers say which (one more round trip, only then).
-    unindexed = [day for day in days if day not in index]
+    unindexed = [day for day in [*days, *sorted(hour_days)] if day not in index]
     if unindexed:
         # (A day of the day tier without an index entry was expired or never computed: not an error.)
         _, more, _, _, _ = _read_index_and_pointers(client, layout, [], [h for d in unindexed for h in day_hours(d)])
@@ -73,9 +82,14 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Sna
     day_published_at: dict[date, str] = {}
     for day, (builds_text, newest, flags) in index.items():
         day_published_at[day] = newest
+        computed = day in hour_days  # read hour by hour: its computed hours are those it names
         for hour, build, flag in zip(day_hours(day), builds_text.split(","), flags, strict=True):
             if build != "-":
                 builds.setdefault(hour, build)
+                if computed:
+                    # The day's newest publish stands for each hour's: only as_of (their
+                    # maximum, the same either way) reads the time itself.
+                    published_at.setdefault(hour, newest)
                 if flag:
                     revised.add(hour)
     # Only a week all of whose days are computed has an aggregate; the others are read by their days.
@@ -148,6 +162,15 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, plan: ReadPlan) -> Sna
     )
 
 
+def _whole_days(hours: Sequence[datetime], exclude: set[date]) -> set[date]:
+    """The UTC days (other than ``exclude``) all 24 of whose hours are among ``hours`` (sorted, distinct)."""
+    counts: dict[date, int] = {}
+    for hour in hours:
+        day = hour.date()
+        counts[day] = counts.get(day, 0) + 1
+    return {day for day, count in counts.items() if count == HOURS_PER_DAY and day not in exclude}
+
+
 def _version(index: dict[date, DayIndexEntry], pointers: dict[datetime, Pointer], pending: set[datetime]) -> str:
     """A digest of every build the response covers and of the pending hours.
 
@@ -162,6 +185,74 @@ def _version(index: dict[date, DayIndexEntry], pointers: dict[datetime, Pointer]
     for hour in sorted(pending):
         digest.update(f"pending:{hour_field(hour)};".encode())
     return digest.hexdigest()[:20]
+
+
+def pipelined(client: redis.Redis, commands: Sequence[Sequence[str]]) -> list[Any]:
+    """Send ``commands`` in one write and return their raw replies, in order.
+
+    What ``client.pipeline(transaction=False)`` does, without its per-command
+    queueing and reply callbacks, which cost more than Redis spends on the
+    command: an hourly week is 170 commands. Replies are as Redis sends them (an
+    HGETALL is a map in RESP3, redis-py's default, and a flat list in RESP2: :func:`_fields`).
+    Connection failures are retried as the client's own commands are; a reply
+    left unread (an error reply raises mid-way) would answer the next command on
+    the connection, so any failure closes it.
+    """
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        packed = _packed(commands)
+
+        def attempt() -> list[Any]:
+            connection.send_packed_command(packed)
+            return _read_replies(connection, len(commands))
+
+        return connection.retry.call_with_retry(attempt, lambda _error: connection.disconnect())
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
+
+
+def _packed(commands: Sequence[Sequence[str]]) -> list[bytes]:
+    """The commands in RESP, as one buffer (redis-py packs and chunks each command with more Python calls)."""
+    parts = []
+    for command in commands:
+        parts.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            data = arg.encode()
+            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return [b"".join(parts)]  # one write: send_packed_command takes a list of buffers
+
+
+def _read_replies(connection: Any, count: int) -> list[Any]:
+    """``count`` replies; those already buffered in hiredis's reader are taken from it directly.
+
+    ``connection.read_response()`` reads the socket (with its timeout and error
+    handling) whenever the buffer holds no whole reply; in between, one ``gets()``
+    per reply replaces several layers of Python calls, and what the parser would do
+    with a reply is done here: errors raised, push messages handed to it. Without
+    hiredis (or a redis-py that reads otherwise) every reply goes through ``read_response``.
+    """
+    parser = connection._parser
+    fast = _NOT_ENOUGH_DATA is not None and hasattr(parser, "handle_push_response")
+    push_type = getattr(parser, "_hiredis_PushNotificationType", None)
+    replies: list[Any] = []
+    while len(replies) < count:
+        reader = getattr(parser, "_reader", None) if fast else None
+        reply = _NOT_ENOUGH_DATA if reader is None else reader.gets()
+        if reply is _NOT_ENOUGH_DATA:
+            replies.append(connection.read_response())
+        elif push_type is not None and isinstance(reply, push_type):
+            parser.handle_push_response(reply)  # not a reply (RESP3 push): as the parser does
+        elif isinstance(reply, (redis.ResponseError, redis.ConnectionError)):
+            raise reply
+        elif type(reply) is list and reply and isinstance(reply[0], redis.ConnectionError):
+            raise reply[0]
+        else:
+            replies.append(reply)
+    return replies
 
 
 def _check_hour_tier(kept_from: date | None, hours: Sequence[datetime]) -> None:
@@ -183,17 +274,18 @@ def _read_index_and_pointers(
     pipeline, and the first day whose hours are kept (``{p}:meta`` ``hours_from``):
     a move switches it with the pointers it drops.
     """
-    with client.pipeline(transaction=False) as pipe:
-        pipe.exists(layout.meta())
-        pipe.hget(layout.meta(), META_HOURS_FROM)
-        pipe.hkeys(layout.pending())  # usually empty: a run marks hours only until it publishes them
-        if days:
-            pipe.hmget(layout.day_index(), [day_field(day) for day in days])
-        if hours:
-            pipe.hmget(layout.pointer(), [hour_field(hour) for hour in hours])
-        if definition_days:
-            pipe.hmget(layout.definitions(), [day_field(day) for day in definition_days])
-        replies = pipe.execute()
+    commands: list[tuple[str, ...]] = [
+        ("EXISTS", layout.meta()),
+        ("HGET", layout.meta(), META_HOURS_FROM),
+        ("HKEYS", layout.pending()),  # usually empty: a run marks hours only until it publishes them
+    ]
+    if days:
+        commands.append(("HMGET", layout.day_index(), *[day_field(day) for day in days]))
+    if hours:
+        commands.append(("HMGET", layout.pointer(), *[hour_field(hour) for hour in hours]))
+    if definition_days:
+        commands.append(("HMGET", layout.definitions(), *[day_field(day) for day in definition_days]))
+    replies = pipelined(client, commands)
     if not replies.pop(0):
         # Never answer zeros or nulls from an empty cache: say it is cold.
         raise CacheColdError("nothing is published in Redis yet (or it restarted empty); run `tally rehydrate`")
@@ -223,17 +315,17 @@ def _fetch(
         return [], [], []
     week_fields = None if slices is None else [WEEK_DAYS_FIELD, *slices]
     day_fields = None if slices is None else [DAY_BUILDS_FIELD, *slices]
-    with client.pipeline(transaction=False) as pipe:
-        for read, monday in week_requests:
-            key = layout.week_sketches(day_field(monday), read.metric)
-            pipe.hgetall(key) if week_fields is None else pipe.hmget(key, week_fields)
-        for read, day in day_requests:
-            key = (layout.day_values if read.source == "values" else layout.day_sketches)(day_field(day), read.metric)
-            pipe.hgetall(key) if day_fields is None else pipe.hmget(key, day_fields)
-        for read, hour in hour_requests:
-            key = _hash_key(layout, read, builds[hour], hour)
-            pipe.hgetall(key) if slices is None else pipe.hmget(key, list(slices))
-        replies = pipe.execute()
+    commands: list[tuple[str, ...]] = []
+    for read, monday in week_requests:
+        key = layout.week_sketches(day_field(monday), read.metric)
+        commands.append(("HGETALL", key) if week_fields is None else ("HMGET", key, *week_fields))
+    for read, day in day_requests:
+        key = (layout.day_values if read.source == "values" else layout.day_sketches)(day_field(day), read.metric)
+        commands.append(("HGETALL", key) if day_fields is None else ("HMGET", key, *day_fields))
+    for read, hour in hour_requests:
+        key = _hash_key(layout, read, builds[hour], hour)
+        commands.append(("HGETALL", key) if slices is None else ("HMGET", key, *slices))
+    replies = pipelined(client, commands)
     weeks, days = len(week_requests), len(day_requests)
     return (
         [_fields(reply, week_fields) for reply in replies[:weeks]],
@@ -255,7 +347,8 @@ def _hash_key(layout: KeyLayout, read: HashRead, build: str, hour: datetime) -> 
 
 
 def _fields(reply: Any, slices: Sequence[str] | None) -> dict[str, bytes]:
-    """Field -> raw value, from an HGETALL dict or an HMGET list."""
+    """Field -> raw value, from an HGETALL reply (RESP2: a flat field, value list) or an HMGET list."""
     if slices is None:
-        return {key.decode(): value for key, value in reply.items()}
+        pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+        return {key.decode(): value for key, value in pairs}
     return {s: value for s, value in zip(slices, reply, strict=True) if value is not None}
