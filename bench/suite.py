@@ -340,9 +340,11 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
         connection.close()
 
 
-def p4_api_throughput(b: Bench) -> Figure:
-    b.month  # noqa: B018 - publishes the data set
-    port = 18500 + os.getpid() % 400
+P4_ROUNDS = 3  # issue 18: P4 must hold every run, so one `make bench` measures it three times over
+
+
+def _p4_round(b: Bench, port: int) -> dict[str, dict[str, Any]]:
+    """One round of P4: the hello world, the replayed pair and the cold pair, 8 s per case."""
     runs: dict[str, dict[str, Any]] = {}
     with _hello_server(port + 1):
         for connections in (16, 64):
@@ -354,28 +356,44 @@ def p4_api_throughput(b: Bench) -> Figure:
                 raise RuntimeError(f"{path}: HTTP {status}")
         for connections in (16, 64):
             runs[f"tally_{connections}"] = _load(port, list(API_PATHS.values()), connections)
-    # Cold reads, with the response cache off (reported beside the ratio, target >= 500 req/s).
+    # Cold reads, with the response cache off: every read computed, as the first one after a
+    # publish is when nothing warmed it (reported beside the ratio; issue 18's target >= 500 req/s).
     with _tally_server(b, port + 2, {"TALLY_API_RESPONSE_CACHE_MB": "0"}):
         runs["tally_uncached_16"] = _load(port + 2, list(API_PATHS.values()), 16)
-    errors = sum(r["errors"] for r in runs.values())
-    ratio = min(runs[f"tally_{c}"]["rps"] / runs[f"hello_{c}"]["rps"] for c in (16, 64))
-    p99_16 = runs["tally_16"]["p99_ms"]
-    # Cold: every read computed (the first read after a publish); issue 18's target is >= 500 req/s on one core.
-    cold = runs["tally_uncached_16"]
-    met = ratio >= 0.5 and p99_16 <= 10 and errors == 0
-    headroom = min(ratio / 0.5, 10 / p99_16)
+    return runs
+
+
+def _p4_ratio(runs: dict[str, dict[str, Any]]) -> float:
+    return min(runs[f"tally_{c}"]["rps"] / runs[f"hello_{c}"]["rps"] for c in (16, 64))
+
+
+def p4_api_throughput(b: Bench) -> Figure:
+    b.month  # noqa: B018 - publishes the data set
+    port = 18500 + os.getpid() % 400
+    rounds = [_p4_round(b, port) for _ in range(P4_ROUNDS)]
+    errors = sum(r["errors"] for runs in rounds for r in runs.values())
+    ratios = [_p4_ratio(runs) for runs in rounds]
+    p99s = [runs["tally_16"]["p99_ms"] for runs in rounds]
+    met = min(ratios) >= 0.5 and max(p99s) <= 10 and errors == 0
+    headroom = min(min(ratios) / 0.5, 10 / max(p99s))
+
+    def each(key: str, runs_key: str, fmt: str = ".0f") -> str:
+        return ", ".join(f"{runs[runs_key][key]:{fmt}}" for runs in rounds)
+
     return Figure(
         "P4",
         "API: dashboard reads (168 hourly points; 30 daily active users) vs bare FastAPI hello world, "
-        "req/s, server and load generator on one core each",
-        f"{runs['tally_16']['rps']:.0f} / {runs['tally_64']['rps']:.0f} req/s (16/64 conn), p99 {p99_16:.1f} ms at 16; "
-        f"cold (response cache off) {cold['rps']:.0f} req/s, p99 {cold['p99_ms']:.1f} ms at 16",
-        f"{runs['hello_16']['rps']:.0f} / {runs['hello_64']['rps']:.0f} req/s",
-        ratio,
-        ">= 0.5x; p99 <= 10 ms at 16",
+        f"req/s, server and load generator on one core each, {P4_ROUNDS} rounds",
+        f"{each('rps', 'tally_16')} / {each('rps', 'tally_64')} req/s (16/64 conn), "
+        f"p99 {each('p99_ms', 'tally_16', '.1f')} ms at 16; "
+        f"cold (response cache off) {each('rps', 'tally_uncached_16')} req/s, "
+        f"p99 {each('p99_ms', 'tally_uncached_16')} ms at 16",
+        f"{each('rps', 'hello_16')} / {each('rps', 'hello_64')} req/s",
+        min(ratios),
+        ">= 0.5x every round; p99 <= 10 ms at 16",
         met,
         headroom,
-        {"runs": runs, "paths": API_PATHS},
+        {"rounds": rounds, "ratios": ratios, "paths": API_PATHS},
     )
 
 
@@ -677,6 +695,14 @@ def print_table(figures: list[Figure]) -> None:
         print(f"{f.id:<4}{f.tally:>44}{f.peer:>28}{f.ratio:>10.3g}  {f.target:<30}{'yes' if f.met else 'NO'}")
 
 
+def _median_round(detail: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """P4's round of median ratio (a results file from before the rounds holds one: ``runs``)."""
+    if "rounds" not in detail:
+        return detail["runs"]
+    rounds = sorted(detail["rounds"], key=_p4_ratio)
+    return rounds[len(rounds) // 2]
+
+
 def write_chart(figures: list[Figure], path: Path) -> None:
     import matplotlib
 
@@ -701,7 +727,7 @@ def write_chart(figures: list[Figure], path: Path) -> None:
         left.annotate(f"ratio {f.ratio:.3g}", (f.headroom, y), xytext=(4, 0), textcoords="offset points", va="center")
     api = next((f for f in figures if f.id == "P4"), None)
     if api is not None:
-        runs = api.detail["runs"]
+        runs = _median_round(api.detail)
         labels = ["16 connections", "64 connections"]
         hello = [runs["hello_16"]["rps"], runs["hello_64"]["rps"]]
         tally = [runs["tally_16"]["rps"], runs["tally_64"]["rps"]]
