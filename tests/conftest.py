@@ -6,7 +6,9 @@ Tests use their own Redis key prefix and delete only keys under it.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -36,23 +38,45 @@ os.environ["TALLY_REDIS_PREFIX"] = f"{TEST_PREFIX}-default"
 # the calendar moves on: the hour tier keeps hours forever unless a test sets a retention itself
 # (tests/test_tiers.py covers the default of 14 days with a fixed `now`).
 os.environ["TALLY_HOUR_RETENTION_DAYS"] = "0"
+# Every JVM a test starts reads these Spark defaults (why: the file's comment).
+os.environ.setdefault("SPARK_CONF_DIR", str(ROOT / "tests" / "support" / "spark-conf"))
+
+
+_REDIS_PROCESS = pytest.StashKey[tuple[subprocess.Popen | None, Path]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start a Redis at TEST_REDIS_URL unless one answers: once, in the process that runs pytest.
+
+    With pytest-xdist (`make test` runs two workers) that is the controller, before any worker
+    starts, so the workers never race to start one; each of them is its own test session.
+    """
+    if hasattr(config, "workerinput"):
+        return
+    state = Path(tempfile.mkdtemp(prefix="tally-test-redis-"))
+    config.stash[_REDIS_PROCESS] = (start_local_redis(TEST_REDIS_URL, state), state)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    process, state = config.stash.get(_REDIS_PROCESS, (None, None))
+    if process is not None:
+        process.terminate()
+        process.wait(timeout=10)
+    if state is not None:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Redis at TEST_REDIS_URL: the running one, or one this session starts and stops.
+def redis_server() -> Iterator[str]:
+    """The Redis at TEST_REDIS_URL (see pytest_configure).
 
-    At the end, no key of this session (``TEST_PREFIX``) may be left in any database
-    of that server: every test deletes what it wrote.
+    At the end, no key of this session (``TEST_PREFIX``, one per xdist worker) may be left in
+    any database of that server: every test deletes what it wrote.
     """
-    process: subprocess.Popen | None = start_local_redis(TEST_REDIS_URL, tmp_path_factory.mktemp("redis"))
     yield TEST_REDIS_URL
     with redis.Redis.from_url(TEST_REDIS_URL) as client:
         delete_prefix(client, KeyLayout(os.environ["TALLY_REDIS_PREFIX"]))
     left = keys_of_tests(TEST_REDIS_URL)
-    if process is not None:
-        process.terminate()
-        process.wait(timeout=10)
     assert not left, f"{len(left)} test key(s) left behind (database, key): {left[:10]}"
 
 

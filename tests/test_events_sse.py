@@ -148,8 +148,9 @@ def test_a_publish_reaches_a_connected_client(live: Live) -> None:
     listener = Listener(live.events())
     assert listener.status == 200 and listener.content_type.startswith("text/event-stream")
     hour = live.publish()
-    opened_at = listener.opening_id
     frame = listener.next()
+    # Read only now: the reader thread parses the opening block before any frame after it.
+    opened_at = listener.opening_id
     assert frame.event == "published" and frame.id == frame.data["id"]
     assert frame.data["hours"] == [hour] and frame.data["metrics"] == ["events"]
     assert set(frame.data) >= {"type", "hours", "metrics", "builds", "generation", "at"}
