@@ -51,15 +51,16 @@ node_modules/.installed: package.json package-lock.json
 # Test files run on TEST_WORKERS pytest-xdist workers (one file stays on one worker, so a
 # module's fixtures are built once); TEST_WORKERS=0 runs them in this process, one at a time.
 TEST_WORKERS ?= 2
+PYTEST = $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The dashboard's browser test drives Debian's chromium and chromedriver (installed with apt-get if missing).
 test: env
 	@scripts/install-chromium
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PYTEST)
 
 # The inner loop: unit and API tests against a real Redis; no Spark, Airflow or browser (see tests/conftest.py).
 test-fast: env
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not e2e and not browser"
+	$(PYTEST) -m "not slow and not e2e and not browser"
 
 bench: $(VENV)/.synced-bench
 	$(PY) -m bench.suite
